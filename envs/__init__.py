@@ -1,0 +1,26 @@
+"""Environments and the shared predictability wrappers.
+
+Importing this package registers the Gymnasium ids:
+
+- ``bystander/Intersection-v0``: single-agent view of the intersection (one ego car,
+  everything else scripted); see :mod:`bystander.envs.intersection`.
+- ``bystander/Text-v0``: turn-level text environment (prompt in, completion out);
+  see :mod:`bystander.envs.text_v0`.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from bystander.envs.contract import EGO_STEP_KEY, FRAMES, EgoStep, Predictor, Views
+
+__all__ = ["EGO_STEP_KEY", "FRAMES", "EgoStep", "Predictor", "Views"]
+
+
+def _register(env_id: str, entry_point: str) -> None:
+    if env_id not in gymnasium.registry:
+        gymnasium.register(id=env_id, entry_point=entry_point)
+
+
+_register("bystander/Intersection-v0", "bystander.envs.intersection.gym_env:IntersectionEnv")
+_register("bystander/Text-v0", "bystander.envs.text_v0:TextEnv")

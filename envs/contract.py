@@ -1,0 +1,239 @@
+"""The shared predictability contract between environments, predictors and wrappers.
+
+Both domains (driving and text) speak this contract; nothing in it knows about cars
+or tokens. See ``DESIGN.md`` ("The shared contract").
+
+Vocabulary
+----------
+*Ego state*: one element of the ego's trajectory. Driving: a position ``(x, y)`` in
+metres, world frame (``D = 2``). Text: one token id (states are ``int64`` of shape
+``(T,)``, i.e. no feature dimension).
+
+*Observer*: a bystander with a stable integer id and a type name (``"car"``,
+``"pedestrian"``, ``"cyclist"``, ``"slm"``...). At each ego state an observer either
+saw the ego or did not.
+
+*Frame*: where an observer stands. Driving observers carry a pose
+``(x, y, heading)`` and see the ego in their own frame (:class:`RigidFrame2D`); text
+observers have no frame (:class:`IdentityFrame`).
+
+The environment's duty
+----------------------
+A *predictable* environment puts an :class:`EgoStep` in ``info[EGO_STEP_KEY]`` on
+``reset`` and on every ``step``. It reports what happened; it never computes
+predictability itself.
+
+The predictor's duty
+--------------------
+A predictor (see :class:`Predictor`) maps a batch of :class:`Views` to predictions
+of the next ``horizon`` ego states and scores predictions against what really came:
+an error per view (metres of average displacement for driving, nats per token for
+text). Lower is better; the wrappers turn it into cost and ``predictability = -error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+EGO_STEP_KEY = "ego_step"
+"""``info`` key under which a predictable environment reports its :class:`EgoStep`."""
+
+
+@dataclass(frozen=True)
+class EgoStep:
+    """What a predictable environment reports for one env step.
+
+    Attributes:
+        states: The ego's new states produced by this step, world frame, oldest
+            first. Shape ``(T, D)`` float (driving: ``T = 1``, ``D = 2``, metres) or
+            ``(T,)`` int64 token ids (text: ``T`` = completion length). On ``reset``
+            the initial state(s) of the episode.
+        observer_ids: Stable ids of the observers present, shape ``(M,)`` int64. An
+            id is never reused for another observer within an episode.
+        observer_types: Type name of each observer, shape ``(M,)`` (``str`` objects).
+        visible: Whether each observer saw the ego at each new state, shape
+            ``(M, T)`` bool.
+        observer_frames: Pose of each observer at the end of this step, shape
+            ``(M, F)`` float, interpreted by ``frame`` (``RigidFrame2D``: ``F = 3``,
+            ``(x [m], y [m], heading [rad])``). ``None`` when ``frame`` is identity.
+        frame: Name of the frame transform, a key of :data:`FRAMES`.
+        episode_start: True for the report that ``reset`` returns.
+        context: Domain extras passed through to the predictor untouched (for text:
+            ``{"prompt_ids": np.ndarray}``). Never read by the wrappers.
+    """
+
+    states: np.ndarray
+    observer_ids: np.ndarray
+    observer_types: np.ndarray
+    visible: np.ndarray
+    observer_frames: np.ndarray | None = None
+    frame: str = "identity"
+    episode_start: bool = False
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        states = np.asarray(self.states)
+        if states.ndim not in (1, 2):
+            raise ValueError(f"EgoStep.states: expected shape (T,) or (T, D), got {states.shape}")
+        t = states.shape[0]
+        m = np.asarray(self.observer_ids).shape[0]
+        if np.asarray(self.observer_ids).shape != (m,):
+            raise ValueError(
+                f"EgoStep.observer_ids: expected shape (M,), got {np.asarray(self.observer_ids).shape}"
+            )
+        if np.asarray(self.observer_types).shape != (m,):
+            raise ValueError(
+                f"EgoStep.observer_types: expected shape ({m},), got {np.asarray(self.observer_types).shape}"
+            )
+        if np.asarray(self.visible).shape != (m, t):
+            raise ValueError(
+                f"EgoStep.visible: expected shape ({m}, {t}) (observers, new states), "
+                f"got {np.asarray(self.visible).shape}"
+            )
+        if self.frame not in FRAMES:
+            raise ValueError(f"EgoStep.frame: expected one of {sorted(FRAMES)}, got {self.frame!r}")
+        if self.frame != "identity":
+            f = FRAMES[self.frame].pose_size
+            if self.observer_frames is None or np.asarray(self.observer_frames).shape != (m, f):
+                got = (
+                    None if self.observer_frames is None else np.asarray(self.observer_frames).shape
+                )
+                raise ValueError(
+                    f"EgoStep.observer_frames: expected shape ({m}, {f}) for frame "
+                    f"{self.frame!r}, got {got}"
+                )
+
+
+@dataclass
+class Views:
+    """A batch of observers' partial views of the ego, ready for a predictor.
+
+    Attributes:
+        states: Ego history expressed in each observer's frame at prediction time,
+            oldest first, the last entry being the prediction time. Shape
+            ``(B, L, D)`` float or ``(B, L)`` int64 token ids. Entries the observer
+            did not see hold the true value but must be ignored: use ``mask``.
+        mask: Which history entries the observer saw, shape ``(B, L)`` bool.
+        observer_types: Type name per view, shape ``(B,)``.
+        observer_ids: Observer id per view, shape ``(B,)`` int64.
+        dt: Time between consecutive states in seconds (``1.0`` for tokens).
+        context: One mapping per view with the env's ``EgoStep.context``.
+    """
+
+    states: np.ndarray
+    mask: np.ndarray
+    observer_types: np.ndarray
+    observer_ids: np.ndarray
+    dt: float = 1.0
+    context: list[Mapping[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """An observer's model of the ego. Batched: one call serves all observers.
+
+    Attributes:
+        horizon: How many future ego states a prediction covers (>= 1). ``None``
+            means "the rest of the trajectory": the wrapper scores once, when the
+            episode ends, with the whole trajectory as truth (text domain).
+        history: How many past states (including the current one) a view holds;
+            ``None`` for the whole trajectory so far.
+        unit: Unit of the error, e.g. ``"m"`` or ``"nats/token"``.
+    """
+
+    horizon: int | None
+    history: int | None
+    unit: str
+
+    def predict(self, views: Views) -> np.ndarray:
+        """Predict the next ``horizon`` states, ``(B, H, D)`` or ``(B, K, H, D)`` for K modes."""
+        ...
+
+    def error(self, predictions: np.ndarray, truth: np.ndarray, views: Views) -> np.ndarray:
+        """Error of ``predictions`` against ``truth`` (same frame), shape ``(B,)`` float, finite."""
+        ...
+
+    def score(self, views: Views, truth: np.ndarray) -> np.ndarray:
+        """``error(predict(views), truth, views)``: error per view, shape ``(B,)``."""
+        ...
+
+    def update(self, views: Views, truth: np.ndarray) -> dict[str, float]:
+        """One co-training step on (views, truth); frozen predictors return ``{}``."""
+        ...
+
+
+class FrameTransform(Protocol):
+    """Maps world-frame ego states into an observer's frame and back."""
+
+    pose_size: int
+
+    def to_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        """``states`` ``(B, L, D)`` or ``(B, L)`` world frame -> observer frame, same shape."""
+        ...
+
+    def from_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        """Inverse of :meth:`to_frame`."""
+        ...
+
+
+class IdentityFrame:
+    """No frame: observers see world states as they are (text tokens)."""
+
+    pose_size = 0
+
+    def to_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        return states
+
+    def from_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        return states
+
+
+class RigidFrame2D:
+    """Planar rigid frame: pose ``(x, y, heading)``; the observer looks along +x.
+
+    ``to_frame`` translates by ``-(x, y)`` then rotates by ``-heading``. Distances are
+    preserved, so an ADE computed in any observer frame equals the world-frame ADE.
+    States may carry extra features after the first two (left untouched).
+    """
+
+    pose_size = 3
+
+    def to_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        assert poses is not None
+        return _rotate(states, poses, inverse=True)
+
+    def from_frame(self, states: np.ndarray, poses: np.ndarray | None) -> np.ndarray:
+        assert poses is not None
+        return _rotate(states, poses, inverse=False)
+
+
+def _rotate(states: np.ndarray, poses: np.ndarray, inverse: bool) -> np.ndarray:
+    """Apply the rigid transform of ``poses`` ``(B, 3)`` to ``states`` ``(B, ..., D>=2)``."""
+    states = np.asarray(states, dtype=np.float64)
+    poses = np.asarray(poses, dtype=np.float64)
+    extra = (1,) * (states.ndim - 2)
+    x0 = poses[:, 0].reshape(-1, *extra)
+    y0 = poses[:, 1].reshape(-1, *extra)
+    c = np.cos(poses[:, 2]).reshape(-1, *extra)
+    s = np.sin(poses[:, 2]).reshape(-1, *extra)
+    out = states.copy()
+    if inverse:
+        dx, dy = states[..., 0] - x0, states[..., 1] - y0
+        out[..., 0] = c * dx + s * dy
+        out[..., 1] = -s * dx + c * dy
+    else:
+        px, py = states[..., 0], states[..., 1]
+        out[..., 0] = c * px - s * py + x0
+        out[..., 1] = s * px + c * py + y0
+    return out
+
+
+FRAMES: dict[str, FrameTransform] = {"identity": IdentityFrame(), "rigid2d": RigidFrame2D()}
+"""Frame transforms by name, as referenced by :attr:`EgoStep.frame`."""

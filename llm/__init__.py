@@ -1,0 +1,1 @@
+"""The LLM domain: transformers policy, SLM observers and the GRPO trainer."""
