@@ -75,6 +75,29 @@ class EgoStep:
     episode_start: bool = False
     context: Mapping[str, Any] = field(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        # Field-wise comparison that understands arrays (the generated dataclass __eq__
+        # raises on array fields); gymnasium's check_env compares infos with ``==``.
+        if not isinstance(other, EgoStep):
+            return NotImplemented
+        for name in ("states", "observer_ids", "observer_types", "visible", "observer_frames"):
+            a, b = getattr(self, name), getattr(other, name)
+            if (a is None) != (b is None):
+                return False
+            if a is not None and not np.array_equal(np.asarray(a), np.asarray(b)):
+                return False
+        return (
+            self.frame == other.frame
+            and self.episode_start == other.episode_start
+            and dict(self.context).keys() == dict(other.context).keys()
+            and all(
+                np.array_equal(np.asarray(self.context[k]), np.asarray(other.context[k]))
+                for k in self.context
+            )
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: unhashable
+
     def __post_init__(self) -> None:
         states = np.asarray(self.states)
         if states.ndim not in (1, 2):

@@ -1,0 +1,491 @@
+"""Constraint logic: turn a cost signal into training signal, domain-agnostic.
+
+Three ways to trade reward against cost, all reading the conventions of
+:mod:`bystander.envs.predictability` (``info["cost"]`` / ``info["costs"][channel]``):
+
+- :class:`ShapedReward`: a static penalty, ``r - w * c``.
+- :class:`LagrangianReward`: ``(r - lambda * c) / (1 + lambda)`` with lambda from a
+  multiplier object that the training loop updates once per rollout from the mean
+  episode cost (:class:`LagrangeMultiplier`, log-lambda gradient ascent as in Safe
+  RLHF; :class:`PIDLagrangeMultiplier`, Stooke et al. 2020).
+- Several cost channels at once: pass dicts ``channel -> weight`` / ``channel ->
+  multiplier``; each channel keeps its own budget and lambda. The normalised reward
+  is then ``(r - sum_i lambda_i c_i) / (1 + sum_i lambda_i)``.
+
+The formulas are also exported as pure functions (:func:`shaped_reward`,
+:func:`lagrangian_reward`, :func:`combine_advantages`) so that a trainer without an
+env (the LLM trainer) reuses them. They work on Python floats, NumPy arrays and
+torch tensors alike (plain arithmetic only).
+
+Reward components: both wrappers keep the env's ``info["rewards"]`` and add
+``"penalty"`` = (new reward - env reward), i.e. the negative amount they took away,
+so the components still sum to the reward the agent receives whenever the env's did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+
+__all__ = [
+    "LagrangeMultiplier",
+    "LagrangianReward",
+    "Multiplier",
+    "PIDLagrangeMultiplier",
+    "ShapedReward",
+    "combine_advantages",
+    "lagrangian_reward",
+    "shaped_reward",
+]
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def shaped_reward(reward: Any, cost: Any, weight: float) -> Any:
+    """Static reward shaping: ``reward - weight * cost`` (scalars, arrays or tensors)."""
+    return reward - weight * cost
+
+
+def lagrangian_reward(reward: Any, cost: Any, lam: float) -> Any:
+    """Normalised Lagrangian reward ``(reward - lam * cost) / (1 + lam)``.
+
+    The ``1 + lam`` normalisation (Safe RLHF) keeps the reward scale bounded as
+    lambda grows. ``lam`` must be >= 0.
+    """
+    if lam < 0:
+        raise ValueError(f"lagrangian_reward: lam must be >= 0, got {lam}")
+    return (reward - lam * cost) / (1.0 + lam)
+
+
+def combine_advantages(a_r: Any, a_c: Any, lam: float) -> Any:
+    """Safe RLHF advantage mix ``(A_r - lam * A_c) / (1 + lam)`` (same shapes in, out)."""
+    return lagrangian_reward(a_r, a_c, lam)
+
+
+# ------------------------------------------------------------------------ multipliers
+
+
+def _check_cost(value: Any, name: str = "mean_episode_cost") -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected a real number, got {value!r}") from exc
+    if not math.isfinite(x):
+        raise ValueError(f"{name}: expected a finite number, got {x}")
+    return x
+
+
+def _check_nonneg(value: Any, name: str) -> float:
+    x = _check_cost(value, name)
+    if x < 0:
+        raise ValueError(f"{name}: expected >= 0, got {x}")
+    return x
+
+
+class Multiplier:
+    """Common interface of Lagrange multipliers (see subclasses).
+
+    Attributes:
+        budget: The cost budget ``d`` (same unit as the episode cost), >= 0.
+        value: The current lambda (>= 0, <= ``max`` when set).
+    """
+
+    budget: float
+
+    @property
+    def value(self) -> float:
+        raise NotImplementedError
+
+    def update(self, mean_episode_cost: float) -> float:
+        """Take one step from the mean episode cost of a rollout; return the new lambda."""
+        raise NotImplementedError
+
+    def set_value(self, value: float) -> None:
+        """Overwrite lambda: only for syncing a replica (e.g. a SubprocVecEnv worker's copy)
+        with the multiplier that the training loop updates."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(value={self.value:.6g}, budget={self.budget:.6g})"
+
+
+class _CostWindow:
+    """Mean of the last ``window`` episode costs passed to ``update``."""
+
+    def __init__(self, window: int) -> None:
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ValueError(f"window: expected an int >= 1, got {window!r}")
+        self.costs: deque[float] = deque(maxlen=window)
+
+    def push(self, cost: float) -> float:
+        self.costs.append(cost)
+        return sum(self.costs) / len(self.costs)
+
+
+class LagrangeMultiplier(Multiplier):
+    """Log-lambda gradient ascent as in Safe RLHF (Dai et al. 2023).
+
+    Each :meth:`update` with episode cost ``J_C`` (averaged over the last ``window``
+    values passed) does::
+
+        log_lambda <- log_lambda + lr * exp(log_lambda) * (J_C - budget)
+        log_lambda <- min(log_lambda, log(max))          # when max is set
+
+    and ``value = exp(log_lambda)``. The first ``delay`` updates only record the cost
+    (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
+
+    Args:
+        budget: Cost budget ``d`` >= 0 (unit of the episode cost).
+        lr: Step size > 0.
+        init: Initial lambda > 0 (log-parametrised, so strictly positive).
+        max: Upper clamp on lambda (>= ``init``), or ``None`` for none.
+        delay: Number of initial updates that leave lambda unchanged (>= 0).
+        window: Number of recent episode costs averaged into ``J_C`` (>= 1).
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        lr: float = 0.05,
+        init: float = 1.0,
+        max: float | None = None,  # noqa: A002 - the documented argument name
+        delay: int = 0,
+        window: int = 1,
+    ) -> None:
+        self.budget = _check_nonneg(budget, "budget")
+        self.lr = _check_cost(lr, "lr")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        init = _check_cost(init, "init")
+        if init <= 0:
+            raise ValueError(f"init: expected > 0 (lambda is log-parametrised), got {init}")
+        if max is not None:
+            max = _check_cost(max, "max")
+            if max < init:
+                raise ValueError(f"max: expected >= init ({init}), got {max}")
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ValueError(f"delay: expected an int >= 0, got {delay!r}")
+        self.max = max
+        self.delay = delay
+        self.window = window
+        self._costs = _CostWindow(window)
+        self.log_lambda = math.log(init)
+        self.num_updates = 0
+
+    @property
+    def value(self) -> float:
+        return math.exp(self.log_lambda)
+
+    def update(self, mean_episode_cost: float) -> float:
+        j_c = self._costs.push(_check_cost(mean_episode_cost))
+        self.num_updates += 1
+        if self.num_updates > self.delay:
+            self.log_lambda += self.lr * math.exp(self.log_lambda) * (j_c - self.budget)
+            if self.max is not None:
+                self.log_lambda = min(self.log_lambda, math.log(self.max))
+        return self.value
+
+    def set_value(self, value: float) -> None:
+        value = _check_cost(value, "value")
+        if value <= 0:
+            raise ValueError(f"value: expected > 0 for a log-parametrised multiplier, got {value}")
+        self.log_lambda = math.log(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "lr": self.lr,
+            "max": self.max,
+            "delay": self.delay,
+            "window": self.window,
+            "log_lambda": self.log_lambda,
+            "num_updates": self.num_updates,
+            "costs": list(self._costs.costs),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.budget = _check_nonneg(state["budget"], "budget")
+        self.lr = float(state["lr"])
+        self.max = None if state["max"] is None else float(state["max"])
+        self.delay = int(state["delay"])
+        self.window = int(state["window"])
+        self._costs = _CostWindow(self.window)
+        self._costs.costs.extend(float(c) for c in state["costs"])
+        self.log_lambda = float(state["log_lambda"])
+        self.num_updates = int(state["num_updates"])
+
+
+class PIDLagrangeMultiplier(Multiplier):
+    """PID Lagrangian multiplier (Stooke, Achiam & Abbeel 2020, Algorithm 2).
+
+    Each :meth:`update` with episode cost ``J_C`` (averaged over the last ``window``
+    values passed) does, after ``delay`` recording-only updates::
+
+        delta   = J_C - budget
+        I       = max(0, I + ki * delta)                       # integral, clamped at 0
+        delta_p = alpha_p * delta_p + (1 - alpha_p) * delta    # EMA of the violation
+        cost_d  = alpha_d * cost_d + (1 - alpha_d) * J_C       # EMA of the cost
+        D       = max(0, cost_d - cost_d[d_delay updates ago]) # rise of the cost
+        lambda  = clip(kp * delta_p + I + kd * D, 0, max)
+
+    ``delta_p``, ``cost_d`` start at 0, and ``I`` starts at ``init`` so that lambda
+    starts at ``init`` (as in the authors' rlpyt code). ``alpha_p = alpha_d = 0``
+    gives the plain (unsmoothed) PID of the paper's Algorithm 2.
+
+    Args:
+        budget: Cost budget ``d`` >= 0.
+        kp, ki, kd: PID gains >= 0.
+        alpha_p, alpha_d: EMA factors in [0, 1).
+        d_delay: How many updates back the derivative compares to (>= 1).
+        init: Initial lambda >= 0.
+        max: Upper clamp on lambda (>= ``init``) or ``None``.
+        delay: Number of initial updates that leave lambda unchanged (>= 0).
+        window: Number of recent episode costs averaged into ``J_C`` (>= 1).
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        kp: float = 0.1,
+        ki: float = 0.01,
+        kd: float = 0.0,
+        *,
+        alpha_p: float = 0.0,
+        alpha_d: float = 0.0,
+        d_delay: int = 1,
+        init: float = 0.0,
+        max: float | None = None,  # noqa: A002 - the documented argument name
+        delay: int = 0,
+        window: int = 1,
+    ) -> None:
+        self.budget = _check_nonneg(budget, "budget")
+        self.kp = _check_nonneg(kp, "kp")
+        self.ki = _check_nonneg(ki, "ki")
+        self.kd = _check_nonneg(kd, "kd")
+        for name, a in (("alpha_p", alpha_p), ("alpha_d", alpha_d)):
+            a = _check_cost(a, name)
+            if not 0.0 <= a < 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1), got {a}")
+        self.alpha_p = float(alpha_p)
+        self.alpha_d = float(alpha_d)
+        if not isinstance(d_delay, int) or isinstance(d_delay, bool) or d_delay < 1:
+            raise ValueError(f"d_delay: expected an int >= 1, got {d_delay!r}")
+        init = _check_nonneg(init, "init")
+        if max is not None:
+            max = _check_cost(max, "max")
+            if max < init:
+                raise ValueError(f"max: expected >= init ({init}), got {max}")
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ValueError(f"delay: expected an int >= 0, got {delay!r}")
+        self.d_delay = d_delay
+        self.max = max
+        self.delay = delay
+        self.window = window
+        self._costs = _CostWindow(window)
+        self.integral = init
+        self.delta_p = 0.0
+        self.cost_d = 0.0
+        self._cost_d_hist: deque[float] = deque([0.0] * d_delay, maxlen=d_delay)
+        self._value = init
+        self.num_updates = 0
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def update(self, mean_episode_cost: float) -> float:
+        j_c = self._costs.push(_check_cost(mean_episode_cost))
+        self.num_updates += 1
+        if self.num_updates <= self.delay:
+            return self._value
+        delta = j_c - self.budget
+        self.integral = max(0.0, self.integral + self.ki * delta)
+        self.delta_p = self.alpha_p * self.delta_p + (1.0 - self.alpha_p) * delta
+        self.cost_d = self.alpha_d * self.cost_d + (1.0 - self.alpha_d) * j_c
+        derivative = max(0.0, self.cost_d - self._cost_d_hist[0])
+        self._cost_d_hist.append(self.cost_d)
+        lam = max(0.0, self.kp * self.delta_p + self.integral + self.kd * derivative)
+        if self.max is not None:
+            lam = min(lam, self.max)
+        self._value = lam
+        return lam
+
+    def set_value(self, value: float) -> None:
+        self._value = _check_nonneg(value, "value")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "kp": self.kp,
+            "ki": self.ki,
+            "kd": self.kd,
+            "alpha_p": self.alpha_p,
+            "alpha_d": self.alpha_d,
+            "d_delay": self.d_delay,
+            "max": self.max,
+            "delay": self.delay,
+            "window": self.window,
+            "integral": self.integral,
+            "delta_p": self.delta_p,
+            "cost_d": self.cost_d,
+            "cost_d_hist": list(self._cost_d_hist),
+            "value": self._value,
+            "num_updates": self.num_updates,
+            "costs": list(self._costs.costs),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.budget = _check_nonneg(state["budget"], "budget")
+        for key in ("kp", "ki", "kd", "alpha_p", "alpha_d", "integral", "delta_p", "cost_d"):
+            setattr(self, key, float(state[key]))
+        self.d_delay = int(state["d_delay"])
+        self.max = None if state["max"] is None else float(state["max"])
+        self.delay = int(state["delay"])
+        self.window = int(state["window"])
+        self._costs = _CostWindow(self.window)
+        self._costs.costs.extend(float(c) for c in state["costs"])
+        self._cost_d_hist = deque((float(c) for c in state["cost_d_hist"]), maxlen=self.d_delay)
+        self._value = float(state["value"])
+        self.num_updates = int(state["num_updates"])
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+def _read_cost(info: Mapping[str, Any], channel: str | None, wrapper: str) -> float:
+    if channel is None:
+        if "cost" not in info:
+            raise ValueError(
+                f'{wrapper}: info["cost"] is missing; wrap an env that reports costs '
+                "(e.g. inside PredictabilityReward) or name a channel"
+            )
+        return _check_cost(info["cost"], 'info["cost"]')
+    costs = info.get("costs")
+    if not isinstance(costs, Mapping) or channel not in costs:
+        have = sorted(costs) if isinstance(costs, Mapping) else None
+        raise ValueError(
+            f'{wrapper}: info["costs"][{channel!r}] is missing (channels present: {have})'
+        )
+    return _check_cost(costs[channel], f'info["costs"][{channel!r}]')
+
+
+def _add_penalty(info: dict[str, Any], penalty: float) -> None:
+    rewards = dict(info.get("rewards") or {})
+    rewards["penalty"] = rewards.get("penalty", 0.0) + penalty
+    info["rewards"] = rewards
+
+
+class ShapedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Static trade-off: ``reward - weight * cost``.
+
+    Args:
+        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
+        weight: Penalty weight >= 0, or a dict ``channel -> weight`` (several channels).
+        channel: Which cost to read when ``weight`` is a float: ``None`` =
+            ``info["cost"]`` (the sum of all channels), a string = ``info["costs"][channel]``.
+
+    Adds ``info["rewards"]["penalty"] = -sum_i w_i c_i`` (keeps the env's components).
+    """
+
+    def __init__(
+        self, env: gym.Env, weight: float | Mapping[str, float], channel: str | None = None
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, channel=channel)
+        gym.Wrapper.__init__(self, env)
+        if isinstance(weight, Mapping):
+            if channel is not None:
+                raise ValueError("channel: must be None when weight is a dict channel -> weight")
+            self.weights: dict[str | None, float] = {
+                str(k): _check_nonneg(w, f"weight[{k!r}]") for k, w in weight.items()
+            }
+            if not self.weights:
+                raise ValueError("weight: expected a non-empty dict channel -> weight")
+        else:
+            self.weights = {channel: _check_nonneg(weight, "weight")}
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        penalty = -sum(w * _read_cost(info, ch, "ShapedReward") for ch, w in self.weights.items())
+        info = dict(info)
+        _add_penalty(info, penalty)
+        return obs, float(reward) + penalty, terminated, truncated, info
+
+
+class LagrangianReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Normalised Lagrangian reward ``(reward - lambda * cost) / (1 + lambda)``.
+
+    lambda comes from a :class:`Multiplier` (which holds the budget); the training loop
+    calls ``multiplier.update(mean_episode_cost)`` once per rollout and nothing else
+    mutates lambda. With several channels, pass a dict ``channel -> multiplier``; the
+    reward is ``(r - sum_i lambda_i c_i) / (1 + sum_i lambda_i)``.
+
+    Args:
+        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
+        multiplier: A multiplier, or a dict ``channel -> multiplier``.
+        channel: With a single multiplier: ``None`` = ``info["cost"]``, a string =
+            ``info["costs"][channel]``.
+
+    Adds ``info["rewards"]["penalty"]`` (new reward - env reward) and
+    ``info["lambdas"]`` (channel key -> lambda used; key ``"cost"`` for ``channel=None``).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        multiplier: Multiplier | Mapping[str, Multiplier],
+        channel: str | None = None,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, multiplier=multiplier, channel=channel)
+        gym.Wrapper.__init__(self, env)
+        if isinstance(multiplier, Mapping):
+            if channel is not None:
+                raise ValueError("channel: must be None when multiplier is a dict")
+            if not multiplier:
+                raise ValueError("multiplier: expected a non-empty dict channel -> multiplier")
+            self.multipliers: dict[str | None, Multiplier] = {
+                str(k): m for k, m in multiplier.items()
+            }
+        else:
+            self.multipliers = {channel: multiplier}
+        for key, m in self.multipliers.items():
+            if not isinstance(m, Multiplier):
+                raise TypeError(
+                    f"multiplier[{key!r}]: expected a Multiplier (LagrangeMultiplier or "
+                    f"PIDLagrangeMultiplier), got {type(m).__name__}"
+                )
+
+    def _key(self, channel: str | None) -> str | None:
+        if channel not in self.multipliers:
+            raise ValueError(f"channel: expected one of {list(self.multipliers)}, got {channel!r}")
+        return channel
+
+    def set_lambda(self, value: float, channel: str | None = None) -> None:
+        """Sync this env's copy of a multiplier to ``value`` (e.g. via SB3's
+        ``VecEnv.env_method("set_lambda", value, channel)`` into SubprocVecEnv workers)."""
+        self.multipliers[self._key(channel)].set_value(value)
+
+    def get_lambda(self, channel: str | None = None) -> float:
+        """The lambda currently used for ``channel``."""
+        return self.multipliers[self._key(channel)].value
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lams = {ch: m.value for ch, m in self.multipliers.items()}
+        weighted = sum(lam * _read_cost(info, ch, "LagrangianReward") for ch, lam in lams.items())
+        total_lam = sum(lams.values())
+        new_reward = (float(reward) - weighted) / (1.0 + total_lam)
+        info = dict(info)
+        _add_penalty(info, new_reward - float(reward))
+        info["lambdas"] = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
+        return obs, new_reward, terminated, truncated, info

@@ -1,0 +1,235 @@
+"""Constraint formulas, multipliers and reward wrappers, pinned on hand-computed numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from toy_env import LinearPredictor, ToyPointEnv, erratic_action
+
+from bystander.envs.constraints import (
+    LagrangeMultiplier,
+    LagrangianReward,
+    PIDLagrangeMultiplier,
+    ShapedReward,
+    combine_advantages,
+    lagrangian_reward,
+    shaped_reward,
+)
+from bystander.envs.predictability import PredictabilityReward
+
+# ------------------------------------------------------------------------ formulas
+
+
+def test_pure_formulas_on_hand_computed_numbers():
+    assert shaped_reward(2.0, 3.0, 0.5) == pytest.approx(0.5)
+    assert lagrangian_reward(2.0, 3.0, 0.0) == pytest.approx(2.0)
+    assert lagrangian_reward(2.0, 3.0, 1.0) == pytest.approx((2.0 - 3.0) / 2.0)
+    assert lagrangian_reward(1.0, 0.5, 3.0) == pytest.approx((1.0 - 1.5) / 4.0)
+    a_r, a_c = np.array([1.0, -2.0]), np.array([0.5, 4.0])
+    np.testing.assert_allclose(combine_advantages(a_r, a_c, 0.25), [0.7, -2.4])
+    t = combine_advantages(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 4.0]), 0.25)
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), [0.7, -2.4], rtol=1e-6)
+    np.testing.assert_allclose(shaped_reward(a_r, a_c, 2.0), [0.0, -10.0])
+    with pytest.raises(ValueError, match="lam"):
+        lagrangian_reward(1.0, 1.0, -0.1)
+
+
+# --------------------------------------------------------------------- multipliers
+
+
+def test_log_lagrange_updates_hand_computed():
+    m = LagrangeMultiplier(budget=1.0, lr=0.5, init=1.0)
+    assert m.value == 1.0 and m.budget == 1.0
+    # log l = 0 + 0.5 * e^0 * (3 - 1) = 1
+    assert m.update(3.0) == pytest.approx(math.e)
+    # log l = 1 + 0.5 * e^1 * (0 - 1) = -0.359140914...
+    assert m.update(0.0) == pytest.approx(0.6982759474013558)
+    assert m.log_lambda == pytest.approx(-0.35914091422952255)
+
+
+def test_log_lagrange_delay_window_and_clamp():
+    m = LagrangeMultiplier(budget=1.0, lr=0.5, init=1.0, delay=1, window=2)
+    assert m.update(3.0) == 1.0  # delayed: recorded only
+    # J = (3 + 1) / 2 = 2: log l = 0.5
+    assert m.update(1.0) == pytest.approx(math.exp(0.5))
+    # J = (1 + 0) / 2 = 0.5: log l = 0.5 + 0.5 * e^0.5 * (-0.5)
+    assert m.update(0.0) == pytest.approx(1.091791235020508)
+    clamped = LagrangeMultiplier(budget=0.0, lr=1.0, init=1.0, max=2.0)
+    for _ in range(5):
+        assert clamped.update(10.0) <= 2.0 + 1e-12
+    assert clamped.value == pytest.approx(2.0)
+
+
+def test_pid_lagrange_updates_hand_computed():
+    m = PIDLagrangeMultiplier(budget=1.0, kp=0.5, ki=0.1, kd=0.2)
+    assert m.value == 0.0
+    # delta 2: I 0.2, P 0.5*2, D 0.2*(3 - 0) -> 1.8
+    assert m.update(3.0) == pytest.approx(1.8)
+    # delta 1: I 0.3, P 0.5, D 0 (cost fell) -> 0.8
+    assert m.update(2.0) == pytest.approx(0.8)
+    # delta -0.5: I 0.25, P -0.25 -> 0
+    assert m.update(0.5) == pytest.approx(0.0, abs=1e-12)
+    # integral clamps at 0 under a long slack
+    for _ in range(10):
+        m.update(0.0)
+    assert m.integral == 0.0 and m.value == 0.0
+
+    ema = PIDLagrangeMultiplier(budget=1.0, kp=0.5, ki=0.1, kd=0.2, alpha_p=0.5, alpha_d=0.5)
+    # delta_p = 1, cost_d = 1.5, D = 1.5 -> 0.5 + 0.2 + 0.3
+    assert ema.update(3.0) == pytest.approx(1.0)
+    # delta_p = 1, cost_d = 1.75, D = 0.25 -> 0.5 + 0.3 + 0.05
+    assert ema.update(2.0) == pytest.approx(0.85)
+    capped = PIDLagrangeMultiplier(budget=0.0, kp=10.0, ki=0.0, kd=0.0, max=2.0, delay=1)
+    assert capped.update(5.0) == 0.0  # delayed
+    assert capped.update(5.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LagrangeMultiplier(1.0, lr=0.3, init=0.5, max=5.0, delay=1, window=3),
+        lambda: PIDLagrangeMultiplier(
+            1.0, 0.4, 0.2, 0.3, alpha_p=0.3, alpha_d=0.6, d_delay=2, window=2
+        ),
+    ],
+)
+def test_state_dict_round_trip(make):
+    a = make()
+    for c in (2.0, 0.5, 3.0):
+        a.update(c)
+    b = make()
+    b.load_state_dict(a.state_dict())
+    assert b.value == a.value and b.state_dict() == a.state_dict()
+    for c in (1.5, 0.0, 4.0, 0.2):
+        assert b.update(c) == a.update(c)
+
+
+def test_bad_multiplier_inputs():
+    with pytest.raises(ValueError, match="budget"):
+        LagrangeMultiplier(budget=-1.0)
+    with pytest.raises(ValueError, match="budget"):
+        PIDLagrangeMultiplier(budget=-0.1)
+    with pytest.raises(ValueError, match="max"):
+        LagrangeMultiplier(1.0, init=2.0, max=1.0)
+    with pytest.raises(ValueError, match="max"):
+        PIDLagrangeMultiplier(1.0, init=2.0, max=1.0)
+    with pytest.raises(ValueError, match="lr"):
+        LagrangeMultiplier(1.0, lr=0.0)
+    with pytest.raises(ValueError, match="init"):
+        LagrangeMultiplier(1.0, init=0.0)
+    with pytest.raises(ValueError, match="window"):
+        LagrangeMultiplier(1.0, window=0)
+    with pytest.raises(ValueError, match="delay"):
+        LagrangeMultiplier(1.0, delay=-1)
+    with pytest.raises(ValueError, match="kp"):
+        PIDLagrangeMultiplier(1.0, kp=-1.0)
+    with pytest.raises(ValueError, match="alpha_p"):
+        PIDLagrangeMultiplier(1.0, alpha_p=1.0)
+    for m in (LagrangeMultiplier(1.0), PIDLagrangeMultiplier(1.0)):
+        with pytest.raises(ValueError, match="mean_episode_cost"):
+            m.update(float("nan"))
+        with pytest.raises(TypeError, match="mean_episode_cost"):
+            m.update("high")
+
+
+@pytest.mark.parametrize(
+    "multiplier",
+    [
+        LagrangeMultiplier(budget=1.0, lr=0.05, init=1.0, max=100.0),
+        PIDLagrangeMultiplier(budget=1.0, kp=0.5, ki=0.05, kd=0.1),
+    ],
+    ids=["log-lagrange", "pid"],
+)
+def test_closed_loop_drives_cost_to_budget(multiplier):
+    # policy parameter theta: reward theta, cost theta^2 (noisy); the reward alone pushes
+    # theta up forever; the constrained optimum is theta = 1 (cost = budget = 1, lambda 0.5)
+    rng = np.random.default_rng(0)
+    theta = 3.0  # starts in violation (cost 9)
+    costs = []
+    for _ in range(600):
+        lam = multiplier.value
+        for _ in range(5):  # policy-gradient steps on (r - lam * c) / (1 + lam)
+            theta += 0.1 * (1.0 - 2.0 * lam * theta) / (1.0 + lam)
+        cost = theta**2 + rng.normal(0.0, 0.05)
+        costs.append(cost)
+        multiplier.update(cost)
+    assert costs[0] > 3.0
+    assert np.mean(costs[-100:]) == pytest.approx(1.0, abs=0.05)
+    assert multiplier.value == pytest.approx(0.5, abs=0.1)
+
+
+# ------------------------------------------------------------------------ wrappers
+
+
+def _env(**kw):
+    return PredictabilityReward(ToyPointEnv(max_steps=12, bound=0.5, **kw), LinearPredictor(2, 3))
+
+
+def _rollout(env, n=12):
+    env.reset(seed=0)
+    return [env.step(erratic_action(k)) for k in range(n)]
+
+
+def test_shaped_reward_single_and_multi_channel():
+    base = _rollout(_env())
+    shaped = _rollout(ShapedReward(_env(), weight=0.5))
+    multi = _rollout(ShapedReward(_env(), weight={"boundary": 2.0, "predictability": 0.25}))
+    assert any(b[4]["costs"]["boundary"] > 0 for b in base)
+    assert any(b[4]["costs"]["predictability"] > 0 for b in base)
+    for b, s, m in zip(base, shaped, multi, strict=True):
+        r, info = b[1], b[4]
+        assert s[1] == pytest.approx(r - 0.5 * info["cost"])
+        assert s[4]["rewards"]["penalty"] == pytest.approx(-0.5 * info["cost"])
+        assert s[4]["rewards"]["progress"] == info["rewards"]["progress"]
+        assert sum(s[4]["rewards"].values()) == pytest.approx(s[1])
+        expect = r - 2.0 * info["costs"]["boundary"] - 0.25 * info["costs"]["predictability"]
+        assert m[1] == pytest.approx(expect)
+    only = _rollout(ShapedReward(_env(), 1.0, channel="boundary"))
+    for b, o in zip(base, only, strict=True):
+        assert o[1] == pytest.approx(b[1] - b[4]["costs"]["boundary"])
+
+
+def test_lagrangian_reward_and_lambda_sync():
+    base = _rollout(_env())
+    mult = LagrangeMultiplier(budget=0.1, init=2.0)
+    lag = _rollout(LagrangianReward(_env(), mult))
+    for b, g in zip(base, lag, strict=True):
+        assert g[1] == pytest.approx((b[1] - 2.0 * b[4]["cost"]) / 3.0)
+        assert g[4]["lambdas"] == {"cost": pytest.approx(2.0)}
+        assert sum(g[4]["rewards"].values()) == pytest.approx(g[1])
+    m_b, m_p = PIDLagrangeMultiplier(0.0, init=1.0), PIDLagrangeMultiplier(0.0, init=3.0)
+    two = _rollout(LagrangianReward(_env(), {"boundary": m_b, "predictability": m_p}))
+    for b, g in zip(base, two, strict=True):
+        c = b[4]["costs"]
+        assert g[1] == pytest.approx((b[1] - c["boundary"] - 3.0 * c["predictability"]) / 5.0)
+
+    # set_lambda reaches the worker's copy through Monitor via env_method
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv(
+        [lambda: Monitor(LagrangianReward(_env(), PIDLagrangeMultiplier(0.5), channel="boundary"))]
+    )
+    venv.env_method("set_lambda", 0.75, "boundary")
+    assert venv.env_method("get_lambda", "boundary") == [0.75]
+    with pytest.raises(ValueError, match="channel"):
+        LagrangianReward(_env(), mult).set_lambda(1.0, "nope")
+
+
+def test_wrapper_bad_inputs():
+    with pytest.raises(ValueError, match="weight"):
+        ShapedReward(_env(), -1.0)
+    with pytest.raises(TypeError, match="Multiplier"):
+        LagrangianReward(_env(), 0.5)
+    env = ShapedReward(_env(), 1.0, channel="missing")
+    env.reset()
+    with pytest.raises(ValueError, match="missing"):
+        env.step(erratic_action(0))
+    bare = ShapedReward(ToyPointEnv(), 1.0, channel="predictability")
+    bare.reset()
+    with pytest.raises(ValueError, match="predictability"):
+        bare.step(erratic_action(0))
