@@ -1,0 +1,481 @@
+"""Compiled (numba) inner loops of the simulator: pairwise work per world.
+
+The car-following / yielding rule looks at every pair of road users in a world; as numpy
+it is dozens of ``(N, A, A)`` temporaries per step, as a loop it is a few microseconds
+per world. :func:`idm_accel` is the one implementation of that rule (see
+:meth:`bystander.envs.intersection.sim.IntersectionSim._idm` for the model); it loops over
+worlds, so it serves one env and a batched VecEnv alike. Compiled on first use and cached
+on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+PEDESTRIAN = 2
+CONTROLLED = 0
+STANDING = 0.5  # [m/s] below this a vehicle is standing: walkers step around it
+
+
+@njit(cache=True)
+def idm_accel(
+    alive, kind, x, y, c, s_, v, pos, seg, turn, v0, length, width, free_box,
+    seg_len, link_to_node, is_connector, succ, conflict, crosses, cross_s, speed_limit, node,
+    lookahead, a_max_k, s0_k, t_k, inv2sqrt_k,
+    yield_zone, turn_brake_zone, max_brake, ped_approach, ped_leave, ped_stop_radius,
+    ped_clearance, follow_controlled,
+):  # fmt: skip
+    """IDM acceleration ``(N, A)`` [m/s^2] of every scripted road user.
+
+    With ``follow_controlled``, lane-following controlled cars get the IDM *interaction*
+    term only, ``a_max (1 - (s* / gap)^2)`` (``inf`` with no leader): an adaptive-cruise
+    bound the caller combines with the car's own speed command. They never yield.
+
+    Args (``(N, A)`` arrays unless said): ``alive``, ``kind``, position ``x, y`` [m], heading
+    ``c, s_`` (cos, sin), speed ``v`` [m/s], arc length ``pos`` [m] on segment ``seg``,
+    planned ``turn``, desired speed ``v0`` [m/s], ``length, width`` [m], ``free_box``
+    intersection a freely driven car is inside (``-1``: none); the road tables of
+    :class:`~bystander.envs.intersection.road.RoadNetwork`; per-kind IDM parameters; the
+    rule's distances [m]. Entries of controlled, dead or free road users are 0.
+    """
+    n_worlds, n_agents = alive.shape
+    out = np.zeros((n_worlds, n_agents))
+    inf = np.inf
+    lead = np.empty(n_agents, dtype=np.int64)
+    gaps = np.empty(n_agents)
+    lead_speed = np.empty(n_agents)
+    for w in range(n_worlds):
+        # pass 1: leaders. Leader: nearest road user ahead in the corridor along the
+        # heading, or ahead on the same segment (curves defeat the corridor).
+        for i in range(n_agents):
+            lead[i] = -1
+            gaps[i] = inf
+            lead_speed[i] = 0.0
+            ki = kind[w, i]
+            si = seg[w, i]
+            if not alive[w, i] or si < 0 or (ki == CONTROLLED and not follow_controlled):
+                continue
+            xi, yi, ci, sni = x[w, i], y[w, i], c[w, i], s_[w, i]
+            hli, hwi = 0.5 * length[w, i], 0.5 * width[w, i]
+            look = lookahead[ki]
+            g = inf
+            vl = 0.0
+            best = -1
+            for j in range(n_agents):
+                if j == i or not alive[w, j]:
+                    continue
+                kj = kind[w, j]
+                if ki == PEDESTRIAN and (kj == PEDESTRIAN or v[w, j] < STANDING):
+                    continue  # walkers pass each other and step around standing vehicles
+                dx, dy = x[w, j] - xi, y[w, j] - yi
+                lon = ci * dx + sni * dy
+                lat = ci * dy - sni * dx
+                dot = ci * c[w, j] + sni * s_[w, j]
+                cd = abs(dot)
+                sd = abs(sni * c[w, j] - ci * s_[w, j])
+                hlj, hwj = 0.5 * length[w, j], 0.5 * width[w, j]
+                if lon > 0.0 and lon < look and abs(lat) < hwi + sd * hlj + cd * hwj + 0.3:
+                    gap = lon - hli - (cd * hlj + sd * hwj)
+                    if gap < g:
+                        g, vl, best = gap, v[w, j] * dot, j
+                if ki != PEDESTRIAN and seg[w, j] == si:
+                    ds = pos[w, j] - pos[w, i]
+                    if ds > 0.0:
+                        gap = ds - hli - hlj
+                        if gap < g:
+                            g, vl, best = gap, v[w, j] * dot, j
+            lead[i], gaps[i], lead_speed[i] = best, g, vl
+        # two road users that are each other's leader (crossing paths, both standing)
+        # would wait forever: the one in the higher slot goes first
+        for i in range(n_agents):
+            j = lead[i]
+            if j > i and lead[j] == i:
+                gaps[j], lead_speed[j] = inf, 0.0
+
+        # pass 2: accelerations
+        for i in range(n_agents):
+            ki = kind[w, i]
+            si = seg[w, i]
+            if not alive[w, i] or si < 0 or (ki == CONTROLLED and not follow_controlled):
+                continue
+            xi, yi, ci, sni, vi = x[w, i], y[w, i], c[w, i], s_[w, i], v[w, i]
+            hli = 0.5 * length[w, i]
+            g, vl = gaps[i], lead_speed[i]
+
+            if ki == CONTROLLED:
+                if g < inf:
+                    s_star = s0_k[ki] + max(0.0, vi * t_k[ki] + vi * (vi - vl) * inv2sqrt_k[ki])
+                    inter = s_star / max(g, 0.1)
+                    out[w, i] = a_max_k[ki] * (1.0 - inter * inter)
+                else:
+                    out[w, i] = inf
+                continue
+
+            # yield before an intersection and slow down for the turn
+            desired = min(v0[w, i], speed_limit[si])
+            if link_to_node[si]:
+                dstop = seg_len[si] - pos[w, i]
+                if dstop < yield_zone:
+                    plan = succ[si, turn[w, i]]
+                    if dstop < turn_brake_zone:
+                        desired = min(desired, speed_limit[plan])
+                    blocked = False
+                    for j in range(n_agents):
+                        if j == i or not alive[w, j] or blocked:
+                            continue
+                        sj = seg[w, j]
+                        if sj < 0:
+                            if free_box[w, j] >= 0 and free_box[w, j] == node[plan]:
+                                blocked = True  # a freely driven car inside this intersection
+                            continue
+                        if is_connector[sj]:
+                            blocked = conflict[plan, sj]
+                        elif link_to_node[sj]:
+                            dj = seg_len[sj] - pos[w, j]
+                            if dj < yield_zone and (dj < dstop or (dj == dstop and j < i)):
+                                blocked = conflict[plan, succ[sj, turn[w, j]]]
+                        if kind[w, j] == PEDESTRIAN and pos[w, j] >= 0.5 and crosses[plan, sj]:
+                            rel = pos[w, j] - cross_s[plan, sj]
+                            if rel > -ped_approach and rel < ped_leave:
+                                blocked = True
+                    committed = (dstop - hli) < vi * vi / 12.0  # cannot stop at 6 m/s^2
+                    if blocked and not committed and ki != PEDESTRIAN:
+                        g_stop = dstop - hli - 1.0
+                        if g_stop < g:
+                            g, vl = g_stop, 0.0
+
+            # walkers wait at the curb while a vehicle moves close, and stop on the
+            # crosswalk while a moving vehicle is right in front of them
+            if ki == PEDESTRIAN:
+                hold = False
+                for j in range(n_agents):
+                    if not alive[w, j] or kind[w, j] == PEDESTRIAN or v[w, j] <= 1.0:
+                        continue
+                    dx, dy = x[w, j] - xi, y[w, j] - yi
+                    d2 = dx * dx + dy * dy
+                    if pos[w, i] < 0.5 and d2 < ped_clearance * ped_clearance:
+                        hold = True
+                    if d2 < ped_stop_radius * ped_stop_radius and ci * dx + sni * dy > -1.0:
+                        hold = True
+                if hold:
+                    g, vl = 0.0, 0.0
+
+            a_max = a_max_k[ki]
+            s_star = s0_k[ki] + max(0.0, vi * t_k[ki] + vi * (vi - vl) * inv2sqrt_k[ki])
+            inter = s_star / max(g, 0.1) if g < inf else 0.0
+            vr = vi / max(desired, 0.1)
+            vr *= vr
+            acc = a_max * (1.0 - vr * vr - inter * inter)
+            out[w, i] = min(max(acc, -max_brake), a_max)
+    return out
+
+
+@njit(cache=True)
+def lane_poses(alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds, lateral_offset):
+    """Write the pose of every alive lane follower (``seg >= 0``) from its arc length.
+
+    Position interpolated on the segment polyline ``points (S, K, 4)`` resampled every
+    ``ds`` m, heading (and its cos / sin) of the point just behind, then shifted right by
+    the kind's ``lateral_offset`` [m]. Free road users (``seg < 0``) keep their pose.
+    """
+    n_worlds, n_agents = alive.shape
+    k_max = points.shape[1] - 2
+    for w in range(n_worlds):
+        for i in range(n_agents):
+            sg = seg[w, i]
+            if not alive[w, i] or sg < 0:
+                continue
+            f = pos[w, i] / ds
+            k = min(int(f), k_max)
+            frac = f - k
+            p0x, p0y = points[sg, k, 0], points[sg, k, 1]
+            cs, sn = points[sg, k, 2], points[sg, k, 3]
+            off = lateral_offset[kind[w, i]]
+            x[w, i] = p0x + (points[sg, k + 1, 0] - p0x) * frac + off * sn
+            y[w, i] = p0y + (points[sg, k + 1, 1] - p0y) * frac - off * cs
+            h[w, i] = heading[sg, k]
+            c[w, i] = cs
+            s_[w, i] = sn
+
+
+@njit(cache=True)
+def advance(
+    alive, kind, seg, pos, v, x, y, h, c, s_, turn, turn_chosen, steer, accel, dest,
+    points, heading, seg_len, succ, link_to_node, is_connector, is_crosswalk, best_turn,
+    max_speed, lateral_offset, u, dt, wheelbase, ds, n_controlled, ped_continue,
+):  # fmt: skip
+    """Integrate one step of ``dt`` s in place; returns ``left_map (N, A)`` bool.
+
+    Speeds: ``v += accel * dt`` clipped to ``[0, max_speed[kind]]``. Free road users
+    (``seg < 0``) move on a kinematic bicycle model (``steer`` [rad], ``wheelbase`` [m]).
+    Lane followers advance their arc length and pass to the next segment at the end of
+    one: after a link, the planned ``turn``; after a crosswalk, the next crosswalk with
+    probability ``ped_continue`` (``u[..., 0]``), else the walk ends; a road user with no
+    next segment leaves the map (``alive`` cleared, ``left_map`` set). Entering a link
+    that ends at an intersection sets the next turn: random (``u[..., 1]``) for scripted
+    road users, the navigation's ``best_turn`` for controlled cars unless they chose one
+    (``turn_chosen``), which entering a connector consumes.
+    """
+    n_worlds, n_agents = alive.shape
+    left_map = np.zeros((n_worlds, n_agents), dtype=np.bool_)
+    for w in range(n_worlds):
+        for i in range(n_agents):
+            if not alive[w, i]:
+                continue
+            vi = min(max(v[w, i] + accel[w, i] * dt, 0.0), max_speed[kind[w, i]])
+            v[w, i] = vi
+            sg = seg[w, i]
+            if sg < 0:
+                hn = h[w, i] + vi / wheelbase * np.tan(steer[w, i]) * dt
+                x[w, i] += vi * c[w, i] * dt
+                y[w, i] += vi * s_[w, i] * dt
+                hn = (hn + np.pi) % (2 * np.pi) - np.pi
+                h[w, i] = hn
+                c[w, i] = np.cos(hn)
+                s_[w, i] = np.sin(hn)
+                continue
+            p = pos[w, i] + vi * dt
+            if p >= seg_len[sg]:
+                p -= seg_len[sg]
+                if link_to_node[sg]:
+                    choice = turn[w, i]
+                elif is_crosswalk[sg]:
+                    choice = 0 if u[w, i, 0] < ped_continue else 1
+                else:
+                    choice = 0
+                new = succ[sg, choice]
+                if new < 0:
+                    alive[w, i] = False
+                    left_map[w, i] = True
+                    pos[w, i] = p
+                    continue
+                seg[w, i] = new
+                if link_to_node[new]:
+                    if kind[w, i] == CONTROLLED:
+                        if not turn_chosen[w, i]:
+                            turn[w, i] = max(best_turn[dest[w, min(i, n_controlled - 1)], new], 0)
+                    else:
+                        turn[w, i] = min(int(u[w, i, 1] * 3), 2)
+                if is_connector[new]:
+                    turn_chosen[w, i] = False
+            pos[w, i] = p
+    lane_poses(alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds, lateral_offset)
+    return left_map
+
+
+@njit(cache=True)
+def box_gap(dx, dy, ci, si, hli, hwi, cj, sj, hlj, hwj):
+    """Separating-axis gap [m] between two oriented boxes (``< 0``: they overlap).
+
+    Box ``i`` at the origin, box ``j`` at ``(dx, dy)``; headings as (cos, sin), half
+    lengths ``hl`` along the heading and half widths ``hw``. The largest gap along the
+    four box axes: a lower bound of the distance between the boxes.
+    """
+    cd = abs(ci * cj + si * sj)
+    sd = abs(si * cj - ci * sj)
+    a1 = abs(dx * ci + dy * si) - hli - (hlj * cd + hwj * sd)
+    a2 = abs(dy * ci - dx * si) - hwi - (hlj * sd + hwj * cd)
+    a3 = abs(dx * cj + dy * sj) - hlj - (hli * cd + hwi * sd)
+    a4 = abs(dy * cj - dx * sj) - hwj - (hli * sd + hwi * cd)
+    return max(max(a1, a2), max(a3, a4))
+
+
+@njit(cache=True)
+def pairwise_gaps(alive, x, y, c, s_, length, width):
+    """:func:`box_gap` between every two alive road users, ``(N, A, A)`` (``inf`` otherwise)."""
+    n_worlds, n_agents = alive.shape
+    out = np.full((n_worlds, n_agents, n_agents), np.inf)
+    for w in range(n_worlds):
+        for i in range(n_agents):
+            if not alive[w, i]:
+                continue
+            for j in range(n_agents):
+                if j != i and alive[w, j]:
+                    out[w, i, j] = box_gap(
+                        x[w, j] - x[w, i], y[w, j] - y[w, i], c[w, i], s_[w, i],
+                        0.5 * length[w, i], 0.5 * width[w, i], c[w, j], s_[w, j],
+                        0.5 * length[w, j], 0.5 * width[w, j],
+                    )  # fmt: skip
+    return out
+
+
+@njit(cache=True)
+def _segment_hits_box(px, py, qx, qy, box) -> bool:
+    """Slab test: does the segment p -> q cross the axis-aligned ``box`` (x0, y0, x1, y1)?"""
+    t0, t1 = 0.0, 1.0
+    for axis in range(2):
+        p = px if axis == 0 else py
+        d = (qx - px) if axis == 0 else (qy - py)
+        lo, hi = box[axis], box[axis + 2]
+        if abs(d) < 1e-12:
+            if p < lo or p > hi:
+                return False
+        else:
+            ta, tb = (lo - p) / d, (hi - p) / d
+            if ta > tb:
+                ta, tb = tb, ta
+            t0, t1 = max(t0, ta), min(t1, tb)
+            if t0 > t1:
+                return False
+    return True
+
+
+@njit(cache=True)
+def surroundings(
+    alive, kind, x, y, c, s_, v, length, width, n_controlled, k_nearest, kind_onehot,
+    fov_cos, fov_full, ranges, buildings, occlude_vehicles,
+):  # fmt: skip
+    """What each controlled car ``c`` has around it, for all worlds.
+
+    Returns:
+        visible ``(N, C, A)`` bool: road user ``j`` (alive, not ``c``) sees ``c``: within
+            ``ranges[kind_j]`` [m], inside its field of view (``cos(angle) >=
+            fov_cos[kind_j]`` or ``fov_full``), sight line centre to centre crossing no
+            building and (``occlude_vehicles``) no other vehicle, a disc of radius
+            ``(length + width) / 4`` strictly between them.
+        separation ``(N, C)`` [m]: smallest separating-axis gap between ``c``'s box and
+            any other road user's box (``< 0``: overlap; ``inf``: nobody).
+        others ``(N, C, K, 11)``: the ``K`` nearest other road users (ties: lower slot),
+            features as in :meth:`IntersectionSim.observe` (before clipping).
+    """
+    n_worlds, n_agents = alive.shape
+    visible = np.zeros((n_worlds, n_controlled, n_agents), dtype=np.bool_)
+    separation = np.full((n_worlds, n_controlled), np.inf)
+    others = np.zeros((n_worlds, n_controlled, k_nearest, 11))
+    d2s = np.empty(n_agents)
+    for w in range(n_worlds):
+        for e in range(n_controlled):
+            ex, ey, ec, es, ev = x[w, e], y[w, e], c[w, e], s_[w, e], v[w, e]
+            hle, hwe = 0.5 * length[w, e], 0.5 * width[w, e]
+            for j in range(n_agents):
+                d2s[j] = np.inf
+                if j == e or not alive[w, j]:
+                    continue
+                dx, dy = x[w, j] - ex, y[w, j] - ey  # ego -> j
+                d2 = dx * dx + dy * dy
+                d2s[j] = d2
+                cj, sj = c[w, j], s_[w, j]
+                if kind[w, j] == PEDESTRIAN and ev < STANDING:
+                    sep = np.inf  # a walker stepping around a standing car is no collision
+                else:
+                    sep = box_gap(
+                        dx, dy, ec, es, hle, hwe, cj, sj, 0.5 * length[w, j], 0.5 * width[w, j]
+                    )
+                if sep < separation[w, e]:
+                    separation[w, e] = sep
+                # visibility of the ego to j
+                kj = kind[w, j]
+                if d2 > ranges[kj] * ranges[kj]:
+                    continue
+                ahead = -(cj * dx + sj * dy)  # ego seen from j, along j's heading
+                if not fov_full[kj] and ahead < fov_cos[kj] * np.sqrt(d2):
+                    continue
+                seen = True
+                for b in range(buildings.shape[0]):
+                    if _segment_hits_box(x[w, j], y[w, j], ex, ey, buildings[b]):
+                        seen = False
+                        break
+                if seen and occlude_vehicles:
+                    for b in range(n_agents):
+                        if b == j or b == e or not alive[w, b] or kind[w, b] == PEDESTRIAN:
+                            continue
+                        sx, sy = -dx, -dy  # j -> ego
+                        t = ((x[w, b] - x[w, j]) * sx + (y[w, b] - y[w, j]) * sy) / max(d2, 1e-9)
+                        if t <= 0.0 or t >= 1.0:
+                            continue
+                        qx = x[w, j] + t * sx - x[w, b]
+                        qy = y[w, j] + t * sy - y[w, b]
+                        rad = 0.25 * (length[w, b] + width[w, b])
+                        if qx * qx + qy * qy < rad * rad:
+                            seen = False
+                            break
+                visible[w, e, j] = seen
+            # K nearest, in order (ties: lower slot first)
+            for n in range(k_nearest):
+                best, best_d = -1, np.inf
+                for j in range(n_agents):
+                    if d2s[j] < best_d:
+                        best, best_d = j, d2s[j]
+                if best < 0:
+                    break
+                d2s[best] = np.inf
+                j = best
+                dx, dy = x[w, j] - ex, y[w, j] - ey
+                cj, sj, vj = c[w, j], s_[w, j], v[w, j]
+                rvx, rvy = vj * cj - ev * ec, vj * sj - ev * es
+                f = others[w, e, n]
+                f[0] = 1.0
+                f[1] = (ec * dx + es * dy) * 0.02
+                f[2] = (ec * dy - es * dx) * 0.02
+                f[3] = (ec * rvx + es * rvy) * 0.05
+                f[4] = (ec * rvy - es * rvx) * 0.05
+                f[5] = ec * cj + es * sj
+                f[6] = ec * sj - es * cj
+                for q in range(4):
+                    f[7 + q] = kind_onehot[kind[w, j], q]
+    return visible, separation, others
+
+
+@njit(cache=True)
+def ego_features(
+    x, y, c, s_, v, dest, goal, route_dist, ref_seg, ref_s, last_command, turn, continuous,
+    seg_len, link_to_node, succ, best_turn, nodes, box_half, ego_max_speed, command_scale,
+):  # fmt: skip
+    """The 15 ego features of every controlled car, ``(N, C, 15)`` (see ``observe``).
+
+    ``x, y, c, s_, v, turn`` are the controlled slots ``(N, C)``; ``last_command`` the
+    target speed (discrete) or steering (continuous), divided by ``command_scale``.
+    """
+    n_worlds, n_ctrl = x.shape
+    out = np.zeros((n_worlds, n_ctrl, 15))
+    for w in range(n_worlds):
+        for e in range(n_ctrl):
+            f = out[w, e]
+            ec, es = c[w, e], s_[w, e]
+            f[0] = v[w, e] / ego_max_speed
+            f[1], f[2] = ec, es
+            d = dest[w, e]
+            gx, gy = goal[d, 0] - x[w, e], goal[d, 1] - y[w, e]
+            f[3] = (ec * gx + es * gy) * 0.01
+            f[4] = (ec * gy - es * gx) * 0.01
+            f[5] = route_dist[w, e] / 200.0
+            f[6] = last_command[w, e] / command_scale
+            rs = ref_seg[w, e]
+            if link_to_node[rs]:
+                f[7] = (seg_len[rs] - ref_s[w, e]) * 0.02
+                nxt = rs
+            else:
+                f[7] = 1.0
+                nxt = succ[rs, 0]
+            if nxt >= 0:
+                nav = best_turn[d, nxt]
+                if nav >= 0:
+                    f[8 + nav] = 1.0
+            if not continuous:
+                f[11 + turn[w, e]] = 1.0
+            for n in range(nodes.shape[0]):
+                if (
+                    abs(x[w, e] - nodes[n, 0]) <= box_half
+                    and abs(y[w, e] - nodes[n, 1]) <= box_half
+                ):
+                    f[14] = 1.0
+                    break
+    return out
+
+
+@njit(cache=True)
+def observer_slots(alive, uid, ego):
+    """Slots of the alive road users other than ``ego`` in one world, sorted by id."""
+    n = 0
+    slots = np.empty(alive.shape[0], dtype=np.int64)
+    for j in range(alive.shape[0]):
+        if alive[j] and j != ego:
+            # insertion by id (ids are unique)
+            k = n
+            while k > 0 and uid[slots[k - 1]] > uid[j]:
+                slots[k] = slots[k - 1]
+                k -= 1
+            slots[k] = j
+            n += 1
+    return slots[:n]

@@ -1,0 +1,224 @@
+"""Glue shared by the Gymnasium and PettingZoo views over one simulated world.
+
+- :func:`make_spaces`: observation and action spaces for a config.
+- :func:`check_action`: validation of one controlled car's action (clear errors).
+- :class:`WorldView`: owns an ``N = 1`` :class:`IntersectionSim`, the renderer, the ego
+  paths and the episode cost sums, and builds each controlled car's observation and
+  ``info`` dict (:data:`INFO_KEYS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from bystander.envs.contract import EGO_STEP_KEY, EgoStep
+from bystander.envs.intersection.config import IntersectionConfig
+from bystander.envs.intersection.kernels import observer_slots
+from bystander.envs.intersection.sim import (
+    META_ACTIONS,
+    N_EGO_FEATURES,
+    N_OTHER_FEATURES,
+    OBSERVER_TYPES,
+    REWARD_NAMES,
+    IntersectionSim,
+    StepResult,
+)
+
+COST_CHANNEL = "collision"
+INFO_KEYS = (
+    EGO_STEP_KEY, "rewards", "costs", "cost", "crashed", "arrived", "offroad", "left_map",
+    "speed", "route_distance", "destination",
+)  # fmt: skip
+"""Keys of every step's ``info`` (plus ``episode_cost`` / ``episode_costs`` at episode end).
+
+- ``ego_step``: :class:`~bystander.envs.contract.EgoStep` (``states (1, 2)`` ego position
+  [m], observers = every other road user, ``frame="rigid2d"``).
+- ``rewards``: dict ``progress, arrival, collision, offroad, time`` (the reward is their sum).
+- ``costs``: ``{"collision": c}``; ``cost``: their sum. ``c`` is ``collision_cost`` on a
+  crash step, else ``near_miss_cost * (1 - gap / near_miss_distance)`` for the smallest box
+  gap below ``near_miss_distance``, else 0.
+- ``crashed`` / ``arrived`` / ``offroad`` / ``left_map``: bool events of this step.
+- ``speed`` [m/s], ``route_distance`` to the goal [m], ``destination`` exit index.
+"""
+
+
+def observation_size(config: IntersectionConfig) -> int:
+    return N_EGO_FEATURES + N_OTHER_FEATURES * config.n_nearest
+
+
+def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]:
+    """(observation space, action space) of one controlled car."""
+    vec = spaces.Box(-1.0, 1.0, (observation_size(config),), dtype=np.float32)
+    G = config.occupancy_size
+    occ = spaces.Box(-1.0, 1.0, (4, G, G), dtype=np.float32)
+    obs: spaces.Space
+    if config.observation == "vector":
+        obs = vec
+    elif config.observation == "occupancy":
+        obs = occ
+    else:
+        obs = spaces.Dict({"vector": vec, "occupancy": occ})
+    act: spaces.Space
+    if config.action_type == "discrete":
+        act = spaces.Discrete(len(META_ACTIONS))
+    else:
+        act = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+    return obs, act
+
+
+def check_action(action: Any, config: IntersectionConfig, name: str = "action") -> Any:
+    """Validate one action; returns it as ``int`` (discrete) or ``(2,)`` float64 array."""
+    if config.action_type == "discrete":
+        arr = np.asarray(action)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"{name}: expected an int meta-action in [0, {len(META_ACTIONS)}) "
+                f"({', '.join(META_ACTIONS)}), got {action!r}"
+            )
+        a = int(arr)
+        if not 0 <= a < len(META_ACTIONS):
+            raise ValueError(f"{name}: expected an int in [0, {len(META_ACTIONS)}), got {a}")
+        return a
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name}: expected 2 floats (acceleration, steering), got {action!r}"
+        ) from err
+    if arr.shape != (2,):
+        raise ValueError(
+            f"{name}: expected shape (2,) (acceleration, steering), got shape {arr.shape}"
+        )
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, got {arr.tolist()}")
+    if np.any(np.abs(arr) > 1.0 + 1e-6):
+        raise ValueError(f"{name}: expected values in [-1, 1], got {arr.tolist()}")
+    return np.clip(arr, -1.0, 1.0)
+
+
+Overlay = Callable[[Any, Callable[[np.ndarray], np.ndarray]], None]
+
+
+class WorldView:
+    """One world (``N = 1``) of the simulator with the bookkeeping both views need.
+
+    Attributes:
+        sim: The :class:`IntersectionSim`.
+        paths: Per controlled car, the list of past positions ``(x, y)`` this episode.
+        episode_costs: Per controlled car, ``{"collision": sum}`` over the episode.
+        overlays: Callables ``fn(surface, world_to_px)`` drawn on each rendered frame.
+    """
+
+    def __init__(self, config: IntersectionConfig, render_mode: str | None) -> None:
+        self.config = config
+        self.sim = IntersectionSim(config, n_worlds=1)
+        self.render_mode = render_mode
+        self.paths: list[list[tuple[float, float]]] = [[] for _ in range(config.n_controlled)]
+        self.episode_costs = np.zeros(config.n_controlled)
+        self.overlays: list[Overlay] = []
+        self.renderer = None
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int) -> StepResult:
+        out = self.sim.reset(seed=seed)
+        self.episode_costs[:] = 0.0
+        self.paths = [
+            [(float(self.sim.x[0, c]), float(self.sim.y[0, c]))]
+            for c in range(self.config.n_controlled)
+        ]
+        return out
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        out = self.sim.step(actions[None])
+        self.episode_costs += out.cost[0]
+        for c in range(self.config.n_controlled):
+            if out.active[0, c]:
+                self.paths[c].append((float(self.sim.x[0, c]), float(self.sim.y[0, c])))
+        return out
+
+    # ------------------------------------------------------------------ per agent
+    def observation(self, out: StepResult, c: int) -> Any:
+        mode = self.config.observation
+        if mode == "vector":
+            return out.obs[0, c]
+        occ = self.sim.occupancy()[0, c]
+        return occ if mode == "occupancy" else {"vector": out.obs[0, c], "occupancy": occ}
+
+    def ego_step(self, out: StepResult, c: int, episode_start: bool) -> EgoStep:
+        """The contract's report for controlled car ``c``: observers sorted by id."""
+        sim = self.sim
+        slots = observer_slots(sim.alive[0], sim.uid[0], c)
+        return EgoStep(
+            states=np.array([[sim.x[0, c], sim.y[0, c]]]),
+            observer_ids=sim.uid[0, slots],
+            observer_types=OBSERVER_TYPES[sim.kind[0, slots]],
+            visible=out.visible[0, c, slots][:, None],
+            observer_frames=np.stack([sim.x[0, slots], sim.y[0, slots], sim.h[0, slots]], axis=1),
+            frame="rigid2d",
+            episode_start=episode_start,
+            context={"dt": self.config.dt},
+        )
+
+    def info(self, out: StepResult, c: int, reset: bool = False) -> dict[str, Any]:
+        sim = self.sim
+        info: dict[str, Any] = {
+            EGO_STEP_KEY: self.ego_step(out, c, episode_start=reset),
+            "speed": float(sim.v[0, c]),
+            "route_distance": float(sim.route_dist[0, c]),
+            "destination": int(sim.dest[0, c]),
+        }
+        if reset:
+            return info
+        cost = float(out.cost[0, c])
+        info.update(
+            rewards={n: float(v) for n, v in zip(REWARD_NAMES, out.rewards[0, c], strict=True)},
+            costs={COST_CHANNEL: cost},
+            cost=cost,
+            crashed=bool(out.crashed[0, c]),
+            arrived=bool(out.arrived[0, c]),
+            offroad=bool(out.offroad[0, c]),
+            left_map=bool(out.left_map[0, c]),
+        )
+        if out.terminated[0, c] or out.truncated[0]:
+            info["episode_cost"] = float(self.episode_costs[c])
+            info["episode_costs"] = {COST_CHANNEL: float(self.episode_costs[c])}
+        return info
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, c: int = 0) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        if self.renderer is None:
+            from bystander.envs.intersection.render import Renderer
+
+            self.renderer = Renderer(self.sim.road, self.config, human=self.render_mode == "human")
+        frame = self.renderer.draw(self.sim, w=0, c=c, paths=self.paths, overlays=self.overlays)
+        if self.render_mode == "human":
+            self.renderer.show()
+            return None
+        return frame
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+
+def seed_from(np_random: np.random.Generator) -> int:
+    """A simulator seed drawn from a Gymnasium ``np_random`` (reproducible chain)."""
+    return int(np_random.integers(0, 2**62))
+
+
+__all__ = [
+    "COST_CHANNEL",
+    "INFO_KEYS",
+    "WorldView",
+    "check_action",
+    "make_spaces",
+    "observation_size",
+    "seed_from",
+]
