@@ -1,1 +1,16 @@
-"""The LLM domain: transformers policy, SLM observers and the GRPO trainer."""
+"""The LLM domain: transformers policy, SLM observers and the GRPO trainer.
+
+Modules (import what you need; nothing heavy is imported here):
+
+- :mod:`bystander.llm.tokens`: tokenizer helpers (byte-level ByT5, decoding with
+  ``errors="replace"``, character offsets for retokenisation).
+- :mod:`bystander.llm.models`: ``load_causal_lm`` (hub id / local path / built-in
+  tiny models), ``tiny_pair`` (pretrained and cached), batched ``generate_group``.
+- :mod:`bystander.llm.observers`: ``SLMPredictor`` (a ``Predictor`` with
+  ``horizon=None``, nats/token), ``score_observers``, ``combine_errors``.
+- :mod:`bystander.llm.reviewer`: ``SLMReviewer`` for ``ReviewGate`` and the trainer.
+- :mod:`bystander.llm.scorers`: reward / cost models (sequence classifiers).
+- :mod:`bystander.llm.grpo`: ``GRPOTrainer``, ``GRPOConfig``.
+- :mod:`bystander.llm.trl_adapter`: TRL ``GRPOTrainer`` reward functions and callback.
+- :mod:`bystander.llm.cli`: ``bystander llm train|evaluate``.
+"""

@@ -1,0 +1,313 @@
+"""``bystander llm train|evaluate``: the text domain's command line.
+
+Mounted by :mod:`bystander.cli` through :func:`build_parser` (``bystander llm ...``);
+also runnable alone: ``python -m bystander.llm.cli train --steps 20``.
+
+Constraint and observer flags mirror the driving side: ``--constraint
+none|shaping|lagrangian|pid``, ``--weight``, ``--budget``, ``--lambda-lr``,
+``--lambda-max``, ``--kp/--ki/--kd``, ``--predictor frozen|cotrained``, ``--seed``,
+``--run-dir``, ``--resume``. Text-only: ``--policy`` and ``--observer`` (hub id,
+local path, or the built-in ``tiny-policy``/``tiny-slm``; ``--observer`` repeats),
+``--views``, ``--combine``, ``--review-threshold``/``--review-mode``, GRPO sizes.
+
+A run directory holds ``config.json``, ``log.jsonl`` (one line per step),
+``checkpoint.pt`` (exact resume), ``policy/`` (``save_pretrained``),
+``eval_before.json`` / ``eval_after.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from bystander.llm.grpo import CONSTRAINT_MODES
+
+__all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy", default="tiny-policy", help="policy: hub id, local path or tiny-policy"
+    )
+    p.add_argument(
+        "--observer",
+        action="append",
+        default=None,
+        help="observer SLM: hub id, local path or tiny-slm (repeatable; default tiny-slm)",
+    )
+    p.add_argument(
+        "--views",
+        default="prefix:0.5,mask:0.7,full",
+        help="observer views, e.g. prefix:0.5,mask:0.7,window:16,full-noprompt",
+    )
+    p.add_argument("--combine", choices=("mean", "worst"), default="mean", help="combine observers")
+    p.add_argument("--constraint", choices=CONSTRAINT_MODES, default="none", help="constraint mode")
+    p.add_argument(
+        "--weight", type=float, default=1.0, help="shaping weight (reward per nats/token)"
+    )
+    p.add_argument("--budget", type=float, default=1.5, help="cost budget (nats/token)")
+    p.add_argument("--lambda-lr", type=float, default=0.05, help="Lagrangian learning rate")
+    p.add_argument("--lambda-init", type=float, default=1.0, help="initial lambda")
+    p.add_argument("--lambda-max", type=float, default=100.0, help="lambda clamp")
+    p.add_argument("--kp", type=float, default=0.1, help="PID gain")
+    p.add_argument("--ki", type=float, default=0.01, help="PID gain")
+    p.add_argument("--kd", type=float, default=0.0, help="PID gain")
+    p.add_argument(
+        "--predictor",
+        choices=("frozen", "cotrained"),
+        default="frozen",
+        help="frozen observers, or co-trained on the policy's outputs (NLL)",
+    )
+    p.add_argument("--review-threshold", type=float, default=None, help="review gate (nats/token)")
+    p.add_argument("--review-mode", choices=("withhold", "flag"), default="withhold")
+    p.add_argument("--min-length", type=int, default=0, help="minimum-length guard (tokens)")
+    p.add_argument("--length-penalty", type=float, default=0.5, help="penalty under --min-length")
+    p.add_argument("--steps", type=int, default=20, help="GRPO steps (total, also on --resume)")
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--beta", type=float, default=0.04, help="KL coefficient")
+    p.add_argument("--tasks", default="generated", help="GSM8K-format JSONL path, or 'generated'")
+    p.add_argument("--num-tasks", type=int, default=512, help="generated training tasks")
+    p.add_argument(
+        "--eval-prompts", type=int, default=32, help="held-out prompts for evaluation (0: skip)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--run-dir", default=None, help="default runs/<timestamp>-llm")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run exactly")
+    p.add_argument("--checkpoint-every", type=int, default=5)
+    p.add_argument("--tensorboard", action="store_true")
+
+
+def build_parser(subparsers: Any | None = None) -> argparse.ArgumentParser:
+    """Add ``llm train`` / ``llm evaluate`` to ``subparsers`` (or build a standalone parser)."""
+    if subparsers is None:
+        parser = argparse.ArgumentParser(prog="bystander llm", description=__doc__.split("\n")[0])
+        sub = parser.add_subparsers(dest="llm_command")
+    else:
+        parser = subparsers.add_parser("llm", help="the text domain: GRPO with SLM observers")
+        sub = parser.add_subparsers(dest="llm_command")
+    t = sub.add_parser("train", help="train a policy with GRPO under a predictability constraint")
+    _train_args(t)
+    t.set_defaults(func=_cmd_train)
+    e = sub.add_parser("evaluate", help="accuracy and SLM nats/token of a run's policy")
+    e.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR")
+    e.add_argument("--policy", default=None, help="evaluate this model instead of RUN_DIR/policy")
+    e.add_argument("--observer", action="append", default=None)
+    e.add_argument("--views", default=None)
+    e.add_argument("--eval-prompts", type=int, default=64)
+    e.add_argument("--samples", type=int, default=2, help="completions per prompt")
+    e.add_argument("--seed", type=int, default=1234)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_cmd_evaluate)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "policy": args.policy,
+        "observers": args.observer or ["tiny-slm"],
+        "tasks": args.tasks,
+        "num_tasks": args.num_tasks,
+        "eval_prompts": args.eval_prompts,
+        "device": args.device,
+        "grpo": {
+            "group_size": args.group_size,
+            "prompts_per_step": args.prompts_per_step,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "lr": args.lr,
+            "beta": args.beta,
+            "views": args.views,
+            "combine": args.combine,
+            "constraint": args.constraint,
+            "cost_weight": args.weight,
+            "budget": args.budget,
+            "lambda_lr": args.lambda_lr,
+            "lambda_init": args.lambda_init,
+            "lambda_max": args.lambda_max,
+            "kp": args.kp,
+            "ki": args.ki,
+            "kd": args.kd,
+            "review_threshold": args.review_threshold,
+            "review_mode": args.review_mode,
+            "min_length": args.min_length,
+            "length_penalty": args.length_penalty,
+            "co_train": args.predictor == "cotrained",
+            "seed": args.seed,
+            "tensorboard": args.tensorboard,
+        },
+    }
+
+
+def _observer_panel(names: list[str], views: str, policy_tok: Any, device: str) -> tuple[Any, str]:
+    """Predictors by type and the views string with one observer type per SLM."""
+    from dataclasses import replace
+
+    from bystander.envs.text_v0 import parse_views
+    from bystander.llm.models import load_causal_lm
+    from bystander.llm.observers import SLMPredictor
+
+    predictors = {}
+    base = parse_views(views)
+    out_views = []
+    for i, name in enumerate(names):
+        model, tok = load_causal_lm(name, device=device)
+        kind = "slm" if len(names) == 1 else f"slm{i}"
+        predictors[kind] = SLMPredictor(model, tok, policy_tokenizer=policy_tok)
+        out_views += [replace(v, type=kind) for v in base]
+    return predictors, out_views
+
+
+def build_trainer(config: dict[str, Any], run_dir: str | Path | None) -> Any:
+    """A :class:`~bystander.llm.grpo.GRPOTrainer` from a run config (see :func:`llm_train`)."""
+    from bystander.envs.text_tasks import load_tasks
+    from bystander.llm.grpo import GRPOConfig, GRPOTrainer
+    from bystander.llm.models import load_causal_lm
+
+    known = {f.name for f in fields(GRPOConfig)}
+    unknown = set(config["grpo"]) - known
+    if unknown:
+        raise ValueError(f"grpo config: unknown keys {sorted(unknown)}")
+    policy, tok = load_causal_lm(config["policy"], device=config["device"])
+    predictors, views = _observer_panel(
+        config["observers"], config["grpo"]["views"], tok, config["device"]
+    )
+    cfg = GRPOConfig(**config["grpo"])
+    tasks = load_tasks(config["tasks"], n=config["num_tasks"], seed=config["grpo"]["seed"])
+    trainer = GRPOTrainer(policy, tok, tasks, predictors, cfg, run_dir=run_dir)
+    trainer.views = views
+    return trainer
+
+
+def _heldout(config: dict[str, Any]) -> list[Any]:
+    from bystander.envs.text_tasks import generate_tasks, load_tasks
+
+    if config["tasks"] == "generated":
+        return generate_tasks(max(1, config["eval_prompts"]), seed=10_000 + config["grpo"]["seed"])
+    return load_tasks(config["tasks"])[-max(1, config["eval_prompts"]) :]
+
+
+def llm_train(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume) a run; returns ``{"run_dir", "before", "after", "last"}``.
+
+    ``args``: parsed ``bystander llm train`` flags, or a run config dict (the
+    content of ``config.json``) plus optional ``"run_dir"``, ``"steps"``,
+    ``"resume"`` and ``"checkpoint_every"`` keys.
+    """
+    if isinstance(args, argparse.Namespace):
+        opts = {"steps": args.steps, "resume": args.resume, "run_dir": args.run_dir,
+                "checkpoint_every": args.checkpoint_every}  # fmt: skip
+        config = _config_from_args(args)
+    else:
+        opts = {k: args.get(k) for k in ("steps", "resume", "run_dir", "checkpoint_every")}
+        config = {k: v for k, v in args.items() if k not in opts}
+    steps = int(opts["steps"] or 0)
+    if opts["resume"]:
+        run_dir = Path(opts["resume"])
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"--resume: no config.json in {str(run_dir)!r}")
+        config = json.loads((run_dir / "config.json").read_text())
+    else:
+        run_dir = Path(opts["run_dir"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-llm")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    trainer = build_trainer(config, run_dir)
+    heldout = _heldout(config)
+    before = None
+    if opts["resume"]:
+        trainer.load_checkpoint(run_dir / "checkpoint.pt")
+    elif config["eval_prompts"]:
+        before = trainer.evaluate(heldout)
+        (run_dir / "eval_before.json").write_text(json.dumps(before, indent=2))
+    every = int(opts["checkpoint_every"] or 0)
+    last: dict[str, Any] = {}
+    while trainer.step_count < steps:
+        last = trainer.step()
+        print(_fmt(last), flush=True)
+        if every and trainer.step_count % every == 0:
+            trainer.save_checkpoint(run_dir / "checkpoint.pt")
+    trainer.save_checkpoint(run_dir / "checkpoint.pt")
+    trainer.policy.save_pretrained(run_dir / "policy")
+    trainer.tokenizer.save_pretrained(run_dir / "policy")
+    after = None
+    if config["eval_prompts"]:
+        after = trainer.evaluate(heldout)
+        (run_dir / "eval_after.json").write_text(json.dumps(after, indent=2))
+    return {"run_dir": str(run_dir), "before": before, "after": after, "last": last}
+
+
+def llm_evaluate(args: argparse.Namespace | dict[str, Any]) -> dict[str, float]:
+    """Accuracy, reward, length and nats/token per observer of a run's (or any) policy."""
+    a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    run_dir = a.get("run_dir")
+    if run_dir is not None:
+        cfg_path = Path(run_dir) / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"RUN_DIR: no config.json in {str(run_dir)!r}")
+        config = json.loads(cfg_path.read_text())
+        config["policy"] = a.get("policy") or str(Path(run_dir) / "policy")
+    else:
+        if not a.get("policy"):
+            raise ValueError("evaluate: give RUN_DIR or --policy")
+        from bystander.llm.grpo import GRPOConfig
+
+        config = {"policy": a["policy"], "observers": ["tiny-slm"], "tasks": "generated",
+                  "num_tasks": 16, "device": "cpu", "grpo": asdict(GRPOConfig())}  # fmt: skip
+    if a.get("observer"):
+        config["observers"] = a["observer"]
+    if a.get("views"):
+        config["grpo"]["views"] = a["views"]
+    config["device"] = a.get("device") or config.get("device", "cpu")
+    config["eval_prompts"] = int(a.get("eval_prompts") or 64)
+    trainer = build_trainer(config, None)
+    return trainer.evaluate(
+        _heldout(config), samples=int(a.get("samples") or 2), seed=int(a.get("seed") or 1234)
+    )
+
+
+def _fmt(log: dict[str, Any]) -> str:
+    keys = [
+        "step",
+        "reward",
+        "accuracy",
+        "predictability_cost",
+        "lambda",
+        "kl",
+        "length_mean",
+        "escalations",
+    ]
+    return "  ".join(
+        f"{k}={log[k]:.4g}" if isinstance(log[k], float) else f"{k}={log[k]}" for k in keys
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    out = llm_train(args)
+    print(json.dumps({k: out[k] for k in ("run_dir", "before", "after")}, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    print(json.dumps(llm_evaluate(args), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m bystander.llm.cli train|evaluate ...``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

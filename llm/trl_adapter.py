@@ -1,0 +1,208 @@
+"""Adapter for TRL's ``GRPOTrainer`` (optional extra: ``pip install bystander[trl]``).
+
+- :class:`TaskReward`: a TRL reward function (``prompts, completions,
+  completion_ids, **kwargs -> list[float]``) computing the task reward with the
+  project's verifier; it reads the dataset's ``answer`` column.
+- :class:`PredictabilityReward`: a TRL reward function returning minus the SLM
+  observers' cost (nats/token) of each completion, scored with
+  :func:`bystander.llm.observers.score_observers` (same views, same combining as the
+  env and the built-in trainer). It records the batch's costs for the callback.
+- :class:`ConstraintCallback`: a ``transformers.TrainerCallback`` that, once per
+  optimisation step, updates the shared multiplier from the mean cost recorded since
+  the last update, and sets TRL's ``reward_weights`` to ``[1/(1+lambda),
+  lambda/(1+lambda)]``: the combined reward is then ``(r - lambda*c)/(1+lambda)``
+  (Safe RLHF's normalised Lagrangian). Shaping: fixed weights ``[1, w]``.
+
+Difference from :class:`bystander.llm.grpo.GRPOTrainer`: TRL sums weighted rewards
+*before* its group normalisation, so the Lagrangian is applied to rewards, not to
+separately standardised advantages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bystander.envs.text_tasks import ArithmeticVerifier, Task
+from bystander.envs.text_v0 import ObserverView, parse_views
+from bystander.llm.observers import combine_errors, score_observers
+from bystander.llm.tokens import encode
+
+__all__ = [
+    "ConstraintCallback",
+    "PredictabilityReward",
+    "TaskReward",
+    "attach_constraint",
+    "tasks_dataset",
+]
+
+
+def _text(x: Any) -> str:
+    """TRL passes plain strings, or chat messages (lists of {"role", "content"})."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, Sequence) and x and isinstance(x[-1], Mapping):
+        return "".join(str(m.get("content", "")) for m in x)
+    raise TypeError(f"completion: expected str or chat messages, got {type(x).__name__}")
+
+
+class TaskReward:
+    """TRL reward function: the verifier's reward against the ``answer`` column."""
+
+    __name__ = "task_reward"
+
+    def __init__(self, verifier: Any | None = None) -> None:
+        self.verifier = verifier if verifier is not None else ArithmeticVerifier()
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]],
+        **kwargs: Any,
+    ) -> list[float]:
+        answers = kwargs.get("answer")
+        if answers is None:
+            raise ValueError("TaskReward: the dataset needs an 'answer' column")
+        out = []
+        for c, a in zip(completions, answers, strict=True):
+            out.append(float(self.verifier(_text(c), Task("", str(a), ""))["reward"]))
+        return out
+
+
+class PredictabilityReward:
+    """TRL reward function: ``-cost`` (nats/token) of each completion under the SLM observers.
+
+    Args:
+        predictors: SLM predictor(s), as the shared wrapper takes them.
+        tokenizer: The policy's tokenizer (``completion_ids`` are in its vocabulary).
+        views: Observer views (:func:`parse_views` syntax).
+        combine: ``"mean"`` or ``"worst"``.
+        seed: Seed of the mask views.
+    """
+
+    __name__ = "predictability"
+
+    def __init__(
+        self,
+        predictors: Any,
+        tokenizer: Any,
+        views: str | Sequence[ObserverView] = "prefix:0.5,mask:0.7,full",
+        combine: str = "mean",
+        seed: int = 0,
+    ) -> None:
+        self.predictors = predictors
+        self.tokenizer = tokenizer
+        self.views = parse_views(views)
+        self.combine = combine
+        self.rng = np.random.default_rng(seed)
+        self.pending_costs: list[float] = []
+        self.last_errors: np.ndarray | None = None
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]],
+        **kwargs: Any,
+    ) -> list[float]:
+        import torch
+
+        texts = [_text(p) for p in prompts]
+        p_ids = [encode(self.tokenizer, t) for t in texts]
+        comps = [np.asarray(c, dtype=np.int64) for c in completion_ids]
+        eos = self.tokenizer.eos_token_id
+        comps = [c[: np.argmax(c == eos)] if (c == eos).any() else c for c in comps]
+        with torch.no_grad():
+            errors = score_observers(self.predictors, self.views, comps, p_ids, texts, self.rng)
+        cost = combine_errors(errors, self.combine)
+        self.last_errors = errors
+        self.pending_costs.extend(cost.tolist())
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("predictability_cost", float(cost.mean()))
+        return (-cost).tolist()
+
+
+def _callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class ConstraintCallback(_callback_base()):  # type: ignore[misc]
+    """Updates the shared multiplier once per step and sets TRL's reward weights.
+
+    Args:
+        multiplier: A :mod:`bystander.envs.constraints` multiplier, or ``None`` for
+            fixed weights.
+        cost_reward: The :class:`PredictabilityReward` whose costs it reads.
+        shaping_weight: With no multiplier, the fixed weight of the cost reward.
+        cost_index: Position of the cost reward among the trainer's reward functions.
+    """
+
+    def __init__(
+        self,
+        multiplier: Any | None,
+        cost_reward: PredictabilityReward,
+        shaping_weight: float = 0.0,
+        cost_index: int = 1,
+    ) -> None:
+        self.multiplier = multiplier
+        self.cost_reward = cost_reward
+        self.shaping_weight = float(shaping_weight)
+        self.cost_index = int(cost_index)
+        self.trainer: Any = None
+        self.history: list[dict[str, float]] = []
+
+    def weights(self) -> list[float]:
+        """``[task weight, cost weight]`` for the current lambda."""
+        if self.multiplier is None:
+            return [1.0, self.shaping_weight]
+        lam = float(self.multiplier.value)
+        return [1.0 / (1.0 + lam), lam / (1.0 + lam)]
+
+    def apply(self) -> None:
+        """Write :meth:`weights` into the attached trainer's ``reward_weights``."""
+        if self.trainer is None:
+            return
+        import torch
+
+        w = self.trainer.reward_weights.clone()
+        task_w, cost_w = self.weights()
+        w[:] = task_w
+        w[self.cost_index] = cost_w
+        self.trainer.reward_weights = w.to(torch.float32)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        costs = self.cost_reward.pending_costs
+        if costs and self.multiplier is not None:
+            mean = float(np.mean(costs))
+            lam = self.multiplier.update(mean)
+            self.history.append(
+                {"step": float(state.global_step), "mean_cost": mean, "lambda": lam}
+            )
+        costs.clear()
+        self.apply()
+        return control
+
+
+def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintCallback:
+    """Register ``callback`` on a TRL trainer and set the initial reward weights."""
+    callback.trainer = trainer
+    trainer.add_callback(callback)
+    callback.apply()
+    return callback
+
+
+def tasks_dataset(tasks: Sequence[Task]) -> Any:
+    """A ``datasets.Dataset`` with ``prompt`` and ``answer`` columns for TRL."""
+    from datasets import Dataset
+
+    from bystander.envs.text_tasks import format_prompt
+
+    return Dataset.from_dict(
+        {"prompt": [format_prompt(t.question) for t in tasks], "answer": [t.answer for t in tasks]}
+    )

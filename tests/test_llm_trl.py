@@ -1,0 +1,95 @@
+"""The TRL adapter: reward functions with TRL's signature and the multiplier callback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bystander.envs.constraints import LagrangeMultiplier
+from bystander.envs.text_tasks import generate_tasks
+from bystander.llm.models import TinyConfig, load_causal_lm, tiny_model
+from bystander.llm.observers import SLMPredictor
+from bystander.llm.tokens import byte_tokenizer, encode
+from bystander.llm.trl_adapter import (
+    ConstraintCallback,
+    PredictabilityReward,
+    TaskReward,
+    attach_constraint,
+    tasks_dataset,
+)
+
+SMALL = TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=192, steps=0)
+
+
+def test_reward_functions_have_trls_signature():
+    tok = byte_tokenizer()
+    slm = tiny_model(SMALL, tok).eval()
+    task = TaskReward()
+    out = task(
+        prompts=["Q: x\nA:"] * 2,
+        completions=["#### 4", "5"],
+        completion_ids=[[], []],
+        answer=["4", "4"],
+    )
+    assert out == pytest.approx([1.1, 0.0])
+    with pytest.raises(ValueError, match="answer"):
+        task(prompts=["p"], completions=["c"], completion_ids=[[]])
+    pred = PredictabilityReward(SLMPredictor(slm, tok), tok, views="full")
+    ids = [
+        encode(tok, " 1 + 1 = 2").tolist() + [tok.eos_token_id, 0, 0],
+        encode(tok, " 2").tolist(),
+    ]
+    metrics = {}
+    out = pred(
+        ["Q: 1 + 1?\nA:"] * 2, ["", ""], ids, log_metric=lambda k, v: metrics.__setitem__(k, v)
+    )
+    assert len(out) == 2 and all(np.isfinite(out)) and all(r < 0 for r in out)
+    assert pred.pending_costs == pytest.approx([-r for r in out])
+    assert metrics["predictability_cost"] == pytest.approx(-np.mean(out))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
+    pytest.importorskip("trl")
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = byte_tokenizer()
+    # TRL builds its reference policy from the model's path: save, then load through our loader.
+    tiny_model(SMALL, tok).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    policy, tok = load_causal_lm(str(tmp_path / "policy"))
+    slm = tiny_model(TinyConfig(**{**SMALL.__dict__, "seed": 3}), tok).eval()
+    cost = PredictabilityReward(SLMPredictor(slm, tok), tok, views="prefix:0.5,full")
+    mult = LagrangeMultiplier(budget=0.5, lr=0.1)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        beta=0.04,
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[TaskReward(), cost],
+        args=args,
+        train_dataset=tasks_dataset(generate_tasks(8)),
+        processing_class=tok,
+    )
+    cb = attach_constraint(trainer, ConstraintCallback(mult, cost))
+    assert trainer.reward_weights.tolist() == pytest.approx([0.5, 0.5])
+    before = [p.detach().clone() for p in policy.parameters()]
+    trainer.train()
+    assert len(cb.history) == 2
+    assert mult.value > 1.0  # the cost (~6 nats/token) is above the budget
+    lam = mult.value
+    assert trainer.reward_weights.tolist() == pytest.approx([1 / (1 + lam), lam / (1 + lam)])
+    assert any(
+        not p.detach().equal(b) for p, b in zip(trainer.model.parameters(), before, strict=True)
+    )
