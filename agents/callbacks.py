@@ -1,0 +1,275 @@
+"""SB3 callbacks of a bystander training run.
+
+- :class:`EpisodeMetricsCallback`: per-episode statistics from the env infos, logged to
+  SB3's logger (TensorBoard/CSV) once per rollout: task return, success and collision
+  rate, predictability, each cost channel, escalations, lambda.
+- :class:`MultiplierCallback`: ``multiplier.update(mean episode cost)`` once per
+  rollout (the only place lambda changes), then syncs every env's copy through
+  ``env_method("bystander_sync", ...)`` (works for SubprocVecEnv workers).
+- :class:`PredictorCoTrainingCallback`: the GAN-like loop: after each rollout, update
+  the learned predictor on the (view, truth) pairs the envs scored, then sync its
+  weights into the envs.
+
+All three are cheap per step (a few dict lookups per finished episode) and keep their
+state across ``model.learn`` calls (the trainer learns in chunks).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from bystander.envs.contract import Views
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bystander.agents.training import Trainer
+
+
+class EpisodeMetricsCallback(BaseCallback):
+    """Collect finished episodes' figures; log their means once per rollout.
+
+    Logged keys (over the last ``window`` finished episodes): ``episode/task_return``,
+    ``episode/length``, ``episode/success_rate`` (``info["arrived"]``),
+    ``episode/collision_rate`` (``info["crashed"]``), ``episode/cost``,
+    ``episode/cost_<channel>``, ``episode/prediction_error`` (metres),
+    ``episode/prediction_error_<type>``, ``episode/escalations``; and
+    ``constraint/lambda_<key>`` for each multiplier.
+
+    Args:
+        multipliers: The trainer's master multipliers (read only).
+        window: Episodes averaged.
+    """
+
+    def __init__(self, multipliers: dict[str, Any] | None = None, window: int = 100) -> None:
+        super().__init__()
+        self.multipliers = multipliers or {}
+        self.episodes: deque[dict[str, float]] = deque(maxlen=window)
+        self._escalations: np.ndarray | None = None
+        self.last_stats: dict[str, float] = {}
+        self.total_episodes = 0
+
+    def _on_step(self) -> bool:
+        infos = self.locals["infos"]
+        dones = self.locals["dones"]
+        if self._escalations is None or len(self._escalations) != len(infos):
+            self._escalations = np.zeros(len(infos))
+        for i, info in enumerate(infos):
+            if info.get("escalated"):
+                self._escalations[i] += 1
+            if dones[i]:
+                self.episodes.append(self._episode_figures(info, float(self._escalations[i])))
+                self._escalations[i] = 0
+                self.total_episodes += 1
+        return True
+
+    @staticmethod
+    def _episode_figures(info: dict[str, Any], escalations: float) -> dict[str, float]:
+        ep: dict[str, float] = {"escalations": escalations}
+        mon = info.get("episode")
+        if mon is not None:
+            ep["task_return"] = float(mon["r"])
+            ep["length"] = float(mon["l"])
+        ep["success_rate"] = float(bool(info.get("arrived", False)))
+        ep["collision_rate"] = float(bool(info.get("crashed", False)))
+        if "episode_cost" in info:
+            ep["cost"] = float(info["episode_cost"])
+        for ch, v in (info.get("episode_costs") or {}).items():
+            ep[f"cost_{ch}"] = float(v)
+        if info.get("episode_observers_scored", 0):
+            ep["prediction_error"] = float(info["episode_prediction_error"])
+        for t, v in (info.get("episode_prediction_error_by_type") or {}).items():
+            ep[f"prediction_error_{t}"] = float(v)
+        return ep
+
+    def _on_rollout_end(self) -> None:
+        stats: dict[str, float] = {}
+        if self.episodes:
+            keys = sorted({k for ep in self.episodes for k in ep})
+            for k in keys:
+                vals = [ep[k] for ep in self.episodes if k in ep]
+                stats[f"episode/{k}"] = float(np.mean(vals))
+        for key, m in self.multipliers.items():
+            stats[f"constraint/lambda_{key}"] = float(m.value)
+        stats["episode/count"] = float(self.total_episodes)
+        for k, v in stats.items():
+            self.logger.record(k, v)
+        self.last_stats = stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total_episodes": self.total_episodes, "episodes": list(self.episodes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total_episodes = int(state.get("total_episodes", 0))
+        self.episodes.extend(state.get("episodes", []))
+
+
+class MultiplierCallback(BaseCallback):
+    """Update each multiplier once per rollout from the rollout's finished episodes.
+
+    The cost of an episode is ``info["episode_costs"][channel]`` (or
+    ``info["episode_cost"]`` for key ``"cost"``), read at the episode's last step. A
+    rollout in which no episode finished leaves lambda unchanged (its partial
+    episodes count in the rollout where they finish). After an update, every env's
+    multiplier copy is synced.
+
+    Args:
+        trainer: The :class:`~bystander.agents.training.Trainer` (master multipliers,
+            vec env).
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+        self.costs: dict[str, list[float]] = {k: [] for k in trainer.multipliers}
+        self.updates = 0
+        self.last_stats: dict[str, float] = {}
+
+    def _on_step(self) -> bool:
+        dones = self.locals["dones"]
+        if not dones.any():
+            return True
+        infos = self.locals["infos"]
+        for i in np.flatnonzero(dones):
+            info = infos[i]
+            for key in self.costs:
+                if key == "cost":
+                    value = info.get("episode_cost")
+                else:
+                    value = (info.get("episode_costs") or {}).get(key)
+                if value is None:
+                    raise KeyError(
+                        f"constraint: finished episode has no cost for channel {key!r} "
+                        f"(info keys: {sorted(info)}); is the channel written by a wrapper?"
+                    )
+                self.costs[key].append(float(value))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        changed = False
+        for key, values in self.costs.items():
+            if not values:
+                continue
+            m = self.trainer.multipliers[key]
+            mean = float(np.mean(values))
+            m.update(mean)
+            self.logger.record(f"constraint/episode_cost_{key}", mean)
+            self.logger.record(f"constraint/lambda_{key}", m.value)
+            self.last_stats[f"lambda_{key}"] = m.value
+            values.clear()
+            changed = True
+        if changed:
+            self.updates += 1
+            state = {k: m.state_dict() for k, m in self.trainer.multipliers.items()}
+            self.training_env.env_method("bystander_sync", state, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "pending_costs": self.costs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state.get("updates", 0))
+        for k, v in (state.get("pending_costs") or {}).items():
+            if k in self.costs:
+                self.costs[k] = [float(x) for x in v]
+
+
+def concat_views(batches: list[tuple[Views, np.ndarray]]) -> tuple[Views, np.ndarray] | None:
+    """Concatenate (views, truth) batches of one shape along the batch axis."""
+    if not batches:
+        return None
+    key = (batches[0][0].states.shape[1:], batches[0][1].shape[1:])
+    same = [(v, t) for v, t in batches if (v.states.shape[1:], t.shape[1:]) == key]
+    views = Views(
+        states=np.concatenate([v.states for v, _ in same]),
+        mask=np.concatenate([v.mask for v, _ in same]),
+        observer_types=np.concatenate([v.observer_types for v, _ in same]),
+        observer_ids=np.concatenate([v.observer_ids for v, _ in same]),
+        dt=same[0][0].dt,
+    )
+    return views, np.concatenate([t for _, t in same])
+
+
+def take_views(views: Views, idx: np.ndarray) -> Views:
+    """Rows ``idx`` of a :class:`Views` batch."""
+    return Views(
+        states=views.states[idx],
+        mask=views.mask[idx],
+        observer_types=views.observer_types[idx],
+        observer_ids=views.observer_ids[idx],
+        dt=views.dt,
+    )
+
+
+class PredictorCoTrainingCallback(BaseCallback):
+    """After each rollout: ``predictor.update`` on fresh scored pairs, then sync weights.
+
+    The envs keep the (view, truth) pairs their tracker scored during the rollout
+    (``TrainingHooks``); this callback gathers them, keeps the newest
+    ``predictor.buffer_size`` in a buffer, runs ``predictor.updates_per_rollout``
+    Adam steps on random minibatches of ``predictor.batch_size`` (seeded with
+    ``train.seed``), and loads the new weights into every env's predictor copy.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+        self.rng = np.random.default_rng(trainer.cfg.train.seed + 12345)
+        self.buffer: tuple[Views, np.ndarray] | None = None
+        self.updates = 0
+        self.last_stats: dict[str, float] = {}
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        p = self.trainer.cfg.predictor
+        predictor = self.trainer.predictor
+        per_env = self.training_env.env_method("bystander_pop_scored")
+        batches = [pair for env_pairs in per_env for pair in env_pairs]
+        if self.buffer is not None:
+            batches = [self.buffer, *batches]
+        merged = concat_views(batches)
+        if merged is None:
+            return
+        views, truth = merged
+        if len(views) > p.buffer_size:
+            keep = np.arange(len(views) - p.buffer_size, len(views))
+            views, truth = take_views(views, keep), truth[keep]
+        self.buffer = (views, truth)
+        losses = []
+        for _ in range(p.updates_per_rollout):
+            idx = self.rng.choice(len(views), size=min(p.batch_size, len(views)), replace=False)
+            out = predictor.update(take_views(views, idx), truth[idx])
+            if "loss" in out:
+                losses.append(float(out["loss"]))
+        self.updates += 1
+        if losses:
+            self.logger.record("predictor/loss", float(np.mean(losses)))
+            self.last_stats["predictor_loss"] = float(np.mean(losses))
+        self.logger.record("predictor/buffer", float(len(views)))
+        self.training_env.env_method("bystander_sync", {}, predictor.net.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "buffer": self.buffer, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state.get("updates", 0))
+        self.buffer = state.get("buffer")
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
+
+
+def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
+    """The callbacks a run needs given its config."""
+    cbs: list[BaseCallback] = [EpisodeMetricsCallback(trainer.multipliers)]
+    if trainer.multipliers:
+        cbs.append(MultiplierCallback(trainer))
+    if trainer.cfg.predictor.kind == "cotrained":
+        cbs.append(PredictorCoTrainingCallback(trainer))
+    state = getattr(trainer, "callback_state", None) or {}
+    for cb in cbs:
+        if type(cb).__name__ in state:
+            cb.load_state_dict(state[type(cb).__name__])  # type: ignore[attr-defined]
+    return cbs

@@ -1,0 +1,570 @@
+"""Evaluation of a trained ego: N seeded episodes, per-episode figures, 95% CIs, CSV.
+
+Per episode (one CSV row): success (``info["arrived"]``), collision
+(``info["crashed"]``), steps, time to destination in seconds (successful episodes
+only; ``steps * dt``), task return (the env's reward, before any constraint
+wrapper), episode cost and each cost channel, escalations of the review gate, and
+the observers' ADE / FDE in metres, over all scored predictions and per observer
+type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
+displacement of the same predictions (:func:`bystander.agents.metrics.fde`).
+
+Confidence intervals (95 %): Wilson score interval for rates (success, collision),
+Student-t interval of the mean for everything else (episodes are independent draws
+with different seeds). Metrics with no value in any episode (e.g. time to
+destination when no episode succeeded) are NaN.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bystander.config import RunConfig
+
+RATE_METRICS = ("success", "collision")
+
+# Two-sided 95 % Student-t critical values, df = 1..30 (then 1.96 beyond 120).
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95 % Student-t critical value for ``df`` >= 1 degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"df: expected an int >= 1, got {df}")
+    if df <= 30:
+        return _T95[df - 1]
+    if df <= 40:
+        return 2.042 + (2.021 - 2.042) * (df - 30) / 10
+    if df <= 60:
+        return 2.021 + (2.000 - 2.021) * (df - 40) / 20
+    if df <= 120:
+        return 2.000 + (1.980 - 2.000) * (df - 60) / 60
+    return 1.960
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval of finite ``values`` ``(n,)`` (NaNs ignored)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if len(v) == 1:
+        return m, math.nan, math.nan
+    half = t_critical_95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return m, m - half, m + half
+
+
+def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float, float]:
+    """Rate and 95 % Wilson score interval of ``successes`` out of ``n`` trials."""
+    if n <= 0:
+        return math.nan, math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalResult:
+    """Evaluation of one policy.
+
+    Attributes:
+        episodes: One dict per episode (the CSV rows).
+        summary: Metric -> ``{"mean", "ci_low", "ci_high", "n"}``.
+    """
+
+    episodes: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float:
+        """Mean of a metric (NaN when absent)."""
+        return self.summary.get(name, {}).get("mean", math.nan)
+
+    def write_csv(self, directory: str | Path, prefix: str = "eval") -> tuple[Path, Path]:
+        """Write ``<prefix>_episodes.csv`` and ``<prefix>_summary.csv``; returns both paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        ep_path = directory / f"{prefix}_episodes.csv"
+        keys: list[str] = []
+        for row in self.episodes:
+            keys.extend(k for k in row if k not in keys)
+        with open(ep_path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=keys, restval="")
+            w.writeheader()
+            w.writerows(self.episodes)
+        sum_path = directory / f"{prefix}_summary.csv"
+        with open(sum_path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["metric", "mean", "ci_low", "ci_high", "n"])
+            for k, s in self.summary.items():
+                w.writerow([k, s["mean"], s["ci_low"], s["ci_high"], int(s["n"])])
+        return ep_path, sum_path
+
+
+def summarize(episodes: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """95 % CIs of every metric over ``episodes`` (Wilson for rates, t otherwise)."""
+    keys: list[str] = []
+    for row in episodes:
+        keys.extend(k for k in row if k not in keys)
+    out: dict[str, dict[str, float]] = {}
+    for k in keys:
+        if k in ("episode", "seed"):
+            continue
+        vals = np.array([row.get(k, math.nan) for row in episodes], dtype=float)
+        finite = vals[np.isfinite(vals)]
+        if k in RATE_METRICS:
+            m, lo, hi = wilson_ci(int(finite.sum()), len(finite))
+        else:
+            m, lo, hi = mean_ci(finite)
+        out[k] = {"mean": m, "ci_low": lo, "ci_high": hi, "n": float(len(finite))}
+    return out
+
+
+class _ScoredLog:
+    """Tracker ``on_scored`` hook: per-type ADE (the scored error) and FDE of an episode."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.ade: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.fde: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def __call__(self, predictor: Any, views: Any, truth: np.ndarray, errors: np.ndarray) -> None:
+        from bystander.agents.metrics import fde
+
+        if getattr(predictor, "horizon", None) is None:
+            return  # text predictors: no displacement
+        pred = np.asarray(predictor.predict(views))
+        truth = np.asarray(truth)
+        if pred.ndim == truth.ndim + 1:  # k modes: minFDE_k
+            fin = np.linalg.norm(pred[..., -1, :2] - truth[:, None, -1, :2], axis=-1).min(axis=1)
+        else:
+            fin = fde(pred[..., :2], truth[..., :2])
+        types = np.asarray(views.observer_types).astype(str)
+        errors = np.asarray(errors, dtype=float)
+        for t in np.unique(types):
+            sel = types == t
+            self.ade[t].append(errors[sel])
+            self.fde[t].append(np.asarray(fin)[sel])
+
+    def figures(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        all_ade = [a for v in self.ade.values() for a in v]
+        all_fde = [a for v in self.fde.values() for a in v]
+        out["ade"] = float(np.concatenate(all_ade).mean()) if all_ade else math.nan
+        out["fde"] = float(np.concatenate(all_fde).mean()) if all_fde else math.nan
+        out["predictions_scored"] = float(sum(len(a) for a in all_ade))
+        for t in sorted(self.ade):
+            out[f"ade_{t}"] = float(np.concatenate(self.ade[t]).mean())
+            out[f"fde_{t}"] = float(np.concatenate(self.fde[t]).mean())
+        return out
+
+
+def evaluate_policy(
+    policy: Any,
+    cfg: RunConfig,
+    *,
+    episodes: int | None = None,
+    seed: int | None = None,
+    deterministic: bool | None = None,
+    predictor: Any = None,
+    obs_normalizer: Any = None,
+    multipliers: dict[str, Any] | None = None,
+    max_steps: int = 100_000,
+) -> EvalResult:
+    """Run seeded episodes of ``policy`` in the run's env stack and summarise them.
+
+    Args:
+        policy: Anything with SB3's ``predict(obs, deterministic=...) -> (action, state)``.
+        cfg: The run config (env, predictor, constraint, review sections).
+        episodes: Episodes (default ``eval.episodes``); episode ``i`` uses seed ``seed + i``.
+        seed: First seed (default ``eval.seed``).
+        deterministic: Greedy actions (default ``eval.deterministic``).
+        predictor: The observers' predictor (default: built from ``cfg.predictor``).
+        obs_normalizer: Function applied to observations before ``policy.predict``
+            (``VecNormalize.normalize_obs`` of runs trained with ``train.normalize``).
+        multipliers: Multipliers for the constraint wrapper (only its logged reward
+            depends on them; default: fresh ones from the config).
+        max_steps: Safety cap on steps per episode.
+    """
+    from bystander.agents.training import build_multipliers, build_predictor, make_env
+
+    n = episodes if episodes is not None else cfg.eval.episodes
+    first = seed if seed is not None else cfg.eval.seed
+    greedy = cfg.eval.deterministic if deterministic is None else deterministic
+    if n < 1:
+        raise ValueError(f"episodes: expected an int >= 1, got {n}")
+    if predictor is None and cfg.predictor.kind != "none":
+        predictor = build_predictor(cfg)
+    env = make_env(cfg, predictor=predictor, multipliers=multipliers or build_multipliers(cfg))
+    log = _ScoredLog()
+    if predictor is not None:
+        from bystander.agents.training import _tracker_of
+
+        _tracker_of(env).tracker.on_scored = log
+    rows: list[dict[str, float]] = []
+    try:
+        for i in range(n):
+            log.reset()
+            obs, info = env.reset(seed=first + i)
+            dt = _env_dt(env, info)
+            escalations = 0
+            steps = 0
+            ep_return = 0.0
+            while True:
+                o = obs_normalizer(obs) if obs_normalizer is not None else obs
+                action, _ = policy.predict(o, deterministic=greedy)
+                obs, reward, terminated, truncated, info = env.step(action)
+                steps += 1
+                escalations += int(bool(info.get("escalated", False)))
+                ep_return += float(reward)
+                if terminated or truncated or steps >= max_steps:
+                    break
+            success = bool(info.get("arrived", False))
+            mon = info.get("episode") or {}
+            row: dict[str, float] = {
+                "episode": float(i),
+                "seed": float(first + i),
+                "success": float(success),
+                "collision": float(bool(info.get("crashed", False))),
+                "steps": float(steps),
+                "time_to_destination_s": steps * dt if success else math.nan,
+                "task_return": float(mon.get("r", ep_return)),
+                "episode_cost": float(info.get("episode_cost", math.nan)),
+                "escalations": float(escalations),
+            }
+            for ch, v in (info.get("episode_costs") or {}).items():
+                row[f"cost_{ch}"] = float(v)
+            row.update(log.figures() if predictor is not None else {})
+            rows.append(row)
+    finally:
+        env.close()
+    return EvalResult(episodes=rows, summary=summarize(rows))
+
+
+def _env_dt(env: Any, info: dict[str, Any]) -> float:
+    """Seconds per env step: ``env.unwrapped.dt``, its ``config.dt``, the EgoStep's
+    ``context["dt"]``, else 1.0."""
+    base = env.unwrapped
+    for dt in (getattr(base, "dt", None), getattr(getattr(base, "config", None), "dt", None)):
+        if isinstance(dt, (int, float)):
+            return float(dt)
+    ego = info.get("ego_step")
+    if ego is not None and "dt" in getattr(ego, "context", {}):
+        return float(ego.context["dt"])
+    return 1.0
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    episodes: int | None = None,
+    seed: int | None = None,
+    deterministic: bool | None = None,
+    csv_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> EvalResult:
+    """Evaluate the policy saved in ``run_dir`` and write CSVs (default into ``run_dir``).
+
+    Co-trained runs are scored with the predictor they trained against
+    (``RUN_DIR/predictor.pt``).
+    """
+    from bystander.agents.training import build_multipliers, load_obs_normalizer, load_policy
+    from bystander.config import load_config
+
+    run_dir = Path(run_dir)
+    model, cfg = load_policy(run_dir)
+    if overrides:
+        cfg = load_config(base=cfg.to_dict(), overrides=overrides)
+    predictor = None
+    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.learned import LearnedPredictor
+
+        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+    multipliers = build_multipliers(cfg)
+    _load_final_multipliers(run_dir, multipliers)
+    result = evaluate_policy(
+        model,
+        cfg,
+        episodes=episodes,
+        seed=seed,
+        deterministic=deterministic,
+        predictor=predictor,
+        obs_normalizer=load_obs_normalizer(run_dir),
+        multipliers=multipliers,
+    )
+    result.write_csv(csv_dir if csv_dir is not None else run_dir)
+    return result
+
+
+def _load_final_multipliers(run_dir: Path, multipliers: dict[str, Any]) -> None:
+    if not multipliers:
+        return
+    import json
+
+    from bystander.agents.checkpoint import find_checkpoint
+
+    try:
+        ck = find_checkpoint(run_dir)
+    except ValueError:
+        return
+    path = ck / "multipliers.json"
+    if path.is_file():
+        for k, state in json.loads(path.read_text()).items():
+            if k in multipliers:
+                multipliers[k].load_state_dict(state)
+
+
+def format_summary(result: EvalResult, keys: list[str] | None = None) -> str:
+    """A small text table ``metric  mean  [ci_low, ci_high]``."""
+    lines = []
+    for k, s in result.summary.items():
+        if keys is not None and k not in keys:
+            continue
+        lines.append(
+            f"{k:28s} {s['mean']:10.4g}  [{s['ci_low']:.4g}, {s['ci_high']:.4g}]  n={int(s['n'])}"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def latest_predictions(tracker: Any) -> list[dict[str, Any]]:
+    """Predictions made at the tracker's latest ego state, in the world frame.
+
+    Returns one dict per observer that saw the ego at that state: ``observer_id``,
+    ``observer_type``, ``pose`` ``(3,)`` (x [m], y [m], heading [rad]) and ``path``
+    ``(H, 2)`` metres (first mode of a multi-modal prediction).
+
+    Reads the tracker's pending predictions (``PredictabilityTracker._pending``), which
+    the shared wrapper keeps until they are scored.
+    """
+    from bystander.envs.contract import FRAMES
+
+    pending = getattr(tracker, "_pending", None) or []
+    if not pending:
+        return []
+    now = max(p.t_pred for p in pending)
+    out: list[dict[str, Any]] = []
+    for p in pending:
+        if p.t_pred != now:
+            continue
+        pred = np.asarray(p.predictions, dtype=float)
+        if pred.ndim == 4:
+            pred = pred[:, 0]
+        world = FRAMES[p.frame].from_frame(pred, p.poses)
+        for b in range(len(world)):
+            out.append(
+                {
+                    "observer_id": int(p.views.observer_ids[b]),
+                    "observer_type": str(p.views.observer_types[b]),
+                    "pose": None if p.poses is None else np.asarray(p.poses[b], dtype=float),
+                    "path": world[b, :, :2],
+                }
+            )
+    return out
+
+
+_TYPE_COLOURS = {
+    "car": (80, 160, 255),
+    "pedestrian": (255, 210, 60),
+    "cyclist": (90, 230, 120),
+}
+
+
+class PredictionOverlay:
+    """Env overlay ``fn(surface, world_to_px)``: each observer's guess, and a HUD.
+
+    Each observer that saw the ego at the latest step draws its predicted trajectory
+    (type colour; a dot at the end) from the ego, with a thin line from the observer
+    to the start, over the env's own drawing of the ego's real past path. The HUD (top
+    left, below the env's status line) shows the step's reward components, costs,
+    lambda and predictability; update it with :meth:`update` after each step.
+    """
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+        self.info: dict[str, Any] = {}
+        self.reward = 0.0
+        self.total = 0.0
+        self.font: Any = None
+
+    def update(self, reward: float, info: dict[str, Any]) -> None:
+        self.reward = float(reward)
+        self.total += float(reward)
+        self.info = info
+
+    def hud_lines(self) -> list[str]:
+        info = self.info
+        lines = [f"reward {self.reward:+.3f}  return {self.total:+.2f}"]
+        comps = info.get("rewards") or {}
+        if comps:
+            lines.append("  ".join(f"{k} {v:+.2f}" for k, v in comps.items()))
+        costs = info.get("costs") or {}
+        if costs:
+            lines.append("cost " + "  ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+        lams = info.get("lambdas") or {}
+        if lams:
+            lines.append("lambda " + "  ".join(f"{k} {v:.3f}" for k, v in lams.items()))
+        if "predictability" in info:
+            lines.append(
+                f"predictability {info['predictability']:+.2f} m  "
+                f"({info.get('observers_scored', 0)} observers scored)"
+            )
+        if info.get("escalated"):
+            lines.append("ESCALATED")
+        return lines
+
+    def __call__(self, surface: Any, world_to_px: Any) -> None:
+        import pygame
+
+        for item in latest_predictions(self.tracker):
+            colour = _TYPE_COLOURS.get(item["observer_type"], (240, 120, 240))
+            px = world_to_px(item["path"])
+            pts = [tuple(q) for q in px.tolist()]
+            if item["pose"] is not None:
+                start = tuple(world_to_px(item["pose"][:2]).tolist())
+                pygame.draw.line(surface, (*colour,), start, pts[0], 1)
+            if len(pts) > 1:
+                pygame.draw.lines(surface, colour, False, pts, 2)
+            pygame.draw.circle(surface, colour, pts[-1], 3)
+        if self.font is None:
+            if not pygame.font.get_init():
+                pygame.font.init()
+            self.font = pygame.font.Font(None, max(14, surface.get_height() // 42))
+        y = 6 + self.font.get_linesize() + 2
+        for line in self.hud_lines():
+            img = self.font.render(line, True, (255, 255, 255))
+            bg = pygame.Surface((img.get_width() + 6, img.get_height() + 2), pygame.SRCALPHA)
+            bg.fill((0, 0, 0, 150))
+            surface.blit(bg, (3, y - 1))
+            surface.blit(img, (6, y))
+            y += self.font.get_linesize()
+
+
+def render_policy(
+    policy: Any,
+    cfg: RunConfig,
+    *,
+    out: str | Path | None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    human: bool = False,
+    predictor: Any = None,
+    obs_normalizer: Any = None,
+    multipliers: dict[str, Any] | None = None,
+) -> tuple[Path | None, dict[str, float]]:
+    """Run one episode of ``policy`` with the prediction overlay; write a GIF/MP4.
+
+    Args:
+        policy: SB3-style ``predict``.
+        cfg: Run config (``render`` section for defaults: seed, max_steps, fps, every).
+        out: ``.gif`` or ``.mp4`` path (``None`` with ``human=True``: a window only).
+        human: Render in a window at the env's ``render_fps`` instead of to a file.
+
+    Returns:
+        The written path (or ``None``) and ``{"steps", "return", "arrived", "crashed"}``.
+    """
+    from bystander.agents.training import _tracker_of, build_multipliers, build_predictor, make_env
+
+    if not human and out is None:
+        raise ValueError("out: expected a .gif or .mp4 path (or human=True)")
+    if out is not None and Path(out).suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"out: expected a .gif or .mp4 file name, got {str(out)!r}")
+    seed = cfg.render.seed if seed is None else seed
+    max_steps = cfg.render.max_steps if max_steps is None else max_steps
+    if predictor is None and cfg.predictor.kind != "none":
+        predictor = build_predictor(cfg)
+    env = make_env(
+        cfg,
+        predictor=predictor,
+        multipliers=multipliers or build_multipliers(cfg),
+        render_mode="human" if human else "rgb_array",
+    )
+    overlay = PredictionOverlay(_tracker_of(env).tracker) if predictor is not None else None
+    base = env.unwrapped
+    if overlay is not None:
+        if not hasattr(base, "add_overlay"):
+            raise ValueError(f"env {cfg.env.id} has no add_overlay(fn) hook for predictions")
+        base.add_overlay(overlay)
+    frames: list[np.ndarray] = []
+    stats = {"steps": 0.0, "return": 0.0, "arrived": 0.0, "crashed": 0.0}
+    try:
+        obs, info = env.reset(seed=seed)
+        if overlay is not None:
+            overlay.update(0.0, info)
+        if not human:
+            frames.append(env.render())
+        for step in range(max_steps):
+            o = obs_normalizer(obs) if obs_normalizer is not None else obs
+            action, _ = policy.predict(o, deterministic=cfg.eval.deterministic)
+            obs, reward, terminated, truncated, info = env.step(action)
+            if overlay is not None:
+                overlay.update(float(reward), info)
+            stats["steps"] += 1
+            stats["return"] += float(reward)
+            if human:
+                env.render()
+            elif step % cfg.render.every == 0 or terminated or truncated:
+                frames.append(env.render())
+            if terminated or truncated:
+                break
+        stats["arrived"] = float(bool(info.get("arrived", False)))
+        stats["crashed"] = float(bool(info.get("crashed", False)))
+    finally:
+        env.close()
+    if human:
+        return None, stats
+    from bystander.envs.intersection.render import save_video
+
+    fps = max(1, cfg.render.fps // cfg.render.every)
+    path = Path(save_video(frames, out, fps=fps))  # type: ignore[arg-type]
+    return path, stats
+
+
+def render_run(
+    run_dir: str | Path,
+    *,
+    out: str | Path | None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    human: bool = False,
+) -> Path | None:
+    """Render the policy saved in ``run_dir`` (see :func:`render_policy`)."""
+    from bystander.agents.training import build_multipliers, load_obs_normalizer, load_policy
+
+    run_dir = Path(run_dir)
+    model, cfg = load_policy(run_dir)
+    predictor = None
+    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.learned import LearnedPredictor
+
+        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+    multipliers = build_multipliers(cfg)
+    _load_final_multipliers(run_dir, multipliers)
+    path, _ = render_policy(
+        model,
+        cfg,
+        out=out,
+        seed=seed,
+        max_steps=max_steps,
+        human=human,
+        predictor=predictor,
+        obs_normalizer=load_obs_normalizer(run_dir),
+        multipliers=multipliers,
+    )
+    return path

@@ -1,0 +1,342 @@
+"""The ``bystander`` command line.
+
+::
+
+    bystander train     [-c CONFIG] [--set KEY=VALUE ...] [flags]   train an ego with SB3
+    bystander train     --resume RUN_DIR [--set train.total_timesteps=N]
+    bystander evaluate  RUN_DIR [--episodes N] [--seed S]          seeded episodes, CIs, CSV
+    bystander render    RUN_DIR [--out FILE.gif] [--human]          episode with predictions
+    bystander demo      [--quick]                                   the main job
+    bystander config    [-c CONFIG] [--set KEY=VALUE ...]            print a resolved config
+    bystander llm ...                                                the text domain (if installed)
+
+Config precedence: built-in defaults < ``-c`` YAML file < flags < ``--set`` overrides.
+Every subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bystander.config import ALGOS, CONSTRAINT_MODES, PREDICTOR_KINDS, VEC_ENVS
+
+PREDICTOR_ALIASES = {
+    "cv": "constant_velocity",
+    "ctr": "constant_turn_rate",
+    **{k: k for k in PREDICTOR_KINDS},
+}
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", help="YAML config file (e.g. experiments/configs/lagrangian.yaml)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by dotted path, e.g. --set train.n_envs=4 (repeatable)",
+    )
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("shortcuts (each is a --set override)")
+    g.add_argument("--name", help="run name (run dir: runs/<timestamp>-<name>)")
+    g.add_argument("--algo", choices=ALGOS, help="SB3 algorithm (train.algo)")
+    g.add_argument("--timesteps", type=int, help="total env steps (train.total_timesteps)")
+    g.add_argument("--n-envs", type=int, help="parallel envs (train.n_envs)")
+    g.add_argument(
+        "--vec-env", choices=VEC_ENVS, help="DummyVecEnv or SubprocVecEnv (train.vec_env)"
+    )
+    g.add_argument("--seed", type=int, help="seed (train.seed)")
+    g.add_argument("--constraint", choices=CONSTRAINT_MODES, help="constraint.mode")
+    g.add_argument("--weight", type=float, help="shaping weight (constraint.weight)")
+    g.add_argument("--budget", type=float, help="episode cost budget (constraint.budget)")
+    g.add_argument("--lambda-lr", type=float, help="Lagrangian learning rate (constraint.lr)")
+    g.add_argument("--lambda-max", type=float, help="constraint.lambda_max")
+    g.add_argument("--kp", type=float, help="PID gain (constraint.kp)")
+    g.add_argument("--ki", type=float, help="PID gain (constraint.ki)")
+    g.add_argument("--kd", type=float, help="PID gain (constraint.kd)")
+    g.add_argument(
+        "--predictor",
+        choices=sorted(PREDICTOR_ALIASES),
+        help="predictor.kind (cv, ctr, frozen, cotrained)",
+    )
+    g.add_argument("--predictor-path", help="learned predictor weights (predictor.path)")
+    g.add_argument("--max-minutes", type=float, help="wall-time limit (train.max_minutes)")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (train.progress_bar)",
+    )
+
+
+_FLAG_TO_KEY = {
+    "name": "name",
+    "algo": "train.algo",
+    "timesteps": "train.total_timesteps",
+    "n_envs": "train.n_envs",
+    "vec_env": "train.vec_env",
+    "seed": "train.seed",
+    "constraint": "constraint.mode",
+    "weight": "constraint.weight",
+    "budget": "constraint.budget",
+    "lambda_lr": "constraint.lr",
+    "lambda_max": "constraint.lambda_max",
+    "kp": "constraint.kp",
+    "ki": "constraint.ki",
+    "kd": "constraint.kd",
+    "predictor": "predictor.kind",
+    "predictor_path": "predictor.path",
+    "max_minutes": "train.max_minutes",
+    "progress": "train.progress_bar",
+}
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in _FLAG_TO_KEY.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "predictor":
+            value = PREDICTOR_ALIASES[value]
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        out.append(f"{key}={value}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``bystander`` command (all subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="bystander",
+        description="Train agents that stay predictable to the weaker agents around them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a driving ego with SB3",
+        description="Train a driving ego with SB3 (PPO by default).",
+    )
+    _config_args(p)
+    _train_flags(p)
+    p.add_argument("--run-dir", help="run directory (default runs/<timestamp>-<name>)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its latest checkpoint (or a checkpoint dir)",
+    )
+    p.add_argument(
+        "--evaluate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate after training (eval.episodes)",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained ego",
+        description="Run N seeded episodes; print rates, ADE/FDE, costs with 95%% CIs; write CSVs.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, help="episodes (default eval.episodes)")
+    p.add_argument("--seed", type=int, help="first episode seed (default eval.seed)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of greedy")
+    p.add_argument(
+        "--csv-dir", help="where to write eval_episodes.csv / eval_summary.csv (default RUN_DIR)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the run's config (e.g. env.config...)",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "render",
+        help="render an episode with the predictions overlaid",
+        description="Write a GIF/MP4 of one episode (or open a window) with each observer's predicted trajectory and a HUD.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="output file .gif or .mp4 (default RUN_DIR/episode.gif)")
+    p.add_argument("--seed", type=int, help="episode seed (default render.seed)")
+    p.add_argument("--max-steps", type=int, help="frames at most (default render.max_steps)")
+    p.add_argument("--human", action="store_true", help="open a window instead of writing a file")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: train, evaluate, render, report",
+        description="Train an unconstrained and a Lagrangian-constrained ego, evaluate and render both, run the text env, write a report.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="much smaller budget (~1 min), for smoke tests"
+    )
+    p.add_argument("--run-dir", help="run directory (default runs/<timestamp>-demo)")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="parallel training processes (default: min(2, CPUs))"
+    )
+    p.add_argument("--no-llm", action="store_true", help="skip the text-environment part")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override both egos' configs",
+    )
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "config",
+        help="print a resolved config",
+        description="Print the config that train would use, as YAML.",
+    )
+    _config_args(p)
+    _train_flags(p)
+    p.set_defaults(func=cmd_config)
+
+    _mount_llm(sub)
+    return parser
+
+
+def _mount_llm(sub: Any) -> None:
+    """Mount ``bystander llm`` from :mod:`bystander.llm.cli` when it is importable."""
+    try:
+        from bystander.llm import cli as llm_cli
+    except ImportError:
+        return
+    if hasattr(llm_cli, "build_parser"):
+        try:
+            llm_cli.build_parser(sub)
+        except Exception as e:  # pragma: no cover - a broken plug-in must not break the CLI
+            print(f"warning: bystander llm unavailable: {e}", file=sys.stderr)
+
+
+def _resolve(args: argparse.Namespace) -> Any:
+    from bystander.config import load_config
+
+    return load_config(args.config, overrides=_flag_overrides(args) + list(args.overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bystander.agents.evaluation import evaluate_run, format_summary
+    from bystander.agents.training import Trainer
+
+    if args.resume:
+        import yaml
+
+        from bystander.agents.checkpoint import find_checkpoint
+        from bystander.config import load_config
+
+        ck = find_checkpoint(args.resume)
+        saved = yaml.safe_load((ck / "config.yaml").read_text())
+        cfg = load_config(
+            args.config, overrides=_flag_overrides(args) + list(args.overrides), base=saved
+        )
+    else:
+        cfg = _resolve(args)
+    trainer = Trainer(cfg, run_dir=args.run_dir, resume=args.resume)
+    try:
+        print(f"run directory: {trainer.run_dir}")
+        result = trainer.train()
+    finally:
+        trainer.close()
+    print(
+        f"trained {result.steps} steps in {result.wall_s:.1f} s ({result.steps_per_s:.0f} steps/s); "
+        f"checkpoint {result.checkpoint}"
+    )
+    if args.evaluate:
+        ev = evaluate_run(result.run_dir)
+        print(format_summary(ev))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bystander.agents.evaluation import evaluate_run, format_summary
+
+    ev = evaluate_run(
+        args.run_dir,
+        episodes=args.episodes,
+        seed=args.seed,
+        deterministic=False if args.stochastic else None,
+        csv_dir=args.csv_dir,
+        overrides=args.overrides,
+    )
+    print(format_summary(ev))
+    print(f"CSV written to {Path(args.csv_dir or args.run_dir)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from bystander.agents.evaluation import render_run
+
+    out = render_run(
+        args.run_dir,
+        out=None if args.human else (args.out or str(Path(args.run_dir) / "episode.gif")),
+        seed=args.seed,
+        max_steps=args.max_steps,
+        human=args.human,
+    )
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bystander.demo import run_demo
+
+    run_demo(
+        quick=args.quick,
+        run_dir=args.run_dir,
+        jobs=args.jobs,
+        llm=not args.no_llm,
+        overrides=args.overrides,
+    )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_resolve(args).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bystander`` script; returns the exit status.
+
+    Config errors (bad values, unknown keys, corrupt checkpoints) print one clear line
+    to stderr and exit with status 2 (``BYSTANDER_DEBUG=1`` re-raises them instead).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if os.environ.get("BYSTANDER_DEBUG"):
+            raise
+        print(f"bystander {args.command}: error: {e}", file=sys.stderr)
+        print("(set BYSTANDER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

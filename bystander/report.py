@@ -1,0 +1,170 @@
+"""Markdown report of a comparison run and the utility-vs-predictability plot.
+
+:func:`write_report` takes one :class:`EgoEntry` per trained ego (its evaluation
+summary, training figures, rendered episode) and writes ``report.md`` plus
+``utility_vs_predictability.png`` into a run directory. The plot puts each ego at
+(mean ADE of the observers' predictions [m], success rate) with 95 % CI bars: up and
+to the left is better (useful and predictable).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bystander.agents.evaluation import EvalResult
+
+
+@dataclass
+class EgoEntry:
+    """One trained ego in a report.
+
+    Attributes:
+        label: Short name (``unconstrained``, ``lagrangian``...).
+        run_dir: Its training run directory.
+        evaluation: Its :class:`EvalResult`.
+        train: Training figures (steps, wall_s, steps_per_s, lambdas...).
+        gif: Rendered episode, if any.
+        description: One line on how it was trained.
+    """
+
+    label: str
+    run_dir: Path
+    evaluation: EvalResult
+    train: dict[str, Any] = field(default_factory=dict)
+    gif: Path | None = None
+    description: str = ""
+
+
+def _fmt(s: dict[str, float] | None, digits: int = 2, pct: bool = False) -> str:
+    if not s or not math.isfinite(s.get("mean", math.nan)):
+        return "n/a"
+    k = 100.0 if pct else 1.0
+    unit = "%" if pct else ""
+    m, lo, hi = s["mean"] * k, s["ci_low"] * k, s["ci_high"] * k
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m:.{digits}f}{unit}"
+    return f"{m:.{digits}f}{unit} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) -> Path:
+    """Scatter of success rate vs mean ADE (95 % CI bars), one point per ego."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
+    for e in entries:
+        s = e.evaluation.summary
+        ade, succ = s.get("ade"), s.get("success")
+        if not ade or not succ or not math.isfinite(ade["mean"]):
+            continue
+        xerr = [[ade["mean"] - ade["ci_low"]], [ade["ci_high"] - ade["mean"]]]
+        yerr = [[succ["mean"] - succ["ci_low"]], [succ["ci_high"] - succ["mean"]]]
+        xerr = [[0.0 if not math.isfinite(v[0]) else v[0]] for v in xerr]
+        ax.errorbar(
+            ade["mean"], succ["mean"], xerr=xerr, yerr=yerr, fmt="o", capsize=4, label=e.label
+        )
+        ax.annotate(e.label, (ade["mean"], succ["mean"]), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("observers' mean ADE [m] (lower = more predictable)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("utility vs predictability")
+    ax.grid(alpha=0.3)
+    if entries:
+        ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    run_dir: str | Path,
+    entries: list[EgoEntry],
+    *,
+    title: str = "bystander demo",
+    notes: list[str] | None = None,
+    extra_sections: list[tuple[str, str]] | None = None,
+) -> Path:
+    """Write ``report.md`` (and the plot) into ``run_dir``; returns the report path.
+
+    Args:
+        run_dir: Output directory.
+        entries: The egos compared.
+        title: Report title.
+        notes: Lines added under the title (e.g. wall time, machine).
+        extra_sections: ``(heading, markdown)`` pairs appended (e.g. the text env).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_utility_vs_predictability(entries, run_dir / "utility_vs_predictability.png")
+    lines = [f"# {title}", ""]
+    for n in notes or []:
+        lines.append(f"- {n}")
+    if notes:
+        lines.append("")
+    lines += [
+        "## Results",
+        "",
+        "Means over seeded evaluation episodes with 95% confidence intervals "
+        "(Wilson for rates, Student t otherwise). ADE/FDE: the observers' prediction "
+        "errors in metres (lower = more predictable).",
+        "",
+        "| ego | success | collision | time to dest. [s] | task return | ADE [m] | FDE [m] | predictability cost / episode | escalations |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        s = e.evaluation.summary
+        lines.append(
+            f"| {e.label} | {_fmt(s.get('success'), 1, pct=True)} | {_fmt(s.get('collision'), 1, pct=True)} "
+            f"| {_fmt(s.get('time_to_destination_s'), 1)} | {_fmt(s.get('task_return'))} "
+            f"| {_fmt(s.get('ade'))} | {_fmt(s.get('fde'))} | {_fmt(s.get('cost_predictability'))} "
+            f"| {_fmt(s.get('escalations'), 1)} |"
+        )
+    lines += ["", "### ADE per observer type [m]", ""]
+    types = sorted({k[4:] for e in entries for k in e.evaluation.summary if k.startswith("ade_")})
+    if types:
+        lines.append("| ego | " + " | ".join(types) + " |")
+        lines.append("|---|" + "---|" * len(types))
+        for e in entries:
+            s = e.evaluation.summary
+            lines.append(
+                f"| {e.label} | " + " | ".join(_fmt(s.get(f"ade_{t}")) for t in types) + " |"
+            )
+    lines += ["", f"![utility vs predictability]({plot.name})", "", "## Egos", ""]
+    for e in entries:
+        lines.append(f"### {e.label}")
+        lines.append("")
+        if e.description:
+            lines.append(e.description)
+            lines.append("")
+        t = e.train
+        if t:
+            lam = t.get("lambdas") or {}
+            lam_txt = ", ".join(f"lambda[{k}] = {v:.3f}" for k, v in lam.items())
+            lines.append(
+                f"- trained {int(t.get('steps', 0))} env steps in {t.get('wall_s', 0):.0f} s "
+                f"({t.get('steps_per_s', 0):.0f} steps/s){'; ' + lam_txt if lam_txt else ''}"
+            )
+        try:
+            rel = Path(e.run_dir).resolve().relative_to(run_dir.resolve())
+        except ValueError:
+            rel = Path(e.run_dir)
+        lines.append(f"- run directory: `{rel}` (config.yaml, checkpoints/, logs/ for TensorBoard)")
+        if e.gif is not None:
+            try:
+                gif_rel = Path(e.gif).resolve().relative_to(run_dir.resolve())
+            except ValueError:
+                gif_rel = Path(e.gif)
+            lines += ["", f"![{e.label} episode]({gif_rel})"]
+        lines.append("")
+    for heading, body in extra_sections or []:
+        lines += [f"## {heading}", "", body.rstrip(), ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,294 @@
+"""SB3 training on the intersection: learning happens, constraint modes, algorithms, sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bystander.agents.evaluation import evaluate_policy
+from bystander.agents.training import Trainer, build_vec_env, make_env
+from bystander.config import load_config
+
+FAST = [
+    "train.vec_env=dummy",
+    "train.tensorboard=false",
+    "train.n_envs=2",
+    "train.hyperparams.n_steps=64",
+    "train.hyperparams.batch_size=64",
+    "train.hyperparams.n_epochs=2",
+    "env.config.max_cycles=80",
+]
+
+# Quiet roads (no scripted traffic): the ego must learn to keep moving and to take
+# the turn its route needs (a wrong turn leaves the map), which a random policy
+# rarely does.
+EASY_ENV = [
+    "env.config.n_cars=0",
+    "env.config.car_rate=0.0",
+    "env.config.n_cyclists=0",
+    "env.config.cyclist_rate=0.0",
+    "env.config.n_pedestrians=1",
+    "env.config.pedestrian_rate=0.0",
+]
+
+
+class RandomPolicy:
+    """The scripted random baseline: uniform actions from a seeded action space."""
+
+    def __init__(self, space, seed: int = 0) -> None:
+        self.space = space
+        self.space.seed(seed)
+
+    def predict(self, obs, deterministic: bool = True):
+        return self.space.sample(), None
+
+
+def test_ppo_learns_beyond_random_baseline(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            f"runs_dir={tmp_path}",
+            "train.tensorboard=false",
+            "train.vec_env=batched",
+            "train.seed=0",
+            "train.total_timesteps=8192",
+            "train.n_envs=8",
+            "train.hyperparams.n_steps=64",
+            "train.hyperparams.batch_size=128",
+            "train.hyperparams.n_epochs=8",
+            "train.hyperparams.learning_rate=0.001",
+            *EASY_ENV,
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        result = trainer.train()
+        space = trainer.venv.action_space
+    finally:
+        trainer.close()
+    assert result.steps == 8192
+    kw = {"episodes": 12, "seed": 777}
+    learned = evaluate_policy(trainer.model, cfg, **kw)
+    random = evaluate_policy(RandomPolicy(space), cfg, **kw)
+    assert learned.metric("task_return") > random.metric("task_return") + 0.5
+    assert learned.metric("success") > random.metric("success")
+    # the run directory holds everything a user needs
+    for name in ("config.yaml", "model.zip", "train_summary.json", "checkpoints/latest"):
+        assert (result.run_dir / name).exists(), name
+
+
+@pytest.mark.parametrize("mode", ["shaping", "pid"])
+def test_constraint_modes_penalise_the_reward(mode: str, tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            f"constraint.mode={mode}",
+            "train.total_timesteps=128",
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+        env = make_env(cfg, predictor=trainer.predictor, multipliers=trainer.multipliers)
+        env.reset(seed=3)
+        penalties = []
+        for _ in range(40):
+            _, _, term, trunc, info = env.step(1)
+            penalties.append(info["rewards"]["penalty"])
+            if term or trunc:
+                break
+        assert min(penalties) <= 0.0
+        if mode == "pid":
+            assert "predictability" in info["lambdas"]
+    finally:
+        trainer.close()
+
+
+def test_subprocess_envs_get_the_updated_lambda(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            "train.vec_env=subproc",
+            "constraint.mode=lagrangian",
+            "constraint.budget=0.0",
+            "constraint.lambda_init=0.1",
+            "constraint.lambda_max=5.0",
+            "constraint.delay=0",
+            "constraint.lr=0.05",
+            "train.total_timesteps=384",
+            "env.config.max_cycles=40",
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+        lam = trainer.multipliers["predictability"].value
+        assert lam > 0.1  # budget 0: any cost pushes lambda up
+        assert trainer.venv.env_method("get_lambda", "predictability") == [pytest.approx(lam)] * 2
+    finally:
+        trainer.close()
+
+
+def test_cotrained_predictor_is_updated_and_synced(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            "predictor.kind=cotrained",
+            "predictor.batch_size=64",
+            "predictor.buffer_size=512",
+            "train.total_timesteps=256",
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        before = {k: v.clone() for k, v in trainer.predictor.net.state_dict().items()}
+        trainer.train()
+        after = trainer.predictor.net.state_dict()
+        assert trainer.predictor.updates > 0
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        # every env's predictor copy holds the master weights
+        for env in trainer.venv.envs:
+            copy = env.get_wrapper_attr("_predictor").net.state_dict()
+            assert all(torch.equal(copy[k], after[k]) for k in after)
+        assert (trainer.run_dir / "predictor.pt").is_file()
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [
+        ("dqn", ["train.hyperparams.learning_starts=32", "train.hyperparams.buffer_size=1000"]),
+        (
+            "sac",
+            [
+                "env.config.action_type=continuous",
+                "train.n_envs=1",
+                "train.hyperparams.learning_starts=32",
+                "train.hyperparams.buffer_size=1000",
+                "train.hyperparams.batch_size=32",
+            ],
+        ),
+    ],
+)
+def test_dqn_and_sac_train(algo: str, extra: list[str], tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            "train.tensorboard=false",
+            "train.n_envs=2",
+            f"runs_dir={tmp_path}",
+            f"train.algo={algo}",
+            "train.total_timesteps=96",
+            "env.config.max_cycles=40",
+            *extra,
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        result = trainer.train()
+        assert result.steps >= 96
+        assert (result.checkpoint / "replay_buffer.pkl").is_file()
+    finally:
+        trainer.close()
+
+
+def test_vec_env_is_seeded_and_reproducible(tmp_path: Path) -> None:
+    cfg = load_config(overrides=[*FAST, f"runs_dir={tmp_path}"])
+    obs = []
+    for _ in range(2):
+        venv = build_vec_env(cfg, None, {})
+        o = venv.reset()
+        for _ in range(5):
+            o, _, _, _ = venv.step(np.array([1, 2]))
+        obs.append(o)
+        venv.close()
+    assert np.array_equal(obs[0], obs[1])
+
+
+def test_batch_size_must_divide_the_rollout(tmp_path: Path) -> None:
+    cfg = load_config(overrides=[*FAST, f"runs_dir={tmp_path}", "train.hyperparams.batch_size=48"])
+    with pytest.raises(ValueError, match="train.hyperparams.batch_size"):
+        Trainer(cfg)
+
+
+def test_batched_vec_env_matches_the_gym_view_contract(tmp_path: Path) -> None:
+    from bystander.agents.batched import IntersectionVecEnv
+
+    venv = IntersectionVecEnv({"max_cycles": 30}, n_worlds=3)
+    venv.seed(4)
+    obs = venv.reset()
+    assert obs.shape == (3, *venv.observation_space.shape) and obs.dtype == np.float32
+    assert all(i["ego_step"].episode_start for i in venv.reset_infos)
+    ended = 0
+    for _ in range(40):
+        obs, rewards, dones, infos = venv.step(np.array([1, 2, 0]))
+        assert rewards.shape == (3,) and dones.shape == (3,)
+        for info, r in zip(infos, rewards, strict=True):
+            assert sum(info["rewards"].values()) == pytest.approx(float(r), abs=1e-5)
+            assert info["costs"]["collision"] == info["cost"]
+            assert info["ego_step"].frame == "rigid2d" and info["ego_step"].states.shape == (1, 2)
+        for i in np.flatnonzero(dones):
+            ended += 1
+            assert "episode_cost" in infos[i] and "terminal_observation" in infos[i]
+            assert venv.reset_infos[i]["ego_step"].episode_start
+    assert ended >= 3  # max_cycles=30: every world ended at least once
+    with pytest.raises(ValueError, match="observation"):
+        IntersectionVecEnv({"observation": "occupancy"}, n_worlds=2)
+
+
+def test_batched_training_resumes_exactly_and_syncs(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            "train.vec_env=batched",
+            "train.n_envs=4",
+            "constraint.mode=lagrangian",
+            "constraint.budget=0.0",
+            "constraint.lambda_init=0.1",
+            "constraint.lambda_max=5.0",
+            "constraint.delay=0",
+            "train.total_timesteps=768",
+            "train.checkpoint_every=256",
+        ]
+    )
+    a = Trainer(cfg, run_dir=tmp_path / "a")
+    try:
+        a.train()
+    finally:
+        a.close()
+    first = sorted((tmp_path / "a" / "checkpoints").glob("step_*"))[0]
+    b = Trainer(cfg, run_dir=tmp_path / "b", resume=first)
+    try:
+        b.train()
+    finally:
+        b.close()
+    pa, pb = a.model.policy.state_dict(), b.model.policy.state_dict()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    lam = a.multipliers["predictability"].value
+    assert lam > 0.1 and b.multipliers["predictability"].value == lam
+    assert a.venv.env_method("get_lambda", "predictability") == [lam] * 4
+
+
+def test_review_gate_in_the_training_stack(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            "review.enabled=true",
+            "review.threshold=0.0",
+            "train.total_timesteps=128",
+        ]
+    )
+    env = make_env(cfg, predictor=None)
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(2)
+    assert isinstance(info["escalated"], bool) and info["review_cost"] >= 0.0
+    assert env.get_wrapper_attr("escalations") == int(info["escalated"])
+    with pytest.raises(ValueError, match="batched"):
+        Trainer(load_config(overrides=[f"runs_dir={tmp_path}", "review.enabled=true"]))
