@@ -346,37 +346,15 @@ def format_summary(result: EvalResult, keys: list[str] | None = None) -> str:
 def latest_predictions(tracker: Any) -> list[dict[str, Any]]:
     """Predictions made at the tracker's latest ego state, in the world frame.
 
-    Returns one dict per observer that saw the ego at that state: ``observer_id``,
+    One dict per observer that saw the ego at that state: ``observer_id``,
     ``observer_type``, ``pose`` ``(3,)`` (x [m], y [m], heading [rad]) and ``path``
-    ``(H, 2)`` metres (first mode of a multi-modal prediction).
-
-    Reads the tracker's pending predictions (``PredictabilityTracker._pending``), which
-    the shared wrapper keeps until they are scored.
+    ``(H, 2)`` metres (first mode of a multi-modal prediction). See
+    :meth:`bystander.envs.predictability.PredictabilityTracker.latest_predictions`.
     """
-    from bystander.envs.contract import FRAMES
-
-    pending = getattr(tracker, "_pending", None) or []
-    if not pending:
-        return []
-    now = max(p.t_pred for p in pending)
-    out: list[dict[str, Any]] = []
-    for p in pending:
-        if p.t_pred != now:
-            continue
-        pred = np.asarray(p.predictions, dtype=float)
-        if pred.ndim == 4:
-            pred = pred[:, 0]
-        world = FRAMES[p.frame].from_frame(pred, p.poses)
-        for b in range(len(world)):
-            out.append(
-                {
-                    "observer_id": int(p.views.observer_ids[b]),
-                    "observer_type": str(p.views.observer_types[b]),
-                    "pose": None if p.poses is None else np.asarray(p.poses[b], dtype=float),
-                    "path": world[b, :, :2],
-                }
-            )
-    return out
+    preds = tracker.latest_predictions()
+    for p in preds:
+        p["path"] = p["path"][:, :2]
+    return preds
 
 
 _TYPE_COLOURS = {

@@ -716,6 +716,37 @@ class PredictabilityTracker:
             },
         }
 
+    def latest_predictions(self) -> list[dict[str, Any]]:
+        """The predictions made at the latest ego state, mapped back to the world frame.
+
+        One dict per observer that saw the ego then: ``observer_id``, ``observer_type``,
+        ``pose`` (the observer's frame pose, ``(F,)``, or None) and ``path``, the first
+        mode of its prediction in world coordinates, shape ``(H, D)``. Empty for
+        ``horizon=None`` predictors (they predict nothing ahead). For rendering and
+        inspection; nothing here is on the scoring path.
+        """
+        if not self._pending:
+            return []
+        now = max(p.t_pred for p in self._pending)
+        out: list[dict[str, Any]] = []
+        for p in self._pending:
+            if p.t_pred != now:
+                continue
+            pred = np.asarray(p.predictions, dtype=float)
+            if pred.ndim == 4:  # (B, K, H, D): first mode
+                pred = pred[:, 0]
+            world = FRAMES[p.frame].from_frame(pred, p.poses)
+            for b in range(len(world)):
+                out.append(
+                    {
+                        "observer_id": int(p.views.observer_ids[b]),
+                        "observer_type": str(p.views.observer_types[b]),
+                        "pose": None if p.poses is None else np.asarray(p.poses[b], dtype=float),
+                        "path": world[b],
+                    }
+                )
+        return out
+
     @property
     def last_ego_step(self) -> EgoStep | None:
         """The last :class:`EgoStep` taken in (None right after :meth:`reset`)."""
