@@ -291,6 +291,9 @@ def run_requests(batches: Sequence[StepRequests], on_scored: OnScored | None = N
 
 # ------------------------------------------------------------------------- figures
 
+COMBINE = ("mean", "worst")
+"""How observers' errors in one step combine into the step's cost."""
+
 
 @dataclass
 class StepFigures:
@@ -304,6 +307,8 @@ class StepFigures:
 
     error_sum: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
+    worst_error: float = 0.0
+    combine: str = "mean"
 
     @property
     def observers_scored(self) -> int:
@@ -316,9 +321,15 @@ class StepFigures:
         return sum(self.error_sum.values()) / n if n else 0.0
 
     @property
+    def error(self) -> float:
+        """The step's cost: :attr:`mean_error`, or the worst observer's error when
+        ``combine == "worst"`` (0.0 when nothing was scored)."""
+        return self.worst_error if self.combine == "worst" else self.mean_error
+
+    @property
     def predictability(self) -> float:
-        """Minus :attr:`mean_error` (0.0 when nothing was scored)."""
-        return -self.mean_error if self.count else 0.0
+        """Minus :attr:`error` (0.0 when nothing was scored)."""
+        return -self.error if self.count else 0.0
 
     @property
     def error_by_type(self) -> dict[str, float]:
@@ -400,6 +411,9 @@ class PredictabilityTracker:
             the ``"dt"`` entry of the first ``EgoStep.context`` that has one, else 1.0
             (the only context entry the wrappers read).
         on_scored: Optional co-training hook (see module doc).
+        combine: How the errors of the observers scored in a step make its cost:
+            ``"mean"`` (default) or ``"worst"`` (the least convinced observer).
+            ``info["predictability"]`` is minus that cost either way.
     """
 
     def __init__(
@@ -409,9 +423,13 @@ class PredictabilityTracker:
         channel: str = "predictability",
         dt: float | None = None,
         on_scored: OnScored | None = None,
+        combine: str = "mean",
     ) -> None:
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel: expected a non-empty string, got {channel!r}")
+        if combine not in COMBINE:
+            raise ValueError(f"combine: expected one of {COMBINE}, got {combine!r}")
+        self.combine = combine
         if dt is not None:
             dt = _check_dt(dt, "dt")
         self.predictors = _resolve_predictors(predictors)
@@ -661,7 +679,7 @@ class PredictabilityTracker:
                     pr.frame,
                 )
             )
-        figs = StepFigures()
+        figs = StepFigures(combine=self.combine)
         sums, counts = figs.error_sum, figs.count
         for sr in req.score:
             assert sr.errors is not None, "run_requests() was not called"
@@ -669,6 +687,7 @@ class PredictabilityTracker:
                 t = str(t)
                 sums[t] = sums.get(t, 0.0) + e
                 counts[t] = counts.get(t, 0) + 1
+                figs.worst_error = max(figs.worst_error, e)
         for t, n in counts.items():
             self._ep_err_sum[t] = self._ep_err_sum.get(t, 0.0) + sums[t]
             self._ep_err_n[t] = self._ep_err_n.get(t, 0) + n
@@ -691,7 +710,7 @@ class PredictabilityTracker:
             costs = {"env": float(info["cost"])}
         else:
             costs = {}
-        costs[self.channel] = figs.mean_error
+        costs[self.channel] = figs.error
         info["costs"] = costs
         info["cost"] = float(sum(costs.values()))
         info["predictability"] = figs.predictability
@@ -801,15 +820,21 @@ class PredictabilityReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         channel: str = "predictability",
         dt: float | None = None,
         on_scored: OnScored | None = None,
+        combine: str = "mean",
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, predictors=predictors, channel=channel, dt=dt, on_scored=on_scored
+            self,
+            predictors=predictors,
+            channel=channel,
+            dt=dt,
+            on_scored=on_scored,
+            combine=combine,
         )
         gym.Wrapper.__init__(self, env)
         if dt is None:
             dt = getattr(env.unwrapped, "dt", None)
         self.tracker = PredictabilityTracker(
-            predictors, channel=channel, dt=dt, on_scored=on_scored
+            predictors, channel=channel, dt=dt, on_scored=on_scored, combine=combine
         )
 
     def reset(
@@ -843,6 +868,7 @@ class PredictabilityParallelWrapper(BaseParallelWrapper):
         channel: str = "predictability",
         dt: float | None = None,
         on_scored: OnScored | None = None,
+        combine: str = "mean",
     ) -> None:
         super().__init__(env)
         if dt is None:
@@ -852,6 +878,7 @@ class PredictabilityParallelWrapper(BaseParallelWrapper):
             "channel": channel,
             "dt": dt,
             "on_scored": on_scored,
+            "combine": combine,
         }
         PredictabilityTracker(**self.tracker_kwargs)  # validate eagerly
         self.on_scored = on_scored
@@ -919,6 +946,7 @@ def _make_vec_wrapper_class() -> type:
             channel: str = "predictability",
             dt: float | None = None,
             on_scored: OnScored | None = None,
+            combine: str = "mean",
         ) -> None:
             super().__init__(venv)
             if dt is None:
@@ -926,7 +954,7 @@ def _make_vec_wrapper_class() -> type:
                     dt = venv.get_attr("dt", [0])[0]
                 except AttributeError:
                     dt = None
-            kwargs = {"channel": channel, "dt": dt, "on_scored": on_scored}
+            kwargs = {"channel": channel, "dt": dt, "on_scored": on_scored, "combine": combine}
             n = venv.num_envs
             self.trackers = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]
             self._spares = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]

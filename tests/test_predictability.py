@@ -463,3 +463,24 @@ def test_latest_predictions_are_in_the_world_frame():
     assert latest["observer_id"] == 0 and latest["observer_type"] == "o"
     np.testing.assert_allclose(latest["path"], [[1.0, 0.0], [1.0, 0.0]], atol=1e-9)
     np.testing.assert_allclose(latest["pose"], [5.0, 5.0, -np.pi / 2])
+
+
+@pytest.mark.parametrize(("combine", "cost"), [("mean", 1.5), ("worst", 2.0)])
+def test_combine_mean_or_worst_observer(combine, cost):
+    # ego x: 0, 1, 3, 6 seen by two observers of types a (hold) and b (linear), horizon 1
+    import dataclasses
+
+    steps = line_steps([[0.0], [1.0], [3.0], [6.0]], ids=[[0, 1]] * 4)
+    steps = [
+        dataclasses.replace(s, observer_types=np.array(["a", "b"], dtype=object)) for s in steps
+    ]
+    predictors = {"a": HoldPredictor(1, 2), "b": LinearPredictor(1, 2)}
+    env = PredictabilityReward(ReplayEnv(steps), predictors, combine=combine)
+    env.reset()
+    env.step(0)
+    info = env.step(0)[4]  # scores the predictions made at x=1: hold misses by 2, linear by 1
+    assert info["prediction_error_by_type"] == {"a": pytest.approx(2.0), "b": pytest.approx(1.0)}
+    assert info["costs"]["predictability"] == pytest.approx(cost)
+    assert info["predictability"] == pytest.approx(-cost)
+    with pytest.raises(ValueError, match="combine"):
+        PredictabilityReward(ReplayEnv(steps), predictors, combine="median")
