@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bystander.atomic import atomic_open
 from bystander.config import RunConfig, config_from_dict, save_config
 
 FORMAT_VERSION = 1
@@ -253,12 +254,8 @@ def save_checkpoint(
 
 
 def _write_latest(directory: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".latest-")
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(directory / LATEST, "w") as f:
         f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / LATEST)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -27,7 +27,6 @@ config header; loading a file made with another configuration is refused.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from bystander.agents.predictors import (
     check_views,
     constant_velocity_parts,
 )
+from bystander.atomic import atomic_open
 from bystander.envs.contract import Views
 
 __all__ = ["LearnedPredictor", "FORMAT"]
@@ -178,15 +178,8 @@ class LearnedPredictor(TrajectoryPredictor):
             "frozen": self.frozen,
             "updates": self.updates,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as fh:
+            torch.save(payload, fh)
         return path
 
     @staticmethod

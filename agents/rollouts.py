@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bystander.agents.metrics import summarize
+from bystander.atomic import atomic_open
 from bystander.envs.contract import FRAMES, Predictor, Views
 
 __all__ = [
@@ -177,19 +178,17 @@ class TrajectoryDataset:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a compressed ``.npz`` (atomically: temp file + rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(
-            tmp,
-            states=self.states,
-            mask=self.mask,
-            truth=self.truth,
-            observer_types=self.observer_types.astype(str),
-            observer_ids=self.observer_ids,
-            episode=self.episode,
-            dt=np.float64(self.dt),
-        )
-        os.replace(tmp, path)
+        with atomic_open(path) as fh:
+            np.savez_compressed(
+                fh,
+                states=self.states,
+                mask=self.mask,
+                truth=self.truth,
+                observer_types=self.observer_types.astype(str),
+                observer_ids=self.observer_ids,
+                episode=self.episode,
+                dt=np.float64(self.dt),
+            )
         return path
 
     @classmethod

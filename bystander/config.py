@@ -461,15 +461,10 @@ def load_config(
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML (atomically)."""
-    import os
-    import tempfile
+    from bystander.atomic import atomic_open
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------- validation

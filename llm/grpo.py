@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bystander.atomic import atomic_open
 from bystander.envs.constraints import (
     LagrangeMultiplier,
     PIDLagrangeMultiplier,
@@ -495,10 +496,8 @@ class GRPOTrainer:
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`state_dict` atomically (temp file, then ``os.replace``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_open(path) as fh:
+            torch.save(self.state_dict(), fh)
         return path
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
