@@ -30,13 +30,18 @@ from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
+import numpy as np
 
 __all__ = [
     "LagrangeMultiplier",
     "LagrangianReward",
+    "LagrangianRule",
+    "LagrangianVecReward",  # noqa: F822 - built lazily (SB3 imports torch)
     "Multiplier",
     "PIDLagrangeMultiplier",
     "ShapedReward",
+    "ShapedVecReward",  # noqa: F822 - built lazily
+    "ShapingRule",
     "combine_advantages",
     "lagrangian_reward",
     "shaped_reward",
@@ -386,23 +391,19 @@ def _add_penalty(info: dict[str, Any], penalty: float) -> None:
     info["rewards"] = rewards
 
 
-class ShapedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Static trade-off: ``reward - weight * cost``.
+class ShapingRule:
+    """The shaping formula on one step: ``reward - sum_i w_i c_i``.
+
+    Shared by :class:`ShapedReward` (Gymnasium) and :class:`ShapedVecReward` (SB3
+    VecEnv), so both apply the same arithmetic and write the same ``info`` keys.
 
     Args:
-        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
         weight: Penalty weight >= 0, or a dict ``channel -> weight`` (several channels).
         channel: Which cost to read when ``weight`` is a float: ``None`` =
             ``info["cost"]`` (the sum of all channels), a string = ``info["costs"][channel]``.
-
-    Adds ``info["rewards"]["penalty"] = -sum_i w_i c_i`` (keeps the env's components).
     """
 
-    def __init__(
-        self, env: gym.Env, weight: float | Mapping[str, float], channel: str | None = None
-    ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, channel=channel)
-        gym.Wrapper.__init__(self, env)
+    def __init__(self, weight: float | Mapping[str, float], channel: str | None = None) -> None:
         if isinstance(weight, Mapping):
             if channel is not None:
                 raise ValueError("channel: must be None when weight is a dict channel -> weight")
@@ -414,40 +415,29 @@ class ShapedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             self.weights = {channel: _check_nonneg(weight, "weight")}
 
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
+    def apply(self, reward: float, info: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` added)."""
         penalty = -sum(w * _read_cost(info, ch, "ShapedReward") for ch, w in self.weights.items())
         info = dict(info)
         _add_penalty(info, penalty)
-        return obs, float(reward) + penalty, terminated, truncated, info
+        return float(reward) + penalty, info
 
 
-class LagrangianReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Normalised Lagrangian reward ``(reward - lambda * cost) / (1 + lambda)``.
+class LagrangianRule:
+    """The normalised Lagrangian formula on one step, with lambda from multipliers.
 
-    lambda comes from a :class:`Multiplier` (which holds the budget); the training loop
-    calls ``multiplier.update(mean_episode_cost)`` once per rollout and nothing else
-    mutates lambda. With several channels, pass a dict ``channel -> multiplier``; the
-    reward is ``(r - sum_i lambda_i c_i) / (1 + sum_i lambda_i)``.
+    ``(reward - sum_i lambda_i c_i) / (1 + sum_i lambda_i)``. Shared by
+    :class:`LagrangianReward` (Gymnasium) and :class:`LagrangianVecReward` (SB3 VecEnv).
 
     Args:
-        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
         multiplier: A multiplier, or a dict ``channel -> multiplier``.
         channel: With a single multiplier: ``None`` = ``info["cost"]``, a string =
             ``info["costs"][channel]``.
-
-    Adds ``info["rewards"]["penalty"]`` (new reward - env reward) and
-    ``info["lambdas"]`` (channel key -> lambda used; key ``"cost"`` for ``channel=None``).
     """
 
     def __init__(
-        self,
-        env: gym.Env,
-        multiplier: Multiplier | Mapping[str, Multiplier],
-        channel: str | None = None,
+        self, multiplier: Multiplier | Mapping[str, Multiplier], channel: str | None = None
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, multiplier=multiplier, channel=channel)
-        gym.Wrapper.__init__(self, env)
         if isinstance(multiplier, Mapping):
             if channel is not None:
                 raise ValueError("channel: must be None when multiplier is a dict")
@@ -471,21 +461,154 @@ class LagrangianReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return channel
 
     def set_lambda(self, value: float, channel: str | None = None) -> None:
-        """Sync this env's copy of a multiplier to ``value`` (e.g. via SB3's
-        ``VecEnv.env_method("set_lambda", value, channel)`` into SubprocVecEnv workers)."""
+        """Sync this copy of a multiplier to ``value`` (replicas in worker processes)."""
         self.multipliers[self._key(channel)].set_value(value)
 
     def get_lambda(self, channel: str | None = None) -> float:
         """The lambda currently used for ``channel``."""
         return self.multipliers[self._key(channel)].value
 
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
+    def apply(self, reward: float, info: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``)."""
         lams = {ch: m.value for ch, m in self.multipliers.items()}
         weighted = sum(lam * _read_cost(info, ch, "LagrangianReward") for ch, lam in lams.items())
-        total_lam = sum(lams.values())
-        new_reward = (float(reward) - weighted) / (1.0 + total_lam)
+        new_reward = (float(reward) - weighted) / (1.0 + sum(lams.values()))
         info = dict(info)
         _add_penalty(info, new_reward - float(reward))
         info["lambdas"] = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
-        return obs, new_reward, terminated, truncated, info
+        return new_reward, info
+
+
+class ShapedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Static trade-off: ``reward - weight * cost`` (see :class:`ShapingRule`).
+
+    Args:
+        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
+        weight: Penalty weight >= 0, or a dict ``channel -> weight`` (several channels).
+        channel: Which cost to read when ``weight`` is a float: ``None`` =
+            ``info["cost"]`` (the sum of all channels), a string = ``info["costs"][channel]``.
+
+    Adds ``info["rewards"]["penalty"] = -sum_i w_i c_i`` (keeps the env's components).
+    """
+
+    def __init__(
+        self, env: gym.Env, weight: float | Mapping[str, float], channel: str | None = None
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, channel=channel)
+        gym.Wrapper.__init__(self, env)
+        self.rule = ShapingRule(weight, channel)
+        self.weights = self.rule.weights
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        reward, info = self.rule.apply(reward, info)
+        return obs, reward, terminated, truncated, info
+
+
+class LagrangianReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Normalised Lagrangian reward ``(reward - lambda * cost) / (1 + lambda)``.
+
+    lambda comes from a :class:`Multiplier` (which holds the budget); the training loop
+    calls ``multiplier.update(mean_episode_cost)`` once per rollout and nothing else
+    mutates lambda. With several channels, pass a dict ``channel -> multiplier``; the
+    reward is ``(r - sum_i lambda_i c_i) / (1 + sum_i lambda_i)`` (:class:`LagrangianRule`).
+
+    Args:
+        env: Env whose ``info`` carries ``"cost"`` / ``"costs"``.
+        multiplier: A multiplier, or a dict ``channel -> multiplier``.
+        channel: With a single multiplier: ``None`` = ``info["cost"]``, a string =
+            ``info["costs"][channel]``.
+
+    Adds ``info["rewards"]["penalty"]`` (new reward - env reward) and
+    ``info["lambdas"]`` (channel key -> lambda used; key ``"cost"`` for ``channel=None``).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        multiplier: Multiplier | Mapping[str, Multiplier],
+        channel: str | None = None,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, multiplier=multiplier, channel=channel)
+        gym.Wrapper.__init__(self, env)
+        self.rule = LagrangianRule(multiplier, channel)
+        self.multipliers = self.rule.multipliers
+
+    def set_lambda(self, value: float, channel: str | None = None) -> None:
+        """Sync this env's copy of a multiplier to ``value`` (e.g. via SB3's
+        ``VecEnv.env_method("set_lambda", value, channel)`` into SubprocVecEnv workers)."""
+        self.rule.set_lambda(value, channel)
+
+    def get_lambda(self, channel: str | None = None) -> float:
+        """The lambda currently used for ``channel``."""
+        return self.rule.get_lambda(channel)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        reward, info = self.rule.apply(reward, info)
+        return obs, reward, terminated, truncated, info
+
+
+def _make_vec_classes() -> tuple[type, type]:
+    """SB3 VecEnv shells over the same rules (built lazily: SB3 imports torch)."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class _RuleVecWrapper(VecEnvWrapper):
+        rule: Any
+
+        def reset(self) -> Any:
+            return self.venv.reset()
+
+        def step_wait(self) -> Any:
+            obs, rewards, dones, infos = self.venv.step_wait()
+            new = np.empty(len(infos), dtype=np.float32)
+            out = []
+            for i, info in enumerate(infos):
+                new[i], info = self.rule.apply(float(rewards[i]), info)
+                out.append(info)
+            return obs, new, dones, out
+
+    class ShapedVecReward(_RuleVecWrapper):
+        """:class:`ShapedReward` for an SB3 VecEnv (same rule, same ``info`` keys)."""
+
+        def __init__(
+            self, venv: Any, weight: float | Mapping[str, float], channel: str | None = None
+        ) -> None:
+            super().__init__(venv)
+            self.rule = ShapingRule(weight, channel)
+
+    class LagrangianVecReward(_RuleVecWrapper):
+        """:class:`LagrangianReward` for an SB3 VecEnv (same rule, same ``info`` keys).
+
+        The multipliers live in this process: the training loop's ``update`` is seen by
+        every world at the next step, no syncing needed.
+        """
+
+        def __init__(
+            self,
+            venv: Any,
+            multiplier: Multiplier | Mapping[str, Multiplier],
+            channel: str | None = None,
+        ) -> None:
+            super().__init__(venv)
+            self.rule = LagrangianRule(multiplier, channel)
+
+        def set_lambda(self, value: float, channel: str | None = None) -> None:
+            self.rule.set_lambda(value, channel)
+
+        def get_lambda(self, channel: str | None = None) -> float:
+            return self.rule.get_lambda(channel)
+
+    return ShapedVecReward, LagrangianVecReward
+
+
+_VEC_CLASSES: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ShapedVecReward", "LagrangianVecReward"):
+        if not _VEC_CLASSES:
+            shaped, lagrangian = _make_vec_classes()
+            _VEC_CLASSES.update(ShapedVecReward=shaped, LagrangianVecReward=lagrangian)
+        return _VEC_CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -233,3 +233,28 @@ def test_wrapper_bad_inputs():
     bare.reset()
     with pytest.raises(ValueError, match="predictability"):
         bare.step(erratic_action(0))
+
+
+def test_vec_shells_apply_the_same_rules_as_the_gym_wrappers():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from bystander.envs.constraints import LagrangianVecReward, ShapedVecReward
+
+    mult = LagrangeMultiplier(budget=0.5, init=0.5)
+    for vec_cls, gym_cls, arg in (
+        (ShapedVecReward, ShapedReward, 0.3),
+        (LagrangianVecReward, LagrangianReward, mult),
+    ):
+        venv = vec_cls(DummyVecEnv([_env, _env]), arg, channel="boundary")
+        single = gym_cls(_env(), arg, channel="boundary")
+        venv.seed(0)
+        venv.reset()
+        single.reset(seed=0)
+        for _ in range(5):
+            _, r, _, infos = venv.step(np.array([[1.0, 0.5], [1.0, 0.5]], dtype=np.float32))
+            _, r1, _, _, info1 = single.step(np.array([1.0, 0.5], dtype=np.float32))
+            assert r[0] == pytest.approx(r1, rel=1e-6)
+            assert infos[0]["rewards"]["penalty"] == pytest.approx(info1["rewards"]["penalty"])
+    assert venv.get_lambda("boundary") == 0.5
+    venv.set_lambda(0.25, "boundary")
+    assert mult.value == 0.25

@@ -216,31 +216,6 @@ def test_batch_size_must_divide_the_rollout(tmp_path: Path) -> None:
         Trainer(cfg)
 
 
-def test_batched_vec_env_matches_the_gym_view_contract(tmp_path: Path) -> None:
-    from bystander.agents.batched import IntersectionVecEnv
-
-    venv = IntersectionVecEnv({"max_cycles": 30}, n_worlds=3)
-    venv.seed(4)
-    obs = venv.reset()
-    assert obs.shape == (3, *venv.observation_space.shape) and obs.dtype == np.float32
-    assert all(i["ego_step"].episode_start for i in venv.reset_infos)
-    ended = 0
-    for _ in range(40):
-        obs, rewards, dones, infos = venv.step(np.array([1, 2, 0]))
-        assert rewards.shape == (3,) and dones.shape == (3,)
-        for info, r in zip(infos, rewards, strict=True):
-            assert sum(info["rewards"].values()) == pytest.approx(float(r), abs=1e-5)
-            assert info["costs"]["collision"] == info["cost"]
-            assert info["ego_step"].frame == "rigid2d" and info["ego_step"].states.shape == (1, 2)
-        for i in np.flatnonzero(dones):
-            ended += 1
-            assert "episode_cost" in infos[i] and "terminal_observation" in infos[i]
-            assert venv.reset_infos[i]["ego_step"].episode_start
-    assert ended >= 3  # max_cycles=30: every world ended at least once
-    with pytest.raises(ValueError, match="observation"):
-        IntersectionVecEnv({"observation": "occupancy"}, n_worlds=2)
-
-
 def test_batched_training_resumes_exactly_and_syncs(tmp_path: Path) -> None:
     cfg = load_config(
         overrides=[

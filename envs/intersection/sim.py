@@ -33,6 +33,7 @@ once; :mod:`bystander.envs.intersection.gym_env` and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,12 @@ class IntersectionSim:
         config: The world configuration (shared by all worlds).
         n_worlds: ``N``.
         seed: Seed of the simulator's ``np.random.Generator`` (re-seeded by :meth:`reset`).
+
+    Randomness: by default all worlds share one generator (``rng``), so a world's
+    trajectory depends on the batch. :meth:`seed_worlds` gives worlds generators of
+    their own (``world_rngs``): world ``w`` then draws exactly what an ``N = 1``
+    simulator seeded the same way draws, in the same order, whatever the other worlds
+    do (the batched VecEnv uses this to equal single envs world by world).
     """
 
     def __init__(
@@ -134,6 +141,7 @@ class IntersectionSim:
         self.N, self.A, self.C = int(n_worlds), config.max_agents, config.n_controlled
         self.continuous = config.action_type == "continuous"
         self.rng = np.random.default_rng(seed)
+        self.world_rngs: list[np.random.Generator] | None = None
         r = self.road
         self._fov_cos = np.array(
             [math.cos(config.fov_car / 2), math.cos(config.fov_car / 2),
@@ -208,15 +216,59 @@ class IntersectionSim:
         self.route_dist = f((N, C))
         self.last: StepResult | None = None
 
-    def reset(self, seed: int | None = None, worlds: np.ndarray | None = None) -> StepResult:
-        """Start new episodes in ``worlds`` (default: all); ``seed`` re-seeds the generator."""
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
+    def seed_worlds(self, seeds: Sequence[int], worlds: np.ndarray | None = None) -> None:
+        """Give ``worlds`` (default: all) generators of their own, seeded ``seeds`` (one each).
+
+        Switches the simulator to per-world random streams: from now on resets and steps
+        of world ``w`` draw only from ``world_rngs[w]`` (worlds never seeded this way get
+        a generator drawn from the shared one). Call it before :meth:`reset` of those
+        worlds to start their episodes from these seeds.
+        """
         idx = (
             np.arange(self.N) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
         )
-        if len(idx):
-            self._reset_worlds(idx)
+        seeds = list(seeds)
+        if len(seeds) != len(idx):
+            raise ValueError(f"seeds: expected {len(idx)} seeds (one per world), got {len(seeds)}")
+        if self.world_rngs is None:
+            self.world_rngs = [
+                np.random.default_rng(int(s)) for s in self.rng.integers(0, 2**62, size=self.N)
+            ]
+            self._rng_block = np.empty((self.N, 2 * self.A + 5))
+        for w, s in zip(idx.tolist(), seeds, strict=True):
+            self.world_rngs[w] = np.random.default_rng(s)
+
+    def _step_random(self) -> tuple[np.ndarray, np.ndarray]:
+        """The step's uniform draws: ``u (N, A, 2)`` and ``us (N, 5)``.
+
+        Per-world streams draw a world's ``2 A + 5`` doubles in one call: the same numbers
+        in the same order as ``random((1, A, 2))`` then ``random((1, 5))``.
+        """
+        N, A = self.N, self.A
+        if self.world_rngs is None:
+            return self.rng.random((N, A, 2)), self.rng.random((N, 5))
+        block = self._rng_block
+        for w, gen in enumerate(self.world_rngs):
+            gen.random(out=block[w])
+        return block[:, : 2 * A].reshape(N, A, 2).copy(), block[:, 2 * A :].copy()
+
+    def reset(self, seed: int | None = None, worlds: np.ndarray | None = None) -> StepResult:
+        """Start new episodes in ``worlds`` (default: all).
+
+        ``seed`` re-seeds the shared generator and returns to shared randomness (drops
+        per-world generators of :meth:`seed_worlds`).
+        """
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+            self.world_rngs = None
+        idx = (
+            np.arange(self.N) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        )
+        if len(idx) and self.world_rngs is not None:
+            for w in idx.tolist():  # each world from its own stream, as an N = 1 simulator
+                self._reset_worlds(np.array([w], dtype=np.int64), self.world_rngs[w])
+        elif len(idx):
+            self._reset_worlds(idx, self.rng)
         self._update_poses()
         self._route_features()
         self.prev_dist[idx] = self.route_dist[idx]
@@ -230,7 +282,7 @@ class IntersectionSim:
         self.last = out
         return out
 
-    def _reset_worlds(self, idx: np.ndarray) -> None:
+    def _reset_worlds(self, idx: np.ndarray, rng: np.random.Generator) -> None:
         """New episodes in worlds ``idx``: controlled cars at entries, traffic placed clear.
 
         Vectorised over the worlds: each controlled car gets a distinct random entry road,
@@ -239,7 +291,7 @@ class IntersectionSim:
         after the other at random spots at least 12 m (1.5 m for pedestrians) from
         everyone placed before, up to 20 tries each.
         """
-        cfg, r, rng, C = self.config, self.road, self.rng, self.C
+        cfg, r, C = self.config, self.road, self.C
         n = len(idx)
         for arr, value in (
             (self.alive, False), (self.uid, -1), (self.seg, -1), (self.v, 0.0), (self.stuck, 0.0),
@@ -396,8 +448,7 @@ class IntersectionSim:
         dt = cfg.dt
         active = ~self.done
         ctrl_alive = self.alive[:, :C]
-        u = self.rng.random((N, A, 2))
-        us = self.rng.random((N, 5))
+        u, us = self._step_random()
 
         # --- controlled cars' commands
         accel = np.zeros((N, A))
