@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a trained ego",
-        description="Run N seeded episodes; print rates, ADE/FDE, costs with 95%% CIs; write CSVs.",
+        description="Run N seeded episodes; print rates, ADE/FDE, costs with 95% CIs; write CSVs.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, help="episodes (default eval.episodes)")

@@ -80,12 +80,19 @@ def test_keep_is_least_surprising_while_cruising(seed):
 
 def test_collision_risk_of_driving_into_a_stopped_car():
     env = make_env(
-        n_cars=0, n_pedestrians=0, n_cyclists=0, car_rate=0.0, cyclist_rate=0.0, pedestrian_rate=0.0
+        n_cars=0,
+        n_pedestrians=0,
+        n_cyclists=0,
+        car_rate=0.0,
+        cyclist_rate=0.0,
+        pedestrian_rate=0.0,
+        ego_car_following=False,  # the ego would brake by itself: test the reviewer
     )
     env.reset(seed=1)
     sim = find_sim(env)
-    # A stopped car 9 m ahead of the ego on its lane (sim test helper: place a road user).
-    sim._place(0, sim.C, CAR, int(sim.seg[0, 0]), float(sim.s[0, 0]) + 9.0, v=0.0, v0=0.0)
+    # A stopped car 9 m ahead of the ego, on its heading (scenario helper: place a road user).
+    x, y, h = float(sim.x[0, 0]), float(sim.y[0, 0]), float(sim.h[0, 0])
+    sim.place(0, sim.C, CAR, x + 9.0 * np.cos(h), y + 9.0 * np.sin(h), h, v=0.0)
     reviewer = DrivingReviewer(ConstantVelocityPredictor(), predictability_weight=0.0)
     risky = reviewer.estimate(env, FASTER)
     assert reviewer.last["collision"] > 0
