@@ -11,6 +11,9 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.bystander-installed
+TEST_STAMP = $(VENV)/.bystander-test-installed
+# Optional extras the test suite exercises (TRL adapter, Ray sweep backend).
+TEST_EXTRAS ?= dev,trl,ray
 
 .PHONY: setup demo test lint bench clean
 
@@ -21,17 +24,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[$(TEST_EXTRAS)]"
+	touch $(TEST_STAMP)
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/bystander demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python experiments/benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
