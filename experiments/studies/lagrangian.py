@@ -1,0 +1,154 @@
+"""Study 2: shaping against Lagrangian; PID against plain gradient ascent on lambda.
+
+Trains the Lagrangian ego (Safe RLHF log-lambda gradient ascent) and the
+PID-Lagrangian ego (Stooke et al. 2020) at three episode-cost budgets (the
+predictability channel: observers' per-step mean error [m] summed over an episode)
+and plots episode cost and lambda over training against each budget. Reports the
+final cost (mean of the last quarter of rollouts) against the budget, the overshoot
+after the cost first reaches the budget (relative to the budget) and lambda's
+reversals (oscillation). Shaping's side of the comparison is Study 1's weight sweep:
+the page lists, per budget, which shaping weight's episode cost came closest (when
+Study 1's results of the same preset exist).
+
+    python experiments/studies/lagrangian.py --preset small --workers 2
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import studylib as sl  # noqa: E402
+
+from bystander.agents.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
+
+NAME = "lagrangian"
+TITLE = "Study 2: does the Lagrangian hold the cost at its budget? (driving)"
+TRIAL_FN = "studylib:driving_trial"
+METRICS = ("final_cost", "final_lambda", "cost_overshoot", "lambda_reversals", "success",
+           "ade", "cost_predictability")  # fmt: skip
+
+
+def build_trials(preset: dict[str, Any]) -> list[Trial]:
+    """Modes (``lagrangian``, ``pid``) x budgets x seeds."""
+    s = sl.section(preset, NAME)
+    trials = []
+    for seed in sl.seeds(preset, NAME):
+        for mode in s.get("modes", ["lagrangian", "pid"]):
+            if mode not in ("lagrangian", "pid"):
+                raise ValueError(f"preset lagrangian.modes: expected lagrangian|pid, got {mode!r}")
+            for b in s["budgets"]:
+                extra = [f"constraint.mode={mode}", f"constraint.budget={float(b)}"]
+                extra += [str(x) for x in s.get("set", [])]
+                trials.append(Trial(NAME, {"mode": mode, "budget": float(b)},
+                                    sl.driving_overrides(preset, extra, NAME), seed))  # fmt: skip
+    return trials
+
+
+def _shaping_match(results_dir: Path, budgets: list[float]) -> list[dict[str, Any]]:
+    """Per budget, Study 1's shaping weight whose final *training* episode cost (same
+    measure as this study's final cost) came closest to it."""
+    path = results_dir.parent / "frontier" / "results.csv"
+    if not path.is_file():
+        return []
+    import csv
+
+    with open(path, encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["sweep"] == "shaping"]
+    cand = [r for r in rows if sl.finite(r.get("final_cost"))]
+    out = []
+    for b in budgets:
+        if not cand:
+            break
+        best = min(cand, key=lambda r: abs(float(r["final_cost"]) - b))
+        out.append({"budget": b, "closest_weight": float(best["value"]),
+                    "its_cost": float(best["final_cost"]), "weights_tried": len(cand)})  # fmt: skip
+    return out
+
+
+def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: Path) -> dict:
+    rows = aggregate(records, metrics=list(METRICS))
+    sl.pool_rate_ci(rows, records)
+    rows.sort(key=lambda r: (r["mode"], r["budget"]))
+    for r in rows:
+        r["cost_minus_budget"] = r["final_cost"] - r["budget"]
+    write_csv(rows, results_dir / "results.csv")
+    # curves: one JSON with every trial's per-rollout cost and lambda
+    curves = [{"mode": r["trial"]["point"]["mode"], "budget": r["trial"]["point"]["budget"],
+               "seed": r["trial"]["seed"], **r["metrics"].get("curve", {})} for r in records]  # fmt: skip
+    (results_dir / "curves.json").write_text(json.dumps(curves), encoding="utf-8")
+
+    p = sl.plt()
+    modes = sorted({c["mode"] for c in curves})
+    fig, axes = p.subplots(2, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 6.5),
+                           squeeze=False)  # fmt: skip
+    budgets = sorted({c["budget"] for c in curves})
+    colors = {b: f"C{i}" for i, b in enumerate(budgets)}
+    for j, mode in enumerate(modes):
+        for c in (c for c in curves if c["mode"] == mode):
+            steps = c.get("steps", [])
+            cost = c.get("constraint_cost") or c.get("cost_predictability") or []
+            lam = c.get("lambda", [])
+            col = colors[c["budget"]]
+            if steps and cost:
+                axes[0, j].plot(steps[: len(cost)], cost, color=col, alpha=0.8,
+                                label=f"budget {c['budget']:g} (seed {c['seed']})")  # fmt: skip
+            if steps and lam:
+                axes[1, j].plot(steps[: len(lam)], lam, color=col, alpha=0.8)
+        for b in budgets:
+            axes[0, j].axhline(b, color=colors[b], ls="--", lw=1)
+        axes[0, j].set_title(f"{mode}: episode cost (dashed: budget)")
+        axes[0, j].set_ylabel("episode predictability cost")
+        axes[1, j].set_title(f"{mode}: lambda")
+        axes[1, j].set_xlabel("env steps")
+        axes[1, j].set_ylabel("lambda")
+        sl.legend(axes[0, j], fontsize=7)
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
+    sl.save(fig, results_dir / "cost_lambda.png")
+
+    match = _shaping_match(results_dir, budgets)
+    cols = [("mode", "mode"), ("budget", "budget"), ("seeds", "n_seeds"),
+            ("final cost", "final_cost"), ("final cost - budget", "cost_minus_budget"),
+            ("final lambda", "final_lambda"), ("overshoot / budget", "cost_overshoot"),
+            ("lambda reversals", "lambda_reversals"), ("success", "success"),
+            ("eval ADE [m]", "ade")]  # fmt: skip
+    ci = ("final_cost", "final_lambda", "cost_overshoot", "lambda_reversals", "success", "ade")
+    sections = [
+        "![cost and lambda](cost_lambda.png)", "",
+        "Final cost: mean episode cost over the last quarter of rollouts (training "
+        "episodes). Overshoot: after the cost first reaches the budget, the largest excess "
+        "over it, relative to the budget (n/a: never reached). Lambda reversals: fraction "
+        "of consecutive lambda moves that change direction (oscillation).", "",
+        markdown_table(rows, cols, ci=ci), "",
+    ]  # fmt: skip
+    if match:
+        sections += ["## Shaping needs a sweep", "",
+                     f"Study 1 tried {match[0]['weights_tried']} shaping weights; the one "
+                     "whose final training episode cost came closest to each budget:", "",
+                     markdown_table(match, [("budget", "budget"),
+                                            ("closest shaping weight", "closest_weight"),
+                                            ("its final training cost", "its_cost")]), ""]  # fmt: skip
+    sl.write_page(results_dir, TITLE, NAME, preset, sections)
+    return {
+        "final_cost_vs_budget": [
+            {
+                "mode": r["mode"],
+                "budget": r["budget"],
+                "final_cost": r["final_cost"],
+                "final_lambda": r["final_lambda"],
+                "overshoot": r["cost_overshoot"],
+                "lambda_reversals": r["lambda_reversals"],
+            }
+            for r in rows
+        ],  # fmt: skip
+        "shaping_match": match,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(sl.main(sys.modules[__name__]))

@@ -1,0 +1,112 @@
+"""Study 6: task accuracy against SLM predictability (LLM, tiny models).
+
+GRPO (h3's :class:`bystander.llm.grpo.GRPOTrainer`, through
+:func:`bystander.llm.cli.llm_train`) trains the tiny policy on generated arithmetic
+tasks while a tiny SLM observer scores its chain of thought; each point of the
+preset is one training configuration: no constraint, shaping weights, Lagrangian
+budgets, one observer view at a time (prefix, mask, window, no prompt: which views
+matter), and a minimum-length guard (the short-output hack: a per-token cost can
+still be lowered by writing little). Every policy is evaluated on the same held-out
+prompts: accuracy, the observers' cost in nats/token (lower = more predictable) and
+the completion length (tokens), before and after training.
+
+    python experiments/studies/llm_tradeoff.py --preset small
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import studylib as sl  # noqa: E402
+
+from bystander.agents.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
+
+NAME = "llm_tradeoff"
+TITLE = "Study 6: accuracy vs SLM predictability (LLM, tiny models)"
+TRIAL_FN = "studylib:llm_trial"
+METRICS = ("accuracy", "predictability_cost", "length_mean", "reward", "before_accuracy",
+           "before_predictability_cost", "before_length_mean", "lambda")  # fmt: skip
+DEFAULT_VIEWS = "prefix:0.5,mask:0.7,full"
+
+
+def build_trials(preset: dict[str, Any]) -> list[Trial]:
+    """Points of ``llm_tradeoff.points`` x seeds (each point: a name and GRPO fields).
+
+    ``llm_tradeoff.policy`` / ``observers`` name the models (default the built-in
+    ``tiny-policy`` / ``tiny-slm``; any local path or hub id ``load_causal_lm`` takes).
+    """
+    s = sl.section(preset, NAME)
+    points = s.get("points")
+    if not isinstance(points, list) or not points:
+        raise ValueError("preset llm_tradeoff.points: expected a non-empty list")
+    trials = []
+    for seed in sl.seeds(preset, NAME):
+        for pt in points:
+            if not isinstance(pt, dict) or "name" not in pt:
+                raise ValueError(f"preset llm_tradeoff.points: expected {{name, grpo}}, got {pt!r}")
+            grpo = {"views": DEFAULT_VIEWS, **dict(s.get("grpo", {})), **dict(pt.get("grpo", {}))}
+            ov = {"steps": int(s["steps"]), "num_tasks": int(s.get("num_tasks", 128)),
+                  "eval_prompts": int(s.get("eval_prompts", 16)), "grpo": grpo,
+                  "policy": s.get("policy", "tiny-policy"),
+                  "observers": list(s.get("observers", ["tiny-slm"]))}  # fmt: skip
+            point = {"name": pt["name"], "constraint": grpo.get("constraint", "none"),
+                     "views": grpo["views"], "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
+            trials.append(Trial(NAME, point, ov, seed))
+    return trials
+
+
+def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: Path) -> dict:
+    rows = aggregate(records, metrics=list(METRICS))
+    names = [p["name"] for p in sl.section(preset, NAME)["points"]]
+    rows.sort(key=lambda r: names.index(r["name"]) if r["name"] in names else 99)
+    write_csv(rows, results_dir / "results.csv")
+    curves = [{"name": r["trial"]["point"]["name"], "seed": r["trial"]["seed"],
+               **r["metrics"].get("curve", {})} for r in records]  # fmt: skip
+    (results_dir / "curves.json").write_text(json.dumps(curves), encoding="utf-8")
+
+    p = sl.plt()
+    fig, axes = p.subplots(1, 2, figsize=(10, 4))
+    default_view = [r for r in rows if r["views"] == DEFAULT_VIEWS]
+    other = [r for r in rows if r["views"] != DEFAULT_VIEWS]
+    sl.errorbar(axes[0], default_view, "predictability_cost", "accuracy", annotate="name",
+                label="all views (constraint sweep)", fmt="o")  # fmt: skip
+    sl.errorbar(axes[0], other, "predictability_cost", "accuracy", annotate="name",
+                label="single view", fmt="s")  # fmt: skip
+    axes[0].set_xlabel("observers' cost [nats/token] (lower = more predictable)")
+    axes[0].set_ylabel("held-out accuracy")
+    axes[0].set_title("accuracy vs predictability")
+    sl.errorbar(axes[1], rows, "length_mean", "predictability_cost", annotate="name", fmt="o")
+    axes[1].set_xlabel("completion length [tokens]")
+    axes[1].set_ylabel("cost [nats/token]")
+    axes[1].set_title("the length hack")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    sl.legend(axes[0], fontsize=7)
+    sl.save(fig, results_dir / "llm_tradeoff.png")
+
+    cols = [("point", "name"), ("constraint", "constraint"), ("views", "views"),
+            ("min length", "min_length"), ("seeds", "n_seeds"), ("accuracy", "accuracy"),
+            ("cost [nats/token]", "predictability_cost"), ("length [tokens]", "length_mean"),
+            ("accuracy before", "before_accuracy"),
+            ("cost before", "before_predictability_cost"), ("lambda", "lambda")]  # fmt: skip
+    ci = ("accuracy", "predictability_cost", "length_mean", "before_accuracy",
+          "before_predictability_cost", "lambda")  # fmt: skip
+    sections = [
+        "![llm trade-off](llm_tradeoff.png)", "",
+        "Held-out prompts, the same for every point; cost = the SLM observers' negative "
+        "log-likelihood of the completion in nats/token, combined over views (mean). "
+        "Before = the pretrained tiny policy before GRPO (same seed).", "",
+        markdown_table(rows, cols, ci=ci, digits=3),
+    ]  # fmt: skip
+    sl.write_page(results_dir, TITLE, NAME, preset, sections)
+    return {"points": [{k: r.get(k) for k in ("name", "accuracy", "predictability_cost",
+                                               "length_mean")} for r in rows]}  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(sl.main(sys.modules[__name__]))
