@@ -144,7 +144,9 @@ def _set_on_scored(venv: VecEnv, fn: Any) -> None:
 def _predictability_layer(venv: VecEnv) -> Any:
     v = venv
     while True:
-        if hasattr(v, "trackers"):
+        # vars(), not hasattr(): VecEnvWrapper forwards unknown attributes to the venv
+        # below, so every layer above the predictability wrapper "has" its trackers.
+        if "trackers" in vars(v):
             return v
         if not hasattr(v, "venv"):
             raise ValueError("co-training needs a PredictabilityVecWrapper in the vec env stack")

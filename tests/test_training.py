@@ -160,6 +160,34 @@ def test_cotrained_predictor_is_updated_and_synced(tmp_path: Path) -> None:
         trainer.close()
 
 
+def test_cotrained_predictor_is_updated_on_the_batched_env(tmp_path: Path) -> None:
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            "train.vec_env=batched",
+            "predictor.kind=cotrained",
+            "predictor.batch_size=64",
+            "predictor.buffer_size=512",
+            "train.total_timesteps=256",
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        before = {k: v.clone() for k, v in trainer.predictor.net.state_dict().items()}
+        trainer.train()
+        after = trainer.predictor.net.state_dict()
+        assert trainer.predictor.updates > 0
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        hooks = trainer.venv
+        while not hasattr(hooks, "_predictor"):
+            hooks = hooks.venv
+        copy = hooks._predictor.net.state_dict()  # the batched env's predictor copy
+        assert all(torch.equal(copy[k], after[k]) for k in after)
+    finally:
+        trainer.close()
+
+
 @pytest.mark.parametrize(
     ("algo", "extra"),
     [
