@@ -79,6 +79,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -185,25 +186,41 @@ def _check_predictions(preds: Any, views: Views, predictor: Any) -> np.ndarray:
 # ---------------------------------------------------------------------- requests
 
 
-@dataclass
+@dataclass(slots=True)
 class _PredictRequest:
+    """A ``predict`` call; once committed, a pending prediction of the tracker.
+
+    ``views.states`` is in the world frame until :func:`run_requests` maps every
+    stream's views of a group to the observers' frames in one batched transform
+    (``frame`` with ``poses``, one pose per view).
+    """
+
     predictor: Any
     views: Views
-    due: int
+    due: int  # absolute index of the last truth state
     poses: np.ndarray | None
     frame: str
     predictions: np.ndarray | None = None
+    t_pred: int = -1  # absolute index of the ego state the prediction is made at
+    epoch: int = -1  # tracker's observer-set epoch at commit (same epoch: all present)
 
 
-@dataclass
+@dataclass(slots=True)
 class _ScoreRequest:
-    """An ``error`` call (``predictions`` set) or a ``score`` call (horizon None)."""
+    """An ``error`` call (``predictions`` set) or a ``score`` call (horizon None).
+
+    ``truth`` ``(B, H, ...)`` is in the world frame when ``truth_frame`` is set:
+    :func:`run_requests` maps it to the views' frame (``truth_poses``, one per view) in
+    one batched transform per group; ``views`` are already in the observers' frames.
+    """
 
     predictor: Any
     views: Views
     truth: np.ndarray
     predictions: np.ndarray | None = None
     errors: np.ndarray | None = None
+    truth_frame: str | None = None
+    truth_poses: np.ndarray | None = None
 
 
 @dataclass
@@ -237,10 +254,23 @@ def _group_key(req: _PredictRequest | _ScoreRequest) -> tuple:
     v = req.views
     key: tuple = (id(req.predictor), v.states.shape[1:], v.states.dtype.str, v.dt)
     if isinstance(req, _ScoreRequest):
-        key += (req.truth.shape[1:],)
+        key += (req.truth.shape[1:], req.truth.dtype.str, req.truth_frame)
         if req.predictions is not None:
             key += (req.predictions.shape[1:],)
+    else:
+        key += (req.frame,)
     return key
+
+
+def _to_frame(frame: str, states: np.ndarray, poses: Sequence[np.ndarray | None]) -> np.ndarray:
+    """``FRAMES[frame].to_frame`` of the concatenated ``states`` ``(B, ...)`` with the
+    requests' poses (elementwise, so one batched call equals one call per request)."""
+    if poses[0] is None:
+        pose = None
+    else:
+        pose = np.concatenate(poses) if len(poses) > 1 else poses[0]  # type: ignore[arg-type]
+    out = np.asarray(FRAMES[frame].to_frame(states, pose))
+    return out if out.flags.writeable else out.copy()
 
 
 def run_requests(batches: Sequence[StepRequests], on_scored: OnScored | None = None) -> None:
@@ -249,7 +279,9 @@ def run_requests(batches: Sequence[StepRequests], on_scored: OnScored | None = N
     Requests of all ``batches`` for the same predictor are concatenated along the
     batch axis (views of different shapes, e.g. text trajectories of different
     lengths, go in separate calls), the predictor is called once, its output is
-    validated and split back into the requests.
+    validated and split back into the requests. The streams' views and truths are
+    mapped from the world frame to the observers' frames here, in one batched
+    transform per group (the transform is elementwise: same values as per stream).
     """
     predict_groups: dict[tuple, list[_PredictRequest]] = {}
     score_groups: dict[tuple, list[_ScoreRequest]] = {}
@@ -262,16 +294,28 @@ def run_requests(batches: Sequence[StepRequests], on_scored: OnScored | None = N
     for reqs in predict_groups.values():
         predictor = reqs[0].predictor
         views = _concat_views([r.views for r in reqs])
+        # world frame -> observers' frames, once for the whole group
+        views.states = _to_frame(reqs[0].frame, views.states, [r.poses for r in reqs])
         preds = _check_predictions(predictor.predict(views), views, predictor)
         start = 0
         for r in reqs:
-            r.predictions = preds[start : start + len(r.views)]
-            start += len(r.views)
+            b = len(r.views)
+            r.views.states = views.states[start : start + b]
+            r.predictions = preds[start : start + b]
+            start += b
 
     for sreqs in score_groups.values():
         predictor = sreqs[0].predictor
         views = _concat_views([r.views for r in sreqs])
         truth = np.concatenate([r.truth for r in sreqs]) if len(sreqs) > 1 else sreqs[0].truth
+        frame = sreqs[0].truth_frame
+        if frame is not None:
+            truth = _to_frame(frame, truth, [r.truth_poses for r in sreqs])
+            start = 0
+            for r in sreqs:
+                b = len(r.views)
+                r.truth, r.truth_frame, r.truth_poses = truth[start : start + b], None, None
+                start += b
         if sreqs[0].predictions is None:
             method = "score"
             errors = predictor.score(views, truth)
@@ -368,17 +412,6 @@ class ScoredReplay:
 # ------------------------------------------------------------------------- tracker
 
 
-@dataclass
-class _Pending:
-    predictor: Any
-    views: Views
-    predictions: np.ndarray
-    t_pred: int  # absolute index of the ego state the prediction was made at
-    due: int  # absolute index of the last truth state
-    poses: np.ndarray | None
-    frame: str
-
-
 def _resolve_predictors(predictors: Predictor | Mapping[str, Predictor]) -> dict[str, Any]:
     if isinstance(predictors, Mapping):
         if not predictors:
@@ -457,8 +490,13 @@ class PredictabilityTracker:
         self._row: dict[int, int] = {}
         self._free_rows: list[int] = []
         self._present: set[int] = set()
-        self._pending: list[_Pending] = []
+        self._epoch = 0  # bumped whenever the set of observers present changes
+        self._last_ids: bytes | None = None  # observer ids of the last EgoStep (int64 bytes)
+        self._last_rows = np.zeros(0, dtype=np.int64)  # and their visibility rows
+        self._pending: list[_PredictRequest] = []  # committed, not yet due
         self._context: dict[str, Any] = {}
+        self._ctx_copy: dict[str, Any] | None = None  # copy of _context shared by views
+        self._ctx_src: Mapping[str, Any] | None = None  # the last EgoStep.context merged
         self._last: EgoStep | None = None
         self.episode_costs: dict[str, float] = {}
         self._ep_err_sum: dict[str, float] = {}
@@ -473,8 +511,9 @@ class PredictabilityTracker:
             self._by_type_cache[observer_type] = p
             return p
 
-    def _append(self, ego: EgoStep) -> np.ndarray:
-        """Store new states and visibility; return the visibility rows of ``ego``'s observers."""
+    def _append(self, ego: EgoStep) -> tuple[np.ndarray, int]:
+        """Store new states and visibility; return the visibility rows of ``ego``'s
+        observers and the number of new states."""
         new = np.asarray(ego.states)
         t_new = new.shape[0]
         ids = np.asarray(ego.observer_ids, dtype=np.int64)
@@ -486,30 +525,14 @@ class PredictabilityTracker:
                 f"EgoStep.states: expected state shape {self._states.shape[1:]} as earlier in "
                 f"the episode, got {new.shape[1:]}"
             )
-        # observers that left free their rows
-        present = set(ids.tolist())
-        for oid in [o for o in self._row if o not in present]:
-            row = self._row.pop(oid)
-            self._vis[row] = False
-            self._free_rows.append(row)
-        rows = np.empty(len(ids), dtype=np.int64)
-        for i, oid in enumerate(ids.tolist()):
-            row = self._row.get(oid)
-            if row is None:
-                if not self._free_rows:
-                    grow = max(8, self._vis.shape[0])
-                    self._free_rows.extend(
-                        range(self._vis.shape[0] + grow - 1, self._vis.shape[0] - 1, -1)
-                    )
-                    self._vis = np.concatenate(
-                        [self._vis, np.zeros((grow, self._vis.shape[1]), dtype=bool)]
-                    )
-                row = self._free_rows.pop()
-                self._row[oid] = row
-            rows[i] = row
-        self._present = present
+        key = ids.tobytes()
+        if key == self._last_ids:
+            rows = self._last_rows  # the same observers as last step (the common case)
+        else:
+            rows = self._assign_rows(ids)
+            self._last_ids, self._last_rows = key, rows
         if t_new == 0:
-            return rows
+            return rows, 0
         # make room
         used = self._n - self._base
         cap = self._states.shape[0]
@@ -538,6 +561,33 @@ class PredictabilityTracker:
         if len(rows):
             self._vis[rows, used : used + t_new] = np.asarray(ego.visible, dtype=bool)
         self._n += t_new
+        return rows, t_new
+
+    def _assign_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Visibility rows of observers ``ids`` ``(M,)``: observers that left free their
+        rows, newcomers take a free row (growing the table). Sets ``_present``."""
+        present = set(ids.tolist())
+        for oid in [o for o in self._row if o not in present]:
+            row = self._row.pop(oid)
+            self._vis[row] = False
+            self._free_rows.append(row)
+        self._epoch += 1
+        rows = np.empty(len(ids), dtype=np.int64)
+        for i, oid in enumerate(ids.tolist()):
+            row = self._row.get(oid)
+            if row is None:
+                if not self._free_rows:
+                    grow = max(8, self._vis.shape[0])
+                    self._free_rows.extend(
+                        range(self._vis.shape[0] + grow - 1, self._vis.shape[0] - 1, -1)
+                    )
+                    self._vis = np.concatenate(
+                        [self._vis, np.zeros((grow, self._vis.shape[1]), dtype=bool)]
+                    )
+                row = self._free_rows.pop()
+                self._row[oid] = row
+            rows[i] = row
+        self._present = present
         return rows
 
     def _window(self, start: int, stop: int) -> tuple[np.ndarray, slice]:
@@ -557,13 +607,17 @@ class PredictabilityTracker:
         if ego.episode_start and self._n:
             self.reset()
         self._last = ego
-        if ego.context:
+        if ego.context and not (
+            # a read-only context seen last step (e.g. shared by a batched env's worlds)
+            ego.context is self._ctx_src and isinstance(ego.context, MappingProxyType)
+        ):
             self._context.update(ego.context)
+            self._ctx_copy = None  # views get a fresh copy of the merged context
+            self._ctx_src = ego.context
             if self.dt is None and "dt" in ego.context:
                 self.dt = _check_dt(ego.context["dt"], 'EgoStep.context["dt"]')
-        rows = self._append(ego)
+        rows, t_new = self._append(ego)
         req = StepRequests(done=done)
-        t_new = np.asarray(ego.states).shape[0]
         now = self._n - 1  # absolute index of the latest state
         if t_new:
             self._due_requests(req, ego, now)
@@ -575,37 +629,43 @@ class PredictabilityTracker:
         return req
 
     def _due_requests(self, req: StepRequests, ego: EgoStep, now: int) -> None:
-        still: list[_Pending] = []
+        still: list[_PredictRequest] = []
         present = self._present
         for p in self._pending:
             if p.due > now:
                 still.append(p)
                 continue
-            ids = p.views.observer_ids.tolist()
-            keep = np.fromiter((i in present for i in ids), dtype=bool, count=len(ids))
-            if not keep.any():
-                continue
+            if p.epoch == self._epoch:  # no observer came or left since: all present
+                keep = None
+            else:
+                ids = p.views.observer_ids.tolist()
+                keep = np.fromiter((i in present for i in ids), dtype=bool, count=len(ids))
+                if not keep.any():
+                    continue
+                if keep.all():
+                    keep = None
             truth_w, _ = self._window(p.t_pred + 1, p.due + 1)
             b = len(p.views)
-            truth = np.broadcast_to(truth_w, (b, *truth_w.shape))
-            truth = np.array(FRAMES[p.frame].to_frame(truth, p.poses))
-            views, preds = p.views, p.predictions
-            if not keep.all():
+            # world frame; run_requests maps it to the views' frames, batched
+            truth = truth_w[None].repeat(b, axis=0)
+            views, preds, poses = p.views, p.predictions, p.poses
+            if keep is not None:
                 views = _take_views(views, keep)
                 preds, truth = preds[keep], truth[keep]
-            req.score.append(_ScoreRequest(p.predictor, views, np.asarray(truth), preds))
+                poses = None if poses is None else poses[keep]
+            req.score.append(_ScoreRequest(p.predictor, views, truth, preds, None, p.frame, poses))
         self._pending = still
 
     def _observer_groups(self, ego: EgoStep, select: np.ndarray):
         """Yield (predictor, index array) for observers selected by the bool mask ``select``."""
         if self._single is not None:  # one predictor for every type: no per-observer lookup
-            idx = np.flatnonzero(select)
+            idx = select.nonzero()[0]
             if len(idx):
                 yield self._single, idx
             return
         types = np.asarray(ego.observer_types)
         groups: dict[int, tuple[Any, list[int]]] = {}
-        for i in np.flatnonzero(select).tolist():
+        for i in select.nonzero()[0].tolist():
             p = self.predictor_for(str(types[i]))
             if p is None:
                 continue
@@ -614,9 +674,18 @@ class PredictabilityTracker:
             yield p, np.asarray(idx, dtype=np.int64)
 
     def _make_views(
-        self, ego: EgoStep, idx: np.ndarray, rows: np.ndarray, start: int, stop: int
+        self,
+        ego: EgoStep,
+        idx: np.ndarray,
+        rows: np.ndarray,
+        start: int,
+        stop: int,
+        transform: bool = True,
     ) -> tuple[Views, np.ndarray | None]:
-        """Views of observers ``idx`` over absolute ego indices [start, stop), left-padded."""
+        """Views of observers ``idx`` over absolute ego indices [start, stop), left-padded.
+
+        ``transform=False``: ``states`` stay in the world frame for
+        :func:`run_requests` to transform, batched with the other streams'."""
         first = max(start, self._base)
         hist, sl = self._window(first, stop)
         vis = self._vis[rows[idx], sl]
@@ -625,11 +694,12 @@ class PredictabilityTracker:
             hist = np.concatenate([np.repeat(hist[:1], pad, axis=0), hist])
             vis = np.concatenate([np.zeros((len(idx), pad), dtype=bool), vis], axis=1)
         poses = None if ego.observer_frames is None else np.asarray(ego.observer_frames)[idx]
-        states = np.broadcast_to(hist, (len(idx), *hist.shape))
-        states = np.asarray(FRAMES[ego.frame].to_frame(states, poses))
-        if not states.flags.writeable:
-            states = states.copy()
-        ctx = dict(self._context)
+        states = hist[None].repeat(len(idx), axis=0)
+        if transform:
+            states = _to_frame(ego.frame, states, [poses])
+        if self._ctx_copy is None:
+            self._ctx_copy = dict(self._context)
+        ctx = self._ctx_copy
         views = Views(
             states=states,
             mask=vis,
@@ -650,8 +720,10 @@ class PredictabilityTracker:
             if p.horizon is None:
                 continue
             length = p.history if p.history is not None else self._n
-            views, poses = self._make_views(ego, idx, rows, now - length + 1, now + 1)
-            req.predict.append(_PredictRequest(p, views, now + int(p.horizon), poses, ego.frame))
+            views, poses = self._make_views(ego, idx, rows, now - length + 1, now + 1, False)
+            req.predict.append(
+                _PredictRequest(p, views, now + int(p.horizon), poses, ego.frame, None, now)
+            )
 
     def _episode_end_requests(self, req: StepRequests, ego: EgoStep, rows: np.ndarray) -> None:
         if self._n == 0 or len(rows) == 0:
@@ -668,17 +740,8 @@ class PredictabilityTracker:
         """Store new predictions and turn the scored errors into this step's figures."""
         for pr in req.predict:
             assert pr.predictions is not None, "run_requests() was not called"
-            self._pending.append(
-                _Pending(
-                    pr.predictor,
-                    pr.views,
-                    pr.predictions,
-                    pr.due - int(pr.predictor.horizon),
-                    pr.due,
-                    pr.poses,
-                    pr.frame,
-                )
-            )
+            pr.epoch = self._epoch
+            self._pending.append(pr)
         figs = StepFigures(combine=self.combine)
         sums, counts = figs.error_sum, figs.count
         for sr in req.score:
@@ -710,14 +773,22 @@ class PredictabilityTracker:
             costs = {"env": float(info["cost"])}
         else:
             costs = {}
-        costs[self.channel] = figs.error
+        # StepFigures' properties, each computed once (this runs per world per step)
+        count, error_sum = figs.count, figs.error_sum
+        n = sum(count.values())
+        if figs.combine == "worst":
+            error = figs.worst_error
+        else:
+            error = sum(error_sum.values()) / n if n else 0.0
+        costs[self.channel] = error
         info["costs"] = costs
         info["cost"] = float(sum(costs.values()))
-        info["predictability"] = figs.predictability
-        info["observers_scored"] = figs.observers_scored
-        info["prediction_error_by_type"] = figs.error_by_type
+        info["predictability"] = -error if count else 0.0
+        info["observers_scored"] = n
+        info["prediction_error_by_type"] = {t: error_sum[t] / k for t, k in count.items()}
+        episode_costs = self.episode_costs
         for ch, c in costs.items():
-            self.episode_costs[ch] = self.episode_costs.get(ch, 0.0) + float(c)
+            episode_costs[ch] = episode_costs.get(ch, 0.0) + float(c)
         if done:
             info.update(self.episode_info())
         return info
@@ -977,10 +1048,15 @@ def _make_vec_wrapper_class() -> type:
             obs, rewards, dones, infos = self.venv.step_wait()
             base = _base_venv(self.venv)
             steps = []  # (tracker, requests, world index or None for a fresh episode)
-            for i, info in enumerate(infos):
-                done = bool(dones[i])
-                tracker = self.trackers[i]
-                steps.append((tracker, tracker.prepare(_ego_step(info, "step infos"), done), i))
+            trackers = self.trackers
+            for i, (info, done) in enumerate(
+                zip(infos, np.asarray(dones, bool).tolist(), strict=True)
+            ):
+                tracker = trackers[i]
+                ego = info.get(EGO_STEP_KEY) if isinstance(info, dict) else None
+                if ego is None:
+                    ego = _ego_step(info, "step infos")
+                steps.append((tracker, tracker.prepare(ego, done), i))
                 if done:
                     fresh = self._spares[i]
                     fresh.reset()

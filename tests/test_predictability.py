@@ -31,6 +31,7 @@ from bystander.envs.predictability import (
     PredictabilityReward,
     PredictabilityTracker,
     ScoredReplay,
+    run_requests,
 )
 
 
@@ -484,3 +485,110 @@ def test_combine_mean_or_worst_observer(combine, cost):
     assert info["predictability"] == pytest.approx(-cost)
     with pytest.raises(ValueError, match="combine"):
         PredictabilityReward(ReplayEnv(steps), predictors, combine="median")
+
+
+# ------------------------------------------------------------------ hot-path shortcuts
+
+
+def _feed(tracker: PredictabilityTracker, steps: list[EgoStep]) -> list[tuple]:
+    figs = [tracker.step(e) for e in steps]
+    return [(f.observers_scored, f.error, f.error_by_type) for f in figs]
+
+
+def test_observer_ids_buffer_reused_in_place_is_noticed():
+    # an env that writes each step's observer ids into ONE array: the tracker must not
+    # mistake the mutated buffer for "the same observers as last step"
+    ids_per_step = [[0, 1], [0, 1], [0, 2], [0, 2], [1, 2], [1, 2]]
+    fresh = line_steps([[k] for k in range(6)], ids=ids_per_step)
+    buf = np.zeros(2, dtype=np.int64)
+    expected = _feed(PredictabilityTracker(HoldPredictor(2, 3)), fresh)
+    tracker = PredictabilityTracker(HoldPredictor(2, 3))
+    got = []
+    for e, ids in zip(fresh, ids_per_step, strict=True):
+        buf[:] = ids
+        reused = EgoStep(
+            e.states,
+            buf,
+            e.observer_types,
+            e.visible,
+            e.observer_frames,
+            e.frame,
+            e.episode_start,
+        )
+        f = tracker.step(reused)
+        got.append((f.observers_scored, f.error, f.error_by_type))
+    assert got == expected
+    # observer 1 left at report 2 (its predictions are dropped when due; a tracker fooled
+    # by the reused buffer would score 2 at report 2), observer 2 replaced it
+    assert [g[0] for g in got] == [0, 0, 1, 1, 1, 1]
+
+
+def test_observer_leaving_and_returning_before_due_is_scored_without_history():
+    # observer 1 is absent at report 1 only: present when its reset-time prediction is due
+    steps = line_steps([[0], [1], [2], [3]], ids=[[0, 1], [0], [0, 1], [0, 1]])
+    pred = RecordingPredictor(horizon=2, history=3)
+    tracker = PredictabilityTracker(pred)
+    figs = [tracker.step(e) for e in steps]
+    assert [f.observers_scored for f in figs] == [0, 0, 2, 1]
+    assert figs[2].error == pytest.approx(1.5)  # hold at x=0, truth x=1, 2
+    # the view at report 2: observer 1 came back with no visibility history
+    v = pred.views[2]
+    np.testing.assert_array_equal(v.observer_ids, [0, 1])
+    np.testing.assert_array_equal(v.mask, [[True, True, True], [False, False, True]])
+
+
+def test_context_mutated_in_place_or_replaced_reaches_the_views():
+    from types import MappingProxyType
+
+    base = line_steps([[0], [1], [2]])
+
+    def with_ctx(e: EgoStep, ctx) -> EgoStep:
+        return EgoStep(
+            e.states,
+            e.observer_ids,
+            e.observer_types,
+            e.visible,
+            e.observer_frames,
+            e.frame,
+            e.episode_start,
+            ctx,
+        )
+
+    pred = RecordingPredictor(horizon=1, history=1)
+    tracker = PredictabilityTracker(pred)
+    ctx = {"dt": 0.5, "tag": "a"}
+    tracker.step(with_ctx(base[0], ctx))
+    ctx["tag"] = "b"  # a plain dict reused and changed by the env
+    tracker.step(with_ctx(base[1], ctx))
+    tracker.step(with_ctx(base[2], MappingProxyType({"tag": "c"})))
+    assert [v.context[0]["tag"] for v in pred.views] == ["a", "b", "c"]
+    assert all(v.dt == 0.5 for v in pred.views)
+    assert pred.views[2].context[0] == {"dt": 0.5, "tag": "c"}
+
+
+def test_batched_frame_transform_equals_per_stream():
+    # two streams seen by rotated, moving observers: one run_requests call for both
+    # must give the views, truths and figures of each stream run alone
+    poses_a = [[[0.0, 1.0, 0.3]], [[0.5, 1.0, 0.6]], [[1.0, 1.5, 0.9]], [[1.0, 2.0, 1.2]]]
+    poses_b = [[[3.0, -1.0, -2.0]], [[3.0, -0.5, -1.5]], [[2.0, 0.0, -1.0]], [[2.0, 1.0, 0.0]]]
+    a = line_steps([[0], [1], [3], [6]], poses=poses_a)
+    b = line_steps([[5], [4], [4], [2]], poses=poses_b)
+    single = [RecordingPredictor(2, 2), RecordingPredictor(2, 2)]
+    alone = [_feed(PredictabilityTracker(p), s) for p, s in zip(single, (a, b), strict=True)]
+    shared = RecordingPredictor(2, 2)
+    ta, tb = PredictabilityTracker(shared), PredictabilityTracker(shared)
+    together: list[list[tuple]] = [[], []]
+    for ea, eb in zip(a, b, strict=True):
+        reqs = [ta.prepare(ea), tb.prepare(eb)]
+        run_requests(reqs)
+        for k, (t, r) in enumerate(zip((ta, tb), reqs, strict=True)):
+            f = t.commit(r)
+            together[k].append((f.observers_scored, f.error, f.error_by_type))
+    assert together == alone
+    assert sum(n for n, _, _ in alone[0] + alone[1]) == 4
+    for k in range(len(shared.views)):  # one batched call per step: stream a then b
+        both = np.concatenate([single[0].views[k].states, single[1].views[k].states])
+        np.testing.assert_array_equal(shared.views[k].states, both)
+    for k in range(len(shared.truths)):
+        both = np.concatenate([single[0].truths[k], single[1].truths[k]])
+        np.testing.assert_array_equal(shared.truths[k], both)

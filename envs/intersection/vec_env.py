@@ -116,6 +116,7 @@ class IntersectionVecEnv(VecEnv):
             )
         self.config = config
         self.dt = config.dt
+        self._context = MappingProxyType({"dt": config.dt})  # every EgoStep's context
         self.sim = IntersectionSim(config, n_worlds=self._n, seed=0)
         self.observation_space, self.action_space = make_spaces(config)
         self.continuous = config.action_type == "continuous"
@@ -152,7 +153,7 @@ class IntersectionVecEnv(VecEnv):
         visible = out.visible[wsel, 0, order][..., None]
         poses = np.stack([sim.x[wsel, order], sim.y[wsel, order], sim.h[wsel, order]], axis=-1)
         ego = np.stack([sim.x[worlds, 0], sim.y[worlds, 0]], axis=-1)[:, None, :]
-        ctx = MappingProxyType({"dt": self.config.dt})  # read-only, shared by the worlds
+        ctx = self._context  # read-only, shared by the worlds and steps
         # The arrays are valid by construction (same shapes as the single env's, which
         # EgoStep validates): build the frozen dataclass without re-validating each world
         # (3x cheaper; the tests compare every field with the single env's EgoStep).
@@ -292,35 +293,35 @@ class IntersectionVecEnv(VecEnv):
         self._episode_cost += cost
         all_worlds = np.arange(self.num_envs)
         egos = self._ego_steps(out, all_worlds, False)
-        cost_l = cost.tolist()
-        cols = {
-            "speed": sim.v[:, 0].tolist(),
-            "route_distance": sim.route_dist[:, 0].tolist(),
-            "destination": sim.dest[:, 0].tolist(),
-            "crashed": out.crashed[:, 0].tolist(),
-            "arrived": out.arrived[:, 0].tolist(),
-            "offroad": out.offroad[:, 0].tolist(),
-            "left_map": out.left_map[:, 0].tolist(),
-        }
-        comp_l = comps.tolist()
-        infos: list[dict[str, Any]] = []
-        for w in range(self.num_envs):
-            c = cost_l[w]
-            infos.append(
-                {
-                    EGO_STEP_KEY: egos[w],
-                    "speed": cols["speed"][w],
-                    "route_distance": cols["route_distance"][w],
-                    "destination": cols["destination"][w],
-                    "rewards": dict(zip(REWARD_NAMES, comp_l[w], strict=True)),
-                    "costs": {COST_CHANNEL: c},
-                    "cost": c,
-                    "crashed": cols["crashed"][w],
-                    "arrived": cols["arrived"][w],
-                    "offroad": cols["offroad"][w],
-                    "left_map": cols["left_map"][w],
-                }
+        names = REWARD_NAMES
+        infos: list[dict[str, Any]] = [
+            {
+                EGO_STEP_KEY: e,
+                "speed": sp,
+                "route_distance": rd,
+                "destination": de,
+                "rewards": dict(zip(names, rw, strict=True)),
+                "costs": {COST_CHANNEL: c},
+                "cost": c,
+                "crashed": cr,
+                "arrived": ar,
+                "offroad": off,
+                "left_map": lm,
+            }
+            for e, sp, rd, de, rw, c, cr, ar, off, lm in zip(
+                egos,
+                sim.v[:, 0].tolist(),
+                sim.route_dist[:, 0].tolist(),
+                sim.dest[:, 0].tolist(),
+                comps.tolist(),
+                cost.tolist(),
+                out.crashed[:, 0].tolist(),
+                out.arrived[:, 0].tolist(),
+                out.offroad[:, 0].tolist(),
+                out.left_map[:, 0].tolist(),
+                strict=True,
             )
+        ]
         if self.render_mode is not None and out.active[self.render_world, 0]:
             self._path.append(self._ego_xy(self.render_world))
         done_idx = np.flatnonzero(dones)
