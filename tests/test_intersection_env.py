@@ -215,3 +215,12 @@ def test_human_mode_headless_returns_none():
     env.step(1)
     assert env.render() is None
     env.close()
+
+
+@pytest.mark.parametrize(("n", "kept"), [(1, [0]), (2, [0, 1]), (4, [0, 2, 3]), (5, [0, 2, 4])])
+def test_route_thinning_keeps_a_drawable_polyline(n, kept):
+    # a 2-point route used to thin to 1 point, which pygame cannot draw as lines
+    from bystander.envs.intersection.render import _thin
+
+    pts = np.arange(2 * n, dtype=float).reshape(n, 2)
+    np.testing.assert_array_equal(_thin(pts), pts[kept])

@@ -160,8 +160,9 @@ class Renderer:
         # route and goal
         goal = self.road.goal[int(sim.dest[w, c])]
         route = self.route(sim, w, c)
+        route = _thin(route)
         if len(route) > 1 and not sim.done[w, c]:
-            pg.draw.lines(surf, ROUTE, False, self._pts(route[::2]), 2)
+            pg.draw.lines(surf, ROUTE, False, self._pts(route), 2)
         gp = self.world_to_px(goal[:2])
         pg.draw.circle(surf, GOAL, gp, max(4, int(cfg.arrive_radius * self.scale)), 2)
         # past path
@@ -288,3 +289,11 @@ def record_episode(
             break
     save_video(frames, path, fps=fps or env.metadata.get("render_fps", 10))
     return {"steps": float(steps), "return": total}
+
+
+def _thin(points: np.ndarray) -> np.ndarray:
+    """Every other point of a polyline ``(P, 2)``, always keeping both ends."""
+    if len(points) <= 2:
+        return points
+    thinned = points[::2]
+    return thinned if len(points) % 2 == 1 else np.concatenate([thinned, points[-1:]])
