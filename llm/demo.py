@@ -66,10 +66,13 @@ def run_text_demo(
     run_dir: str | Path, quick: bool = False, steps: int | None = None
 ) -> tuple[str, str]:
     """Run the text demo into ``run_dir``; returns ``(section title, markdown)``."""
+    from transformers.utils import logging as hf_logging
+
     from bystander.llm.cli import llm_train
     from bystander.llm.grpo import GRPOConfig
     from bystander.llm.models import TINY_POLICY, TINY_SLM, cached_path, tiny_pair
 
+    hf_logging.disable_progress_bar()  # the demo prints its own progress, one line a step
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if quick:
