@@ -47,7 +47,7 @@ EGOS: dict[str, tuple[list[str], str]] = {
 }
 """The two egos: config overrides over the built-in defaults, and a description."""
 
-FULL: list[str] = ["train.max_minutes=5.5", "eval.episodes=50"]
+FULL: list[str] = ["train.total_timesteps=400000", "train.max_minutes=5.5", "eval.episodes=50"]
 """Budget of the full demo (the training budget itself is the defaults')."""
 
 QUICK: list[str] = [
