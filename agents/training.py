@@ -57,11 +57,10 @@ import bystander.envs  # noqa: F401  (registers the Gymnasium ids)
 from bystander.agents import checkpoint as ckpt_mod
 from bystander.config import RunConfig, resolved_hyperparams, save_config
 from bystander.envs.constraints import (
-    LagrangeMultiplier,
     LagrangianReward,
     Multiplier,
-    PIDLagrangeMultiplier,
     ShapedReward,
+    make_multiplier,
 )
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
@@ -116,32 +115,19 @@ def multiplier_key(channel: str | None) -> str:
 def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
     """Multipliers by cost channel for ``lagrangian`` / ``pid`` modes (else empty)."""
     c = cfg.constraint
-    key = multiplier_key(c.channel)
-    if c.mode == "lagrangian":
-        return {
-            key: LagrangeMultiplier(
-                budget=c.budget,
-                lr=c.lr,
-                init=c.lambda_init,
-                max=c.lambda_max,
-                delay=c.delay,
-                window=c.window,
-            )
-        }
-    if c.mode == "pid":
-        return {
-            key: PIDLagrangeMultiplier(
-                budget=c.budget,
-                kp=c.kp,
-                ki=c.ki,
-                kd=c.kd,
-                init=c.lambda_init,
-                max=c.lambda_max,
-                delay=c.delay,
-                window=c.window,
-            )
-        }
-    return {}
+    m = make_multiplier(
+        c.mode,
+        c.budget,
+        lr=c.lr,
+        init=c.lambda_init,
+        max=c.lambda_max,
+        kp=c.kp,
+        ki=c.ki,
+        kd=c.kd,
+        delay=c.delay,
+        window=c.window,
+    )
+    return {} if m is None else {multiplier_key(c.channel): m}
 
 
 # ----------------------------------------------------------------------- env stack

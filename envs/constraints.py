@@ -44,6 +44,7 @@ __all__ = [
     "ShapingRule",
     "combine_advantages",
     "lagrangian_reward",
+    "make_multiplier",
     "shaped_reward",
 ]
 
@@ -363,6 +364,38 @@ class PIDLagrangeMultiplier(Multiplier):
         self._cost_d_hist = deque((float(c) for c in state["cost_d_hist"]), maxlen=self.d_delay)
         self._value = float(state["value"])
         self.num_updates = int(state["num_updates"])
+
+
+def make_multiplier(
+    mode: str,
+    budget: float,
+    *,
+    lr: float = 0.05,
+    init: float = 1.0,
+    max: float | None = None,  # noqa: A002 - the multipliers' argument name
+    kp: float = 0.1,
+    ki: float = 0.01,
+    kd: float = 0.0,
+    delay: int = 0,
+    window: int = 1,
+) -> Multiplier | None:
+    """The multiplier for a constraint mode, as both training loops build it.
+
+    ``"lagrangian"``: :class:`LagrangeMultiplier` (``lr``); ``"pid"``:
+    :class:`PIDLagrangeMultiplier` (``kp``, ``ki``, ``kd``); ``"none"`` / ``"shaping"``:
+    ``None`` (no multiplier). Other modes raise a ValueError naming ``mode``.
+    """
+    if mode == "lagrangian":
+        return LagrangeMultiplier(
+            budget=budget, lr=lr, init=init, max=max, delay=delay, window=window
+        )
+    if mode == "pid":
+        return PIDLagrangeMultiplier(
+            budget=budget, kp=kp, ki=ki, kd=kd, init=init, max=max, delay=delay, window=window
+        )
+    if mode in ("none", "shaping"):
+        return None
+    raise ValueError(f"mode: expected one of none, shaping, lagrangian, pid, got {mode!r}")
 
 
 # --------------------------------------------------------------------------- wrappers

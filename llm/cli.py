@@ -25,6 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from bystander.envs.predictability import COMBINE
 from bystander.llm.grpo import CONSTRAINT_MODES
 
 __all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]
@@ -45,7 +46,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         default="prefix:0.5,mask:0.7,full",
         help="observer views, e.g. prefix:0.5,mask:0.7,window:16,full-noprompt",
     )
-    p.add_argument("--combine", choices=("mean", "worst"), default="mean", help="combine observers")
+    p.add_argument("--combine", choices=COMBINE, default="mean", help="combine observers")
     p.add_argument("--constraint", choices=CONSTRAINT_MODES, default="none", help="constraint mode")
     p.add_argument(
         "--weight", type=float, default=1.0, help="shaping weight (reward per nats/token)"

@@ -52,6 +52,10 @@ from bystander.envs.constraints import (
     combine_advantages,
     shaped_reward,
 )
+from bystander.envs.constraints import (
+    make_multiplier as build_multiplier,
+)
+from bystander.envs.predictability import COMBINE
 from bystander.envs.text_tasks import ArithmeticVerifier, Task, format_prompt
 from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import completion_logprobs, generate_group
@@ -113,23 +117,23 @@ class GRPOConfig:
             )
         if self.prompts_per_step < 1:
             raise ValueError(f"prompts_per_step: expected >= 1, got {self.prompts_per_step}")
-        if self.combine not in ("mean", "worst"):
-            raise ValueError(f"combine: expected 'mean' or 'worst', got {self.combine!r}")
+        if self.combine not in COMBINE:
+            raise ValueError(f"combine: expected one of {COMBINE}, got {self.combine!r}")
         parse_views(self.views)
 
 
 def make_multiplier(cfg: GRPOConfig) -> LagrangeMultiplier | PIDLagrangeMultiplier | None:
     """The shared multiplier for ``cfg.constraint`` (``None`` for none/shaping)."""
-    if cfg.constraint == "lagrangian":
-        return LagrangeMultiplier(
-            budget=cfg.budget, lr=cfg.lambda_lr, init=cfg.lambda_init, max=cfg.lambda_max
-        )
-    if cfg.constraint == "pid":
-        return PIDLagrangeMultiplier(
-            budget=cfg.budget, kp=cfg.kp, ki=cfg.ki, kd=cfg.kd, init=cfg.lambda_init,
-            max=cfg.lambda_max,
-        )  # fmt: skip
-    return None
+    return build_multiplier(
+        cfg.constraint,
+        cfg.budget,
+        lr=cfg.lambda_lr,
+        init=cfg.lambda_init,
+        max=cfg.lambda_max,
+        kp=cfg.kp,
+        ki=cfg.ki,
+        kd=cfg.kd,
+    )
 
 
 def group_normalise(

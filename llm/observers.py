@@ -429,8 +429,10 @@ def combine_errors(errors: np.ndarray, mode: str = "mean") -> np.ndarray:
     ``mean`` (over observers that scored, as the shared wrapper does) or ``worst``
     (the maximum). A completion no observer scored gets 0.0.
     """
-    if mode not in ("mean", "worst"):
-        raise ValueError(f"combine: expected 'mean' or 'worst', got {mode!r}")
+    from bystander.envs.predictability import COMBINE
+
+    if mode not in COMBINE:
+        raise ValueError(f"combine: expected one of {COMBINE}, got {mode!r}")
     errors = np.asarray(errors, dtype=np.float64)
     valid = ~np.isnan(errors)
     filled = np.where(valid, errors, 0.0)

@@ -258,3 +258,13 @@ def test_vec_shells_apply_the_same_rules_as_the_gym_wrappers():
     assert venv.get_lambda("boundary") == 0.5
     venv.set_lambda(0.25, "boundary")
     assert mult.value == 0.25
+
+
+def test_make_multiplier_by_mode():
+    from bystander.envs.constraints import make_multiplier
+
+    assert isinstance(make_multiplier("lagrangian", 1.0, lr=0.1), LagrangeMultiplier)
+    assert isinstance(make_multiplier("pid", 1.0, kp=0.2), PIDLagrangeMultiplier)
+    assert make_multiplier("shaping", 1.0) is None and make_multiplier("none", 1.0) is None
+    with pytest.raises(ValueError, match="mode"):
+        make_multiplier("lagrange", 1.0)
