@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from bystander.envs.constraints import episode_cost_for_budget
 from bystander.envs.contract import Views
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +35,10 @@ class EpisodeMetricsCallback(BaseCallback):
     Logged keys (over the last ``window`` finished episodes): ``episode/task_return``,
     ``episode/length``, ``episode/success_rate`` (``info["arrived"]``),
     ``episode/collision_rate`` (``info["crashed"]``), ``episode/cost``,
-    ``episode/cost_<channel>``, ``episode/prediction_error`` (metres),
+    ``episode/cost_<channel>`` (summed over the episode) and the same divided by the
+    episode's length, ``episode/cost_per_step`` and ``episode/cost_<channel>_per_step``
+    (mean over episodes of each episode's cost per env step),
+    ``episode/prediction_error`` (metres),
     ``episode/prediction_error_<type>``, ``episode/escalations``; and
     ``constraint/lambda_<key>`` for each multiplier.
 
@@ -78,6 +82,9 @@ class EpisodeMetricsCallback(BaseCallback):
             ep["cost"] = float(info["episode_cost"])
         for ch, v in (info.get("episode_costs") or {}).items():
             ep[f"cost_{ch}"] = float(v)
+        if ep.get("length", 0.0) >= 1:
+            for k in [k for k in ep if k == "cost" or k.startswith("cost_")]:
+                ep[f"{k}_per_step"] = ep[k] / ep["length"]
         if info.get("episode_observers_scored", 0):
             ep["prediction_error"] = float(info["episode_prediction_error"])
         for t, v in (info.get("episode_prediction_error_by_type") or {}).items():
@@ -110,10 +117,16 @@ class MultiplierCallback(BaseCallback):
     """Update each multiplier once per rollout from the rollout's finished episodes.
 
     The cost of an episode is ``info["episode_costs"][channel]`` (or
-    ``info["episode_cost"]`` for key ``"cost"``), read at the episode's last step. A
-    rollout in which no episode finished leaves lambda unchanged (its partial
-    episodes count in the rollout where they finish). After an update, every env's
-    multiplier copy is synced.
+    ``info["episode_cost"]`` for key ``"cost"``), read at the episode's last step and
+    put in the budget's unit by
+    :func:`~bystander.envs.constraints.episode_cost_for_budget` with
+    ``constraint.cost_normalization``: as summed (``sum``) or divided by the episode
+    length ``info["episode"]["l"]`` that SB3's ``Monitor`` (per-env stack) or
+    ``VecMonitor`` (batched stack) writes (``per_step``). The multiplier gets the mean
+    over the rollout's episodes, which is also logged as ``constraint/episode_cost_<key>``
+    (same unit as ``constraint.budget``). A rollout in which no episode finished
+    leaves lambda unchanged (its partial episodes count in the rollout where they
+    finish). After an update, every env's multiplier copy is synced.
 
     Args:
         trainer: The :class:`~bystander.agents.training.Trainer` (master multipliers,
@@ -123,6 +136,7 @@ class MultiplierCallback(BaseCallback):
     def __init__(self, trainer: Trainer) -> None:
         super().__init__()
         self.trainer = trainer
+        self.normalization = trainer.cfg.constraint.cost_normalization
         self.costs: dict[str, list[float]] = {k: [] for k in trainer.multipliers}
         self.updates = 0
         self.last_stats: dict[str, float] = {}
@@ -144,7 +158,8 @@ class MultiplierCallback(BaseCallback):
                         f"constraint: finished episode has no cost for channel {key!r} "
                         f"(info keys: {sorted(info)}); is the channel written by a wrapper?"
                     )
-                self.costs[key].append(float(value))
+                length = (info.get("episode") or {}).get("l")
+                self.costs[key].append(episode_cost_for_budget(value, length, self.normalization))
         return True
 
     def _on_rollout_end(self) -> None:

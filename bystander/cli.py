@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bystander.config import ALGOS, CONSTRAINT_MODES, PREDICTOR_KINDS, VEC_ENVS
+from bystander.envs.constraints import COST_NORMALIZATIONS
 
 PREDICTOR_ALIASES = {
     "cv": "constant_velocity",
@@ -57,7 +58,16 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed (train.seed)")
     g.add_argument("--constraint", choices=CONSTRAINT_MODES, help="constraint.mode")
     g.add_argument("--weight", type=float, help="shaping weight (constraint.weight)")
-    g.add_argument("--budget", type=float, help="episode cost budget (constraint.budget)")
+    g.add_argument(
+        "--budget",
+        type=float,
+        help="cost budget, per episode or per step (constraint.budget)",
+    )
+    g.add_argument(
+        "--cost-normalization",
+        choices=COST_NORMALIZATIONS,
+        help="budget unit: summed episode cost or cost per step (constraint.cost_normalization)",
+    )
     g.add_argument("--lambda-lr", type=float, help="Lagrangian learning rate (constraint.lr)")
     g.add_argument("--lambda-max", type=float, help="constraint.lambda_max")
     g.add_argument("--kp", type=float, help="PID gain (constraint.kp)")
@@ -88,6 +98,7 @@ _FLAG_TO_KEY = {
     "constraint": "constraint.mode",
     "weight": "constraint.weight",
     "budget": "constraint.budget",
+    "cost_normalization": "constraint.cost_normalization",
     "lambda_lr": "constraint.lr",
     "lambda_max": "constraint.lambda_max",
     "kp": "constraint.kp",

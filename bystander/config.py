@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from bystander.envs.constraints import COST_NORMALIZATIONS
+
 CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
 PREDICTOR_KINDS = ("none", "constant_velocity", "constant_turn_rate", "frozen", "cotrained")
 ALGOS = ("ppo", "sac", "dqn")
@@ -132,7 +134,17 @@ class ConstraintSection:
         channel: Cost channel constrained (``info["costs"][channel]``); ``None`` for
             the total ``info["cost"]``.
         weight: Shaping weight (reward units per cost unit).
-        budget: Episode cost budget d (cost units summed over an episode).
+        budget: Cost budget d of the multiplier, in the unit that
+            ``cost_normalization`` gives: cost units per episode (``sum``) or cost
+            units per env step (``per_step``; for the predictability channel, metres
+            of observer ADE per step, steps where no observer scored counting 0).
+        cost_normalization: How a finished episode's summed cost
+            (``info["episode_costs"][channel]``) is compared with ``budget``: ``sum``
+            (as is) or ``per_step`` (divided by the episode length in env steps, from
+            the Monitor's ``info["episode"]["l"]``), see
+            :func:`bystander.envs.constraints.episode_cost_for_budget`. ``per_step``
+            makes the budget independent of episode length, so the ego cannot meet it
+            by ending episodes early or miss it by waiting.
         lr: Lagrangian learning rate on log lambda.
         lambda_init: Initial lambda.
         lambda_max: Upper clamp on lambda.
@@ -147,6 +159,7 @@ class ConstraintSection:
     channel: str | None = "predictability"
     weight: float = 0.05
     budget: float = 20.0
+    cost_normalization: str = "sum"
     lr: float = 0.5
     lambda_init: float = 0.02
     lambda_max: float = 0.5
@@ -511,6 +524,12 @@ def _validate(cfg: RunConfig) -> None:
     _check(c.mode in CONSTRAINT_MODES, "constraint.mode", f"one of {CONSTRAINT_MODES}", c.mode)
     _check(c.weight >= 0, "constraint.weight", "a number >= 0", c.weight)
     _check(c.budget >= 0, "constraint.budget", "a number >= 0", c.budget)
+    _check(
+        c.cost_normalization in COST_NORMALIZATIONS,
+        "constraint.cost_normalization",
+        f"one of {COST_NORMALIZATIONS}",
+        c.cost_normalization,
+    )
     _check(c.lr > 0, "constraint.lr", "a number > 0", c.lr)
     _check(c.lambda_init >= 0, "constraint.lambda_init", "a number >= 0", c.lambda_init)
     _check(

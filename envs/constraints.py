@@ -42,7 +42,9 @@ __all__ = [
     "ShapedReward",
     "ShapedVecReward",  # noqa: F822 - built lazily
     "ShapingRule",
+    "COST_NORMALIZATIONS",
     "combine_advantages",
+    "episode_cost_for_budget",
     "lagrangian_reward",
     "make_multiplier",
     "shaped_reward",
@@ -396,6 +398,50 @@ def make_multiplier(
     if mode in ("none", "shaping"):
         return None
     raise ValueError(f"mode: expected one of none, shaping, lagrangian, pid, got {mode!r}")
+
+
+COST_NORMALIZATIONS = ("sum", "per_step")
+"""How an episode's cost is put in the budget's unit before a multiplier sees it:
+``"sum"`` (the episode cost as summed by the env, cost units per episode) or
+``"per_step"`` (that sum divided by the episode length, cost units per step)."""
+
+
+def episode_cost_for_budget(cost: float, length: float | None, normalization: str = "sum") -> float:
+    """One finished episode's cost in the unit of the budget it is compared with.
+
+    The envs sum the per-step cost over an episode (``info["episode_cost"]``), so a
+    budget on that sum depends on episode length, and an agent can meet or miss it by
+    making episodes shorter or longer. ``"per_step"`` divides by the episode's length
+    (env steps; SB3's ``Monitor``/``VecMonitor`` put it in ``info["episode"]["l"]``),
+    which makes the budget a cost rate (e.g. metres of observer ADE per step).
+
+    Args:
+        cost: The episode's summed cost (cost units), finite.
+        length: Episode length in env steps (>= 1); only read for ``"per_step"``.
+        normalization: One of :data:`COST_NORMALIZATIONS`.
+
+    Returns:
+        ``cost`` (``"sum"``) or ``cost / length`` (``"per_step"``), a float.
+
+    Raises:
+        ValueError: unknown ``normalization``; ``"per_step"`` without a length >= 1.
+    """
+    if normalization not in COST_NORMALIZATIONS:
+        raise ValueError(
+            f"cost_normalization: expected one of {COST_NORMALIZATIONS}, got {normalization!r}"
+        )
+    x = _check_cost(cost, "episode_cost")
+    if normalization == "sum":
+        return x
+    if length is None:
+        raise ValueError(
+            "cost_normalization='per_step': the finished episode has no length; expected "
+            'info["episode"]["l"] from an SB3 Monitor/VecMonitor in the env stack'
+        )
+    n = _check_cost(length, "episode length")
+    if n < 1:
+        raise ValueError(f"episode length: expected >= 1 env step, got {length!r}")
+    return x / n
 
 
 # --------------------------------------------------------------------------- wrappers

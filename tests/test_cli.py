@@ -66,6 +66,8 @@ def test_config_command_applies_flags_then_set(capsys: pytest.CaptureFixture[str
             "cv",
             "--budget",
             "7.5",
+            "--cost-normalization",
+            "per_step",
             "--set",
             "train.n_envs=5",
             "--set",
@@ -76,6 +78,7 @@ def test_config_command_applies_flags_then_set(capsys: pytest.CaptureFixture[str
     d = yaml.safe_load(capsys.readouterr().out)
     assert d["constraint"]["mode"] == "lagrangian"
     assert d["constraint"]["budget"] == 7.5
+    assert d["constraint"]["cost_normalization"] == "per_step"
     assert d["predictor"]["kind"] == "constant_velocity"
     assert d["train"]["n_envs"] == 5  # --set wins over the flag
     assert d["env"]["config"]["n_cars"] == 2  # merged into the default env config
@@ -102,6 +105,11 @@ def test_every_shipped_config_loads(path: Path) -> None:
         ("train.vec_env=threads", ValueError, ["train.vec_env", "subproc"]),
         ("constraint.mode=hard", ValueError, ["constraint.mode", "lagrangian"]),
         ("constraint.budget=-1", ValueError, ["constraint.budget", ">= 0"]),
+        (
+            "constraint.cost_normalization=mean",
+            ValueError,
+            ["constraint.cost_normalization", "per_step", "'mean'"],
+        ),
         ("constraint.lambda_max=0.01", ValueError, ["constraint.lambda_max", "lambda_init"]),
         ("predictor.kind=oracle", ValueError, ["predictor.kind", "constant_velocity"]),
         ("predictor.kind=frozen", ValueError, ["predictor.path"]),

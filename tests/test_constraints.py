@@ -268,3 +268,21 @@ def test_make_multiplier_by_mode():
     assert make_multiplier("shaping", 1.0) is None and make_multiplier("none", 1.0) is None
     with pytest.raises(ValueError, match="mode"):
         make_multiplier("lagrange", 1.0)
+
+
+def test_episode_cost_for_budget_sum_and_per_step():
+    from bystander.envs.constraints import COST_NORMALIZATIONS, episode_cost_for_budget
+
+    assert COST_NORMALIZATIONS == ("sum", "per_step")
+    assert episode_cost_for_budget(12.0, 40, "sum") == 12.0
+    assert episode_cost_for_budget(12.0, None, "sum") == 12.0  # length not needed
+    assert episode_cost_for_budget(12.0, 40, "per_step") == pytest.approx(0.3)
+    assert episode_cost_for_budget(np.float32(3.0), np.int64(4), "per_step") == 0.75
+    with pytest.raises(ValueError, match=r'per_step.*info\["episode"\]\["l"\].*Monitor'):
+        episode_cost_for_budget(12.0, None, "per_step")
+    with pytest.raises(ValueError, match="episode length: expected >= 1"):
+        episode_cost_for_budget(12.0, 0, "per_step")
+    with pytest.raises(ValueError, match="cost_normalization: expected one of"):
+        episode_cost_for_budget(12.0, 40, "mean")
+    with pytest.raises(ValueError, match="episode_cost"):
+        episode_cost_for_budget(float("nan"), 40, "per_step")

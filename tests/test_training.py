@@ -295,3 +295,58 @@ def test_review_gate_in_the_training_stack(tmp_path: Path) -> None:
     assert env.get_wrapper_attr("escalations") == int(info["escalated"])
     with pytest.raises(ValueError, match="batched"):
         Trainer(load_config(overrides=[f"runs_dir={tmp_path}", "review.enabled=true"]))
+
+
+@pytest.mark.parametrize("vec_env", ["dummy", "batched"])
+def test_per_step_cost_normalization_divides_by_the_monitor_length(
+    vec_env: str, tmp_path: Path
+) -> None:
+    """Both stacks: the multiplier sees mean(episode cost / Monitor length) of the rollout."""
+    cfg = load_config(
+        overrides=[
+            *FAST,
+            f"runs_dir={tmp_path}",
+            f"train.vec_env={vec_env}",
+            "constraint.mode=lagrangian",
+            "constraint.cost_normalization=per_step",
+            "constraint.budget=0.0",
+            "env.config.max_cycles=30",
+            "train.total_timesteps=128",  # one rollout of 2 envs x 64 steps
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    metrics = trainer.callbacks[0]
+    episodes = list(metrics.episodes)
+    assert len(episodes) >= 4 and all(ep["length"] <= 30 for ep in episodes)
+    per_step = [ep["cost_predictability"] / ep["length"] for ep in episodes]
+    assert [ep["cost_predictability_per_step"] for ep in episodes] == per_step
+    seen = trainer.multipliers["predictability"].state_dict()["costs"]
+    assert seen == [pytest.approx(float(np.mean(per_step)))]
+    summed = float(np.mean([ep["cost_predictability"] for ep in episodes]))
+    assert summed > 2 * seen[0] > 0  # the summed cost would be a different number
+
+
+def test_per_step_cost_normalization_needs_the_episode_length() -> None:
+    from types import SimpleNamespace
+
+    from bystander.agents.callbacks import MultiplierCallback
+    from bystander.envs.constraints import LagrangeMultiplier
+
+    cfg = load_config(
+        overrides=["constraint.mode=lagrangian", "constraint.cost_normalization=per_step"]
+    )
+    trainer = SimpleNamespace(cfg=cfg, multipliers={"predictability": LagrangeMultiplier(0.1)})
+    cb = MultiplierCallback(trainer)  # type: ignore[arg-type]
+    cb.locals = {
+        "dones": np.array([False, True]),
+        "infos": [{}, {"episode_costs": {"predictability": 6.0}, "episode": {"l": 20, "r": 0.0}}],
+    }
+    cb._on_step()
+    assert cb.costs["predictability"] == [pytest.approx(0.3)]
+    cb.locals["infos"][1].pop("episode")  # no Monitor in the stack
+    with pytest.raises(ValueError, match=r'info\["episode"\]\["l"\]'):
+        cb._on_step()
