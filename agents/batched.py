@@ -135,10 +135,7 @@ def _layer_state(layer: Any) -> dict[str, Any]:
 
 
 def _set_on_scored(venv: VecEnv, fn: Any) -> None:
-    layer = _predictability_layer(venv)
-    layer.on_scored = fn
-    for tracker in [*layer.trackers, *getattr(layer, "_spares", [])]:
-        tracker.on_scored = fn
+    _predictability_layer(venv).set_on_scored(fn)
 
 
 def _predictability_layer(venv: VecEnv) -> Any:
@@ -171,7 +168,10 @@ def build_batched_vec_env(
         )
     copies = cloudpickle.loads(cloudpickle.dumps((predictor, dict(multipliers))))
     pred_copy, mult_copy = copies
-    venv: VecEnv = IntersectionVecEnv(cfg.train.n_envs, cfg.env.config, seed=cfg.train.seed)
+    # lean infos: per-step values travel as arrays (step_arrays), info dicts at episode end
+    venv: VecEnv = IntersectionVecEnv(
+        cfg.train.n_envs, cfg.env.config, seed=cfg.train.seed, info_mode="lean"
+    )
     if pred_copy is not None:
         venv = PredictabilityVecWrapper(venv, pred_copy)
     venv = VecMonitor(venv)

@@ -32,6 +32,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from bystander.envs.contract import step_arrays
+
 __all__ = [
     "LagrangeMultiplier",
     "LagrangianReward",
@@ -464,6 +466,27 @@ def _read_cost(info: Mapping[str, Any], channel: str | None, wrapper: str) -> fl
     return _check_cost(costs[channel], f'info["costs"][{channel!r}]')
 
 
+def _read_cost_array(arrays: Mapping[str, Any], channel: str | None, wrapper: str) -> np.ndarray:
+    """Per-world costs ``(N,)`` of one step from a VecEnv's ``step_arrays``."""
+    if channel is None:
+        if "cost" not in arrays:
+            raise ValueError(f'{wrapper}: step_arrays["cost"] is missing; name a channel')
+        values, name = arrays["cost"], 'step_arrays["cost"]'
+    else:
+        costs = arrays.get("costs")
+        if not isinstance(costs, Mapping) or channel not in costs:
+            have = sorted(costs) if isinstance(costs, Mapping) else None
+            raise ValueError(
+                f'{wrapper}: step_arrays["costs"][{channel!r}] is missing (channels present: '
+                f"{have})"
+            )
+        values, name = costs[channel], f'step_arrays["costs"][{channel!r}]'
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name}: expected finite costs, got {values[~np.isfinite(values)][:5]}")
+    return values
+
+
 def _add_penalty(info: dict[str, Any], penalty: float) -> None:
     rewards = dict(info.get("rewards") or {})
     rewards["penalty"] = rewards.get("penalty", 0.0) + penalty
@@ -500,6 +523,18 @@ class ShapingRule:
         info = dict(info)
         _add_penalty(info, penalty)
         return float(reward) + penalty, info
+
+    def apply_arrays(
+        self, rewards: np.ndarray, arrays: Mapping[str, Any]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The rule for ``N`` worlds at once: ``rewards`` ``(N,)``, costs from a VecEnv's
+        ``step_arrays``; returns new rewards ``(N,)`` and the info values each world
+        gets (``"penalty"`` ``(N,)``)."""
+        penalty = -sum(
+            w * _read_cost_array(arrays, ch, "ShapedVecReward") for ch, w in self.weights.items()
+        )
+        penalty = np.broadcast_to(np.asarray(penalty, dtype=np.float64), rewards.shape)
+        return rewards + penalty, {"penalty": penalty}
 
 
 class LagrangianRule:
@@ -556,6 +591,18 @@ class LagrangianRule:
         _add_penalty(info, new_reward - float(reward))
         info["lambdas"] = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
         return new_reward, info
+
+    def apply_arrays(
+        self, rewards: np.ndarray, arrays: Mapping[str, Any]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """As :meth:`ShapingRule.apply_arrays`; also returns ``"lambdas"``."""
+        lams = {ch: m.value for ch, m in self.multipliers.items()}
+        weighted = sum(
+            lam * _read_cost_array(arrays, ch, "LagrangianVecReward") for ch, lam in lams.items()
+        )
+        new = (rewards - weighted) / (1.0 + sum(lams.values()))
+        lambdas = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
+        return new, {"penalty": new - rewards, "lambdas": lambdas}
 
 
 class ShapedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -639,13 +686,33 @@ def _make_vec_classes() -> tuple[type, type]:
             return self.venv.reset()
 
         def step_wait(self) -> Any:
+            """Apply the rule: on the base env's ``step_arrays`` when it has them (all
+            worlds in a few array operations; info dicts that are not empty get the
+            same keys as the per-world rule), else per world on the infos."""
             obs, rewards, dones, infos = self.venv.step_wait()
-            new = np.empty(len(infos), dtype=np.float32)
-            out = []
+            arrays = step_arrays(self.venv)
+            if not arrays:
+                new = np.empty(len(infos), dtype=np.float32)
+                out = []
+                for i, info in enumerate(infos):
+                    new[i], info = self.rule.apply(float(rewards[i]), info)
+                    out.append(info)
+                return obs, new, dones, out
+            base = np.asarray(rewards, dtype=np.float64)
+            new_rewards, extra = self.rule.apply_arrays(base, arrays)
+            penalty = extra["penalty"]
+            step_rewards = dict(arrays.get("rewards") or {})
+            step_rewards["penalty"] = step_rewards.get("penalty", 0.0) + penalty
+            self.step_arrays = {**arrays, "rewards": step_rewards, **extra}
+            out = list(infos)
             for i, info in enumerate(infos):
-                new[i], info = self.rule.apply(float(rewards[i]), info)
-                out.append(info)
-            return obs, new, dones, out
+                if info:  # lean infos: only the worlds whose episode ended
+                    info = dict(info)
+                    _add_penalty(info, float(penalty[i]))
+                    if "lambdas" in extra:
+                        info["lambdas"] = dict(extra["lambdas"])
+                    out[i] = info
+            return obs, new_rewards.astype(np.float32), dones, out
 
     class ShapedVecReward(_RuleVecWrapper):
         """:class:`ShapedReward` for an SB3 VecEnv (same rule, same ``info`` keys)."""

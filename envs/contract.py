@@ -131,6 +131,71 @@ class EgoStep:
                 )
 
 
+@dataclass(frozen=True, eq=False)
+class EgoBatch:
+    """The batched twin of :class:`EgoStep`: one new ego state in each of ``B`` worlds
+    of a batched env, observers held in fixed *slots*.
+
+    A batched env (e.g. :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv`)
+    reports one after every step (all worlds, before auto-reset) and one for the worlds
+    it reset (their first state). Slot ``(b, a)`` holds one observer for as long as
+    ``present[b, a]`` stays true and ``observer_ids[b, a]`` keeps its value; a new id
+    or an absent step starts a new observer (as an id entering or leaving an
+    :class:`EgoStep`). Per world, the observers present with their ids, types,
+    visibility and frames are exactly what that world's :class:`EgoStep` would hold
+    (in slot order rather than id order).
+
+    Attributes:
+        worlds: World indices covered, ``(B,)`` int64.
+        states: Each world's new ego state, ``(B, D)`` float64 (driving: metres).
+        observer_ids: Id of the observer in each slot, ``(B, A)`` int64 (any value where
+            not present).
+        present: Whether a slot holds an observer, ``(B, A)`` bool.
+        observer_types: Type code of each slot, ``(B, A)`` int64, indexing ``type_names``.
+        type_names: Type name of each code (codes may share a name).
+        visible: Whether each slot's observer saw the new state, ``(B, A)`` bool.
+        observer_frames: Pose of each slot's observer, ``(B, A, F)`` float64 (None for
+            ``frame="identity"``).
+        frame: Key of :data:`FRAMES`.
+        episode_start: True when these states are the first of new episodes (after a
+            reset), False after a step.
+        context: As :attr:`EgoStep.context` (shared by the worlds; ``"dt"`` is read).
+    """
+
+    worlds: np.ndarray
+    states: np.ndarray
+    observer_ids: np.ndarray
+    present: np.ndarray
+    observer_types: np.ndarray
+    type_names: tuple[str, ...]
+    visible: np.ndarray
+    observer_frames: np.ndarray | None
+    frame: str = "rigid2d"
+    episode_start: bool = False
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+STEP_ARRAYS_ATTR = "step_arrays"
+"""Attribute in which batched VecEnvs and their wrappers keep the last step's per-world
+values as arrays (see :func:`step_arrays`)."""
+
+
+def step_arrays(venv: Any) -> Mapping[str, Any] | None:
+    """The last step's per-world values as arrays, from the outermost layer of a VecEnv
+    stack that keeps them (:data:`STEP_ARRAYS_ATTR`), or None when no layer does.
+
+    Walks ``venv.venv`` down the stack by instance attributes (SB3's ``VecEnvWrapper``
+    forwards attribute lookups and refuses names defined at several levels).
+    """
+    v = venv
+    while v is not None:
+        own = vars(v) if hasattr(v, "__dict__") else {}
+        if own.get(STEP_ARRAYS_ATTR):
+            return own[STEP_ARRAYS_ATTR]
+        v = own.get("venv")
+    return None
+
+
 @dataclass
 class Views:
     """A batch of observers' partial views of the ego, ready for a predictor.

@@ -998,15 +998,31 @@ def _make_vec_wrapper_class() -> type:
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
     class PredictabilityVecWrapper(VecEnvWrapper):
-        """SB3 ``VecEnvWrapper``: one tracker per world; every world's requests are served
-        by ONE ``predict`` and ONE ``error`` call per predictor per step.
+        """SB3 ``VecEnvWrapper``: scores every world; ONE ``predict`` and ONE ``error``
+        call per predictor per step serve all worlds and observers.
 
-        Reads each world's ``EgoStep`` from ``infos[i]`` after a step and, after SB3's
-        auto-reset, from the base VecEnv's ``reset_infos[i]`` (a world that ended gets
-        a fresh tracker for its new episode in the same batched call). Per-world infos
-        get the same keys as :class:`PredictabilityReward`. Arguments as
-        :class:`PredictabilityReward` (``dt`` default: the envs' ``dt`` attribute, else
-        ``EgoStep.context["dt"]``, else 1.0).
+        Two paths, same figures:
+
+        - *array path* (used when the base VecEnv reports
+          :class:`~bystander.envs.contract.EgoBatch` es, as
+          :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` does, and
+          every predictor has an integer horizon and history): one
+          :class:`~bystander.envs.batched_tracker.BatchedTracker` for all worlds, a few
+          array operations per step whatever ``N``.
+        - *per-world path* (any other VecEnv, or ``batched=False``): one
+          :class:`PredictabilityTracker` per world, fed with each world's ``EgoStep``
+          from ``infos[i]`` and, after SB3's auto-reset, from the base VecEnv's
+          ``reset_infos[i]``.
+
+        Per-world infos get the same keys as :class:`PredictabilityReward`: every step
+        when the base env writes full infos, at episode end only when it writes lean
+        ones (``info_mode="lean"``). Either way :attr:`step_arrays` holds the step's
+        values as arrays over worlds: the base env's, with ``"costs"`` (channel ->
+        ``(N,)``), ``"cost"``, ``"predictability"`` and ``"observers_scored"``
+        replaced / added. Arguments as :class:`PredictabilityReward` (``dt`` default:
+        the envs' ``dt`` attribute, else ``EgoStep.context["dt"]``, else 1.0), plus
+        ``batched`` (None: the array path where it applies; False: per-world trackers;
+        True: the array path or an error).
         """
 
         def __init__(
@@ -1018,7 +1034,10 @@ def _make_vec_wrapper_class() -> type:
             dt: float | None = None,
             on_scored: OnScored | None = None,
             combine: str = "mean",
+            batched: bool | None = None,
         ) -> None:
+            from bystander.envs.batched_tracker import BatchedTracker, supports_batched
+
             super().__init__(venv)
             if dt is None:
                 try:
@@ -1027,13 +1046,70 @@ def _make_vec_wrapper_class() -> type:
                     dt = None
             kwargs = {"channel": channel, "dt": dt, "on_scored": on_scored, "combine": combine}
             n = venv.num_envs
-            self.trackers = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]
-            self._spares = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]
+            resolved = _resolve_predictors(predictors)
+            base = _base_venv(venv)
+            array_env = hasattr(base, "ego_batch") and hasattr(base, "reset_ego_batch")
+            lean = getattr(base, "info_mode", "full") == "lean"
+            if batched is None:
+                batched = array_env and supports_batched(resolved)
+            elif batched and not (array_env and supports_batched(resolved)):
+                raise ValueError(
+                    "batched: True needs a base VecEnv that reports EgoBatch es "
+                    "(IntersectionVecEnv) and predictors with integer horizon and history"
+                )
+            if lean and not batched:
+                raise ValueError(
+                    "info_mode='lean' base env: its infos carry no EgoStep, so the "
+                    "predictors must suit the array path (integer horizon and history)"
+                )
+            self.channel = channel
             self.on_scored = on_scored
+            self.batched = bool(batched)
+            self._full_infos = not lean
+            self.step_arrays: dict[str, Any] = {}
+            if self.batched:
+                self.trackers: list[PredictabilityTracker] = []
+                self._spares: list[PredictabilityTracker] = []
+                self.batched_tracker: BatchedTracker | None = BatchedTracker(
+                    resolved,
+                    n,
+                    dt=None if dt is None else _check_dt(dt, "dt"),
+                    on_scored=on_scored,
+                    combine=combine,
+                )
+                self._episode_costs: dict[str, np.ndarray] = {}
+            else:
+                self.batched_tracker = None
+                self.trackers = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]
+                self._spares = [PredictabilityTracker(predictors, **kwargs) for _ in range(n)]
+
+        def set_on_scored(self, fn: OnScored | None) -> None:
+            """Set the co-training hook on every tracker."""
+            self.on_scored = fn
+            if self.batched_tracker is not None:
+                self.batched_tracker.on_scored = fn
+            for tracker in [*self.trackers, *self._spares]:
+                tracker.on_scored = fn
 
         def reset(self):
             obs = self.venv.reset()
             base = _base_venv(self.venv)
+            if self.batched:
+                from bystander.envs.batched_tracker import BatchedTracker
+
+                old = self.batched_tracker
+                assert old is not None
+                self.batched_tracker = BatchedTracker(
+                    old.predictors,
+                    old.n_worlds,
+                    dt=old.dt,
+                    on_scored=old.on_scored,
+                    combine=old.combine,
+                )
+                self.batched_tracker.start(base.reset_ego_batch)
+                self._episode_costs = {}
+                self.reset_infos = list(base.reset_infos)
+                return obs
             reqs = []
             for i, tracker in enumerate(self.trackers):
                 tracker.reset()
@@ -1045,6 +1121,8 @@ def _make_vec_wrapper_class() -> type:
             return obs
 
         def step_wait(self):
+            if self.batched:
+                return self._step_arrays()
             obs, rewards, dones, infos = self.venv.step_wait()
             base = _base_venv(self.venv)
             steps = []  # (tracker, requests, world index or None for a fresh episode)
@@ -1069,6 +1147,74 @@ def _make_vec_wrapper_class() -> type:
                 figs = tracker.commit(req)
                 if i is not None:
                     infos[i] = tracker.write_info(infos[i], figs, req.done)
+            self.reset_infos = list(base.reset_infos)
+            return obs, rewards, dones, infos
+
+        def _step_arrays(self):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            base = _base_venv(self.venv)
+            tracker = self.batched_tracker
+            assert tracker is not None
+            dones = np.asarray(dones, dtype=bool)
+            figs = tracker.step(base.ego_batch, dones)
+            done_idx = np.flatnonzero(dones)
+            figures = tracker.episode_figures(done_idx) if len(done_idx) else []
+            if base.reset_ego_batch is not None:
+                tracker.start(base.reset_ego_batch)
+            arrays = dict(getattr(base, "step_arrays", None) or {})
+            if isinstance(arrays.get("costs"), Mapping):
+                costs = dict(arrays["costs"])
+            elif "cost" in arrays:
+                costs = {"env": np.asarray(arrays["cost"], dtype=np.float64)}
+            else:
+                costs = {}
+            error = figs.error
+            count = figs.observers_scored
+            costs[self.channel] = error
+            cost = np.sum(list(costs.values()), axis=0) if costs else np.zeros(len(dones))
+            arrays.update(
+                costs=costs,
+                cost=cost,
+                predictability=np.where(count > 0, -error, 0.0),
+                observers_scored=count,
+            )
+            self.step_arrays = arrays
+            ep = self._episode_costs
+            for ch, c in costs.items():
+                if ch in ep:
+                    ep[ch] += c
+                else:
+                    ep[ch] = np.array(c, dtype=np.float64)
+            worlds = range(len(dones)) if self._full_infos else done_idx.tolist()
+            if len(worlds):
+                infos = list(infos)
+                names = figs.type_names
+                for i in worlds:
+                    info = dict(infos[i])
+                    step_costs = {ch: float(c[i]) for ch, c in costs.items()}
+                    info["costs"] = step_costs
+                    info["cost"] = float(sum(step_costs.values()))
+                    info["predictability"] = float(arrays["predictability"][i])
+                    n_i = int(count[i])
+                    info["observers_scored"] = n_i
+                    info["prediction_error_by_type"] = (
+                        {
+                            t: float(figs.error_sum[i, k] / figs.count[i, k])
+                            for k, t in enumerate(names)
+                            if figs.count[i, k]
+                        }
+                        if n_i
+                        else {}
+                    )
+                    infos[i] = info
+                if len(done_idx):
+                    for k, i in enumerate(done_idx.tolist()):
+                        totals = {ch: float(c[i]) for ch, c in ep.items()}
+                        infos[i]["episode_cost"] = float(sum(totals.values()))
+                        infos[i]["episode_costs"] = totals
+                        infos[i].update(figures[k])
+                    for c in ep.values():
+                        c[done_idx] = 0.0
             self.reset_infos = list(base.reset_infos)
             return obs, rewards, dones, infos
 

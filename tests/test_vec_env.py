@@ -8,7 +8,7 @@ import pytest
 
 import bystander.envs  # noqa: F401 - registers bystander/Intersection-v0
 from bystander.agents.predictors import ConstantVelocityPredictor
-from bystander.envs.contract import EGO_STEP_KEY, EgoStep
+from bystander.envs.contract import EGO_STEP_KEY, EgoStep, step_arrays
 from bystander.envs.intersection.vec_env import IntersectionVecEnv, make_intersection_vec_env
 from bystander.envs.predictability import PredictabilityReward, PredictabilityVecWrapper
 
@@ -239,8 +239,16 @@ def test_factory_stack_and_sb3_ppo_smoke():
     model = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(64)
     assert len(model.ep_info_buffer) >= 4  # 16 steps per world, episodes of <= 10 steps
-    _, _, _, infos = venv.step(np.zeros(4, dtype=np.int64))
-    assert isinstance(infos[0][EGO_STEP_KEY], EgoStep) and "predictability" in infos[0]
+    _, _, dones, infos = venv.step(np.zeros(4, dtype=np.int64))
+    # lean infos (the factory's default): per-step values as arrays, dicts at episode end
+    arrays = step_arrays(venv)
+    assert arrays["cost"].shape == (4,) and set(arrays["costs"]) == {"collision", "predictability"}
+    np.testing.assert_allclose(arrays["cost"], sum(arrays["costs"].values()))
+    for info, done in zip(infos, dones, strict=True):
+        if done:
+            assert isinstance(info[EGO_STEP_KEY], EgoStep) and "episode_cost" in info
+        else:
+            assert info == {}
     with pytest.raises(TypeError, match="wrappers"):
         make_intersection_vec_env(2, wrappers=[3])
 

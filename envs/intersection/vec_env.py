@@ -23,6 +23,22 @@ SB3 ``VecEnv`` contract:
   are per world and which are shared by all worlds (one simulator, one config).
 - ``render()``: the world ``render_world`` (an attribute, default 0) as one frame.
 
+Batched outputs (for wrappers that work on arrays rather than per-world dicts):
+
+- :attr:`IntersectionVecEnv.ego_batch`: an :class:`~bystander.envs.contract.EgoBatch` of
+  every world after the last step (before auto-reset), and
+  :attr:`IntersectionVecEnv.reset_ego_batch` one of the worlds reset since (their first
+  state). :class:`~bystander.envs.predictability.PredictabilityVecWrapper` scores all
+  worlds from these in a few array operations.
+- :attr:`IntersectionVecEnv.step_arrays`: the per-step info values as arrays over worlds
+  (``"cost"`` ``(N,)``, ``"costs"`` channel -> ``(N,)``, ``"rewards"`` name -> ``(N,)``,
+  ``"speed"``, ``"route_distance"``, ``"crashed"``, ``"arrived"``, ...).
+- ``info_mode="lean"``: ``infos[i]`` of a step is an empty dict unless world ``i``'s
+  episode ended then (it then has every key of the ``"full"`` info); per-step values
+  are in :attr:`step_arrays`. At ``N = 1024`` building ``N`` info dicts per step costs
+  more than the simulator; the training stack uses ``"lean"``. Default ``"full"``:
+  every world's info as the Gymnasium view's.
+
 Factory for training stacks: :func:`make_intersection_vec_env`.
 """
 
@@ -37,7 +53,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
-from bystander.envs.contract import EGO_STEP_KEY, EgoStep
+from bystander.envs.contract import EGO_STEP_KEY, EgoBatch, EgoStep
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.sim import (
     META_ACTIONS,
@@ -51,6 +67,10 @@ from bystander.envs.intersection.views import COST_CHANNEL, make_spaces, seed_fr
 __all__ = ["IntersectionVecEnv", "make_intersection_vec_env"]
 
 _NO_UID = np.iinfo(np.int64).max
+_TYPE_NAMES = tuple(str(t) for t in OBSERVER_TYPES)
+
+INFO_MODES = ("full", "lean")
+"""``info_mode`` values of :class:`IntersectionVecEnv`."""
 
 
 class IntersectionVecEnv(VecEnv):
@@ -64,6 +84,9 @@ class IntersectionVecEnv(VecEnv):
             (as ``seed(seed)``). Default: fresh entropy per world.
         render_mode: ``None``, ``"rgb_array"`` or ``"human"``; :meth:`render` draws
             world ``render_world``.
+        info_mode: ``"full"`` (every world's info dict every step, as the Gymnasium
+            view's) or ``"lean"`` (info dicts only for worlds whose episode ended; the
+            per-step values in :attr:`step_arrays`).
 
     Observations: ``(N, F)`` float32 (``vector``), ``(N, 4, G, G)`` (``occupancy``) or a
     dict of both, as the single env's space per world. Actions: ``(N,)`` ints in
@@ -79,7 +102,14 @@ class IntersectionVecEnv(VecEnv):
         config: Mapping[str, Any] | IntersectionConfig | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        info_mode: str = "full",
     ) -> None:
+        if info_mode not in INFO_MODES:
+            raise ValueError(f"info_mode: expected one of {INFO_MODES}, got {info_mode!r}")
+        self.info_mode = info_mode
+        self.ego_batch: EgoBatch | None = None
+        self.reset_ego_batch: EgoBatch | None = None
+        self.step_arrays: dict[str, Any] = {}
         if isinstance(n_worlds, bool) or not isinstance(n_worlds, (int, np.integer)):
             raise TypeError(f"n_worlds: expected an int >= 1, got {n_worlds!r}")
         if n_worlds < 1:
@@ -174,8 +204,33 @@ class IntersectionVecEnv(VecEnv):
             steps.append(e)
         return steps
 
+    def _ego_batch(self, out: StepResult, worlds: np.ndarray, start: bool) -> EgoBatch:
+        """:class:`EgoBatch` of ``worlds`` (arrays copied: an auto-reset rewrites the sim's)."""
+        sim = self.sim
+        all_worlds = len(worlds) == self._n
+        sel: Any = slice(None) if all_worlds else worlds
+        present = sim.alive[sel].copy()
+        present[:, 0] = False  # the ego is not its own observer
+        poses = np.stack([sim.x[sel], sim.y[sel], sim.h[sel]], axis=-1)
+        return EgoBatch(
+            worlds=worlds,
+            states=np.stack([sim.x[sel, 0], sim.y[sel, 0]], axis=-1),
+            observer_ids=sim.uid[sel].copy(),
+            present=present,
+            observer_types=sim.kind[sel].copy(),
+            type_names=_TYPE_NAMES,
+            visible=out.visible[sel, 0] & present,
+            observer_frames=poses,
+            frame="rigid2d",
+            episode_start=start,
+            context=self._context,
+        )
+
     def _reset_infos(self, out: StepResult, worlds: np.ndarray) -> list[dict[str, Any]]:
         sim = self.sim
+        self.reset_ego_batch = self._ego_batch(out, worlds, True)
+        if self.info_mode == "lean":
+            return [{} for _ in range(len(worlds))]
         egos = self._ego_steps(out, worlds, True)
         speed = sim.v[worlds, 0].tolist()
         dist = sim.route_dist[worlds, 0].tolist()
@@ -183,6 +238,41 @@ class IntersectionVecEnv(VecEnv):
         return [
             {EGO_STEP_KEY: e, "speed": s, "route_distance": d, "destination": g}
             for e, s, d, g in zip(egos, speed, dist, dest, strict=True)
+        ]
+
+    def _full_infos(self, out: StepResult, worlds: np.ndarray) -> list[dict[str, Any]]:
+        """Step infos of ``worlds`` with every key of the Gymnasium view's info."""
+        sim = self.sim
+        egos = self._ego_steps(out, worlds, False)
+        names = REWARD_NAMES
+        cost = out.cost[worlds, 0]
+        return [
+            {
+                EGO_STEP_KEY: e,
+                "speed": sp,
+                "route_distance": rd,
+                "destination": de,
+                "rewards": dict(zip(names, rw, strict=True)),
+                "costs": {COST_CHANNEL: c},
+                "cost": c,
+                "crashed": cr,
+                "arrived": ar,
+                "offroad": off,
+                "left_map": lm,
+            }
+            for e, sp, rd, de, rw, c, cr, ar, off, lm in zip(
+                egos,
+                sim.v[worlds, 0].tolist(),
+                sim.route_dist[worlds, 0].tolist(),
+                sim.dest[worlds, 0].tolist(),
+                out.rewards[worlds, 0].tolist(),
+                cost.tolist(),
+                out.crashed[worlds, 0].tolist(),
+                out.arrived[worlds, 0].tolist(),
+                out.offroad[worlds, 0].tolist(),
+                out.left_map[worlds, 0].tolist(),
+                strict=True,
+            )
         ]
 
     def _reset_worlds(self, worlds: np.ndarray, apply_seeds: bool = True) -> StepResult:
@@ -292,39 +382,31 @@ class IntersectionVecEnv(VecEnv):
         cost = out.cost[:, 0]
         self._episode_cost += cost
         all_worlds = np.arange(self.num_envs)
-        egos = self._ego_steps(out, all_worlds, False)
+        self.ego_batch = self._ego_batch(out, all_worlds, False)
+        self.reset_ego_batch = None
         names = REWARD_NAMES
-        infos: list[dict[str, Any]] = [
-            {
-                EGO_STEP_KEY: e,
-                "speed": sp,
-                "route_distance": rd,
-                "destination": de,
-                "rewards": dict(zip(names, rw, strict=True)),
-                "costs": {COST_CHANNEL: c},
-                "cost": c,
-                "crashed": cr,
-                "arrived": ar,
-                "offroad": off,
-                "left_map": lm,
-            }
-            for e, sp, rd, de, rw, c, cr, ar, off, lm in zip(
-                egos,
-                sim.v[:, 0].tolist(),
-                sim.route_dist[:, 0].tolist(),
-                sim.dest[:, 0].tolist(),
-                comps.tolist(),
-                cost.tolist(),
-                out.crashed[:, 0].tolist(),
-                out.arrived[:, 0].tolist(),
-                out.offroad[:, 0].tolist(),
-                out.left_map[:, 0].tolist(),
-                strict=True,
-            )
-        ]
+        self.step_arrays = {
+            "rewards": {name: comps[:, k] for k, name in enumerate(names)},
+            "costs": {COST_CHANNEL: cost},
+            "cost": cost,
+            "speed": sim.v[:, 0].copy(),
+            "route_distance": sim.route_dist[:, 0].copy(),
+            "destination": sim.dest[:, 0].copy(),
+            "crashed": out.crashed[:, 0],
+            "arrived": out.arrived[:, 0],
+            "offroad": out.offroad[:, 0],
+            "left_map": out.left_map[:, 0],
+        }
+        done_idx = np.flatnonzero(dones)
+        if self.info_mode == "full":
+            infos = self._full_infos(out, all_worlds)
+        else:
+            infos = [{} for _ in range(self._n)]
+            if len(done_idx):
+                for w, info in zip(done_idx.tolist(), self._full_infos(out, done_idx), strict=True):
+                    infos[w] = info
         if self.render_mode is not None and out.active[self.render_world, 0]:
             self._path.append(self._ego_xy(self.render_world))
-        done_idx = np.flatnonzero(dones)
         if len(done_idx):
             ep_cost = self._episode_cost[done_idx].tolist()
             for k, w in enumerate(done_idx.tolist()):
@@ -520,6 +602,7 @@ def make_intersection_vec_env(
     monitor: bool = True,
     wrappers: Iterable[Callable[[VecEnv], VecEnv]] = (),
     render_mode: str | None = None,
+    info_mode: str = "lean",
 ) -> VecEnv:
     """The batched training stack over ``n_envs`` worlds, innermost first:
 
@@ -540,8 +623,13 @@ def make_intersection_vec_env(
         monitor: Add ``VecMonitor``.
         wrappers: Callables ``venv -> venv`` applied last, in order.
         render_mode: As :class:`IntersectionVecEnv`.
+        info_mode: As :class:`IntersectionVecEnv`; default ``"lean"`` (info dicts at
+            episode end only, per-step values in ``step_arrays``), the fast choice for
+            training.
     """
-    venv: VecEnv = IntersectionVecEnv(n_envs, config, seed=seed, render_mode=render_mode)
+    venv: VecEnv = IntersectionVecEnv(
+        n_envs, config, seed=seed, render_mode=render_mode, info_mode=info_mode
+    )
     if predictors is not None:
         from bystander.envs.predictability import PredictabilityVecWrapper
 

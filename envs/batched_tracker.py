@@ -1,0 +1,357 @@
+"""Predictability bookkeeping for ``N`` worlds at once, in arrays.
+
+:class:`BatchedTracker` is the array twin of
+:class:`~bystander.envs.predictability.PredictabilityTracker`: the same scoring rules
+(see :mod:`bystander.envs.predictability`), the same predictor calls, the same
+figures, but the state of every world lives in arrays with a world axis and is fed
+with :class:`~bystander.envs.contract.EgoBatch` reports instead of one
+:class:`~bystander.envs.contract.EgoStep` per world. A step costs a few dozen numpy
+operations whatever the number of worlds, instead of a Python pass per world.
+
+It serves predictors with an integer ``horizon`` and ``history`` (the driving
+domain): one new ego state per world per step, observers in fixed slots. Text
+(``horizon=None``) stays on the per-stream tracker.
+
+State (``N`` worlds, ``A`` observer slots, ring length ``R = max(history + horizon)``):
+
+- ego ring ``(N, R, D)``: the last ``R`` ego states of each world's episode;
+- visibility ring ``(N, A, R)``: whether the slot's observer saw each of them (cleared
+  when the slot's observer changes);
+- pending predictions, one batch per step, due ``horizon`` steps later (every world
+  gets exactly one new state per step, the first state of a new episode standing in
+  for the last state of the old one), dropped at due time for worlds whose episode
+  changed and observers that left.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bystander.envs.contract import FRAMES, EgoBatch, Predictor, Views
+from bystander.envs.predictability import _check_errors, _check_predictions
+
+__all__ = ["BatchedFigures", "BatchedTracker", "supports_batched"]
+
+
+def supports_batched(predictors: Mapping[str, Any]) -> bool:
+    """Whether every predictor in ``predictors`` (type -> predictor or None) has an
+    integer ``horizon`` and ``history`` (what :class:`BatchedTracker` serves)."""
+    return all(
+        p is None or (p.horizon is not None and p.history is not None) for p in predictors.values()
+    )
+
+
+@dataclass
+class BatchedFigures:
+    """One step's predictability figures for ``N`` worlds.
+
+    Attributes:
+        error_sum: ``(N, T)`` sum of the errors scored this step per world and observer
+            type (``T`` = ``len(type_names)``; unit of the predictor, e.g. metres).
+        count: ``(N, T)`` number of predictions scored.
+        worst: ``(N,)`` largest error scored this step (0.0 where none).
+        type_names: Observer type of each column.
+        combine: ``"mean"`` or ``"worst"`` (as the tracker's).
+    """
+
+    error_sum: np.ndarray
+    count: np.ndarray
+    worst: np.ndarray
+    type_names: tuple[str, ...]
+    combine: str = "mean"
+
+    @property
+    def observers_scored(self) -> np.ndarray:
+        """``(N,)`` int: predictions scored this step."""
+        return self.count.sum(axis=1)
+
+    @property
+    def error(self) -> np.ndarray:
+        """``(N,)`` the step's cost: mean error (or worst) of the predictions scored; 0.0
+        where none."""
+        if self.combine == "worst":
+            return self.worst
+        n = self.observers_scored
+        return np.where(n > 0, self.error_sum.sum(axis=1) / np.maximum(n, 1), 0.0)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The predictions one predictor made at one step, due ``horizon`` steps later."""
+
+    due: int
+    world: np.ndarray  # (B,) world index
+    slot: np.ndarray  # (B,) observer slot
+    uid: np.ndarray  # (B,) observer id then
+    episode: np.ndarray  # (B,) episode counter of the world then
+    tcol: np.ndarray  # (B,) type column
+    views: Views
+    predictions: np.ndarray
+    poses: np.ndarray | None
+
+
+class BatchedTracker:
+    """Predictability bookkeeping for ``n_worlds`` streams (see module docstring).
+
+    Args:
+        predictors: Observer type -> predictor (``"*"``: default; None: not scored), as
+            :class:`~bystander.envs.predictability.PredictabilityTracker` resolves them;
+            every predictor needs an integer ``horizon`` and ``history``.
+        n_worlds: Number of worlds ``N``.
+        dt: Seconds between ego states (``Views.dt``); None: the batches' context
+            ``"dt"``, else 1.0.
+        on_scored: Co-training hook ``(predictor, views, truth, errors)`` after each
+            batched error call.
+        combine: ``"mean"`` or ``"worst"``.
+
+    Use: :meth:`step` with each step's batch of all worlds and their ``done`` flags,
+    then :meth:`start` with the batch of the worlds reset since (their first states).
+    """
+
+    def __init__(
+        self,
+        predictors: Mapping[str, Predictor | None],
+        n_worlds: int,
+        *,
+        dt: float | None = None,
+        on_scored: Any = None,
+        combine: str = "mean",
+    ) -> None:
+        if not supports_batched(predictors):
+            raise ValueError(
+                "predictors: BatchedTracker needs integer horizon and history for every "
+                "predictor (horizon=None predictors use PredictabilityTracker)"
+            )
+        self.predictors = dict(predictors)
+        self.groups: list[Any] = list(
+            {id(p): p for p in self.predictors.values() if p is not None}.values()
+        )
+        self.n_worlds = int(n_worlds)
+        self.dt = dt
+        self.on_scored = on_scored
+        self.combine = combine
+        self.ring = max(int(p.history) + int(p.horizon) for p in self.groups)
+        self._pending: list[deque[_Pending]] = [deque() for _ in self.groups]
+        self._tables_for: tuple[str, ...] | None = None
+        self._allocated = False
+        self.t = 0  # steps taken (global: the same for every world)
+
+    # ----------------------------------------------------------------- set-up
+    def _alloc(self, batch: EgoBatch) -> None:
+        n, a = self.n_worlds, batch.present.shape[1]
+        d = batch.states.shape[1]
+        self.ego = np.zeros((n, self.ring, d))
+        self.vis = np.zeros((n, a, self.ring), dtype=bool)
+        self.uid = np.full((n, a), -1, dtype=np.int64)
+        self.present = np.zeros((n, a), dtype=bool)
+        self.length = np.zeros(n, dtype=np.int64)  # ego states in the episode so far
+        self.episode = np.zeros(n, dtype=np.int64)
+        self._allocated = True
+
+    def _tables(self, type_names: tuple[str, ...]) -> None:
+        """Per type code: column of its type name, and predictor group (-1: none)."""
+        if self._tables_for == type_names:
+            return
+        names = list(dict.fromkeys(type_names))
+        self.type_names = tuple(names)
+        self._col = np.array([names.index(t) for t in type_names], dtype=np.int64)
+        group_of = {id(p): g for g, p in enumerate(self.groups)}
+        groups = []
+        for t in type_names:
+            p = self.predictors.get(t, self.predictors.get("*"))
+            groups.append(-1 if p is None else group_of[id(p)])
+        self._group = np.array(groups, dtype=np.int64)
+        self._names = np.array(type_names, dtype=object)
+        self._tables_for = type_names
+        n = self.n_worlds
+        self.episode_error_sum = np.zeros((n, len(names)))
+        self.episode_count = np.zeros((n, len(names)), dtype=np.int64)
+
+    def _dt(self, batch: EgoBatch) -> float:
+        if self.dt is None:
+            self.dt = float(batch.context.get("dt", 1.0)) if batch.context else 1.0
+        return self.dt
+
+    # ----------------------------------------------------------------- steps
+    def _ingest(self, batch: EgoBatch) -> np.ndarray:
+        """Store the batch's states and visibility; return its world indices."""
+        if not self._allocated:
+            self._alloc(batch)
+        self._tables(batch.type_names)
+        w = np.asarray(batch.worlds, dtype=np.int64)
+        present, uid = batch.present, batch.observer_ids
+        if batch.episode_start:
+            self.vis[w] = False
+            self.length[w] = 0
+            self.episode[w] += 1
+            self.episode_error_sum[w] = 0.0
+            self.episode_count[w] = 0
+        else:
+            changed = (present != self.present[w]) | (uid != self.uid[w])
+            if changed.any():
+                cw, ca = changed.nonzero()
+                self.vis[w[cw], ca] = False
+        self.present[w] = present
+        self.uid[w] = uid
+        pos = self.length[w] % self.ring
+        self.ego[w, pos] = batch.states
+        self.vis[w, :, pos] = batch.visible & present
+        self.length[w] += 1
+        return w
+
+    def step(self, batch: EgoBatch, done: np.ndarray) -> BatchedFigures:
+        """Take in every world's new state (``batch.worlds`` must be ``0..N-1``), score
+        the predictions due, predict for worlds whose episode goes on.
+
+        Args:
+            batch: The step's :class:`EgoBatch` (``episode_start`` False).
+            done: ``(N,)`` bool, episodes that ended with this step (no predictions
+                are made for them; their pending ones are dropped).
+        """
+        w = self._ingest(batch)
+        self.t += 1
+        figs = self._score(batch)
+        self._predict(batch, w, ~np.asarray(done, dtype=bool))
+        return figs
+
+    def start(self, batch: EgoBatch) -> None:
+        """Take in the first state of new episodes in ``batch.worlds`` and predict."""
+        w = self._ingest(batch)
+        self._predict(batch, w, None)
+
+    def _score(self, batch: EgoBatch) -> BatchedFigures:
+        n = self.n_worlds
+        ncol = len(self.type_names)
+        sums = np.zeros(n * ncol)
+        counts = np.zeros(n * ncol, dtype=np.int64)
+        worst = np.zeros(n)
+        for g, predictor in enumerate(self.groups):
+            queue = self._pending[g]
+            while queue and queue[0].due <= self.t:
+                p = queue.popleft()
+                if p.due < self.t:
+                    continue
+                keep = (
+                    (self.episode[p.world] == p.episode)
+                    & self.present[p.world, p.slot]
+                    & (self.uid[p.world, p.slot] == p.uid)
+                )
+                if not keep.any():
+                    continue
+                if keep.all():
+                    world, views, preds, poses, tcol = (
+                        p.world,
+                        p.views,
+                        p.predictions,
+                        p.poses,
+                        p.tcol,
+                    )
+                else:
+                    world, preds, tcol = p.world[keep], p.predictions[keep], p.tcol[keep]
+                    views = _take(p.views, keep)
+                    poses = None if p.poses is None else p.poses[keep]
+                horizon = int(predictor.horizon)
+                # the last `horizon` states of each world: the truth of this prediction
+                idx = (self.length[world][:, None] - horizon + np.arange(horizon)) % self.ring
+                truth = self.ego[world[:, None], idx]
+                truth = np.asarray(FRAMES[batch.frame].to_frame(truth, poses))
+                errors = _check_errors(
+                    predictor.error(preds, truth, views), len(world), predictor, "error"
+                )
+                if self.on_scored is not None:
+                    self.on_scored(predictor, views, truth, errors)
+                flat = world * ncol + tcol
+                sums += np.bincount(flat, errors, minlength=n * ncol)
+                counts += np.bincount(flat, minlength=n * ncol)
+                np.maximum.at(worst, world, errors)
+        figs = BatchedFigures(
+            sums.reshape(n, ncol), counts.reshape(n, ncol), worst, self.type_names, self.combine
+        )
+        self.episode_error_sum += figs.error_sum
+        self.episode_count += figs.count
+        return figs
+
+    def _predict(self, batch: EgoBatch, w: np.ndarray, go_on: np.ndarray | None) -> None:
+        codes = batch.observer_types
+        group = self._group[codes]
+        select = batch.visible & batch.present
+        if go_on is not None:
+            select &= go_on[:, None]
+        dt = self._dt(batch)
+        ctx = dict(batch.context) if batch.context else {}
+        for g, predictor in enumerate(self.groups):
+            sel = select & (group == g) if len(self.groups) > 1 or (group < 0).any() else select
+            bi, slot = sel.nonzero()
+            if not len(bi):
+                continue
+            world = w[bi]
+            hist = int(predictor.history)
+            j = self.length[world][:, None] - hist + np.arange(hist)  # index in the episode
+            seen = j >= 0
+            ring_idx = np.where(seen, j, 0) % self.ring  # pad: the episode's first state
+            states = self.ego[world[:, None], ring_idx]
+            mask = self.vis[world[:, None], slot[:, None], ring_idx] & seen
+            poses = None
+            if batch.observer_frames is not None:
+                poses = batch.observer_frames[bi, slot]
+            states = np.asarray(FRAMES[batch.frame].to_frame(states, poses))
+            code = codes[bi, slot]
+            uid = batch.observer_ids[bi, slot]
+            views = Views(
+                states=states,
+                mask=mask,
+                observer_types=self._names[code],
+                observer_ids=uid,
+                dt=dt,
+                context=[ctx] * len(world),
+            )
+            preds = _check_predictions(predictor.predict(views), views, predictor)
+            self._pending[g].append(
+                _Pending(
+                    due=self.t + int(predictor.horizon),
+                    world=world,
+                    slot=slot,
+                    uid=uid,
+                    episode=self.episode[world],
+                    tcol=self._col[code],
+                    views=views,
+                    predictions=preds,
+                    poses=poses,
+                )
+            )
+
+    # ----------------------------------------------------------------- episode figures
+    def episode_figures(self, worlds: np.ndarray) -> list[dict[str, Any]]:
+        """Episode prediction figures of ``worlds`` (the keys ``PredictabilityTracker``
+        adds at episode end, cost totals aside)."""
+        out = []
+        sums = self.episode_error_sum[worlds]
+        counts = self.episode_count[worlds]
+        for s, c in zip(sums, counts, strict=True):
+            n = int(c.sum())
+            out.append(
+                {
+                    "episode_prediction_error": float(s.sum() / n) if n else 0.0,
+                    "episode_observers_scored": n,
+                    "episode_prediction_error_by_type": {
+                        t: float(s[k] / c[k]) for k, t in enumerate(self.type_names) if c[k]
+                    },
+                }
+            )
+        return out
+
+
+def _take(views: Views, keep: np.ndarray) -> Views:
+    return Views(
+        states=views.states[keep],
+        mask=views.mask[keep],
+        observer_types=views.observer_types[keep],
+        observer_ids=views.observer_ids[keep],
+        dt=views.dt,
+        context=None if views.context is None else [views.context[0]] * int(keep.sum()),
+    )
