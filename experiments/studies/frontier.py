@@ -29,7 +29,7 @@ NAME = "frontier"
 TITLE = "Study 1: utility-predictability frontier (driving)"
 TRIAL_FN = "studylib:driving_trial"
 METRICS = ("success", "time_to_destination_s", "task_return", "ade", "cost_predictability",
-           "collision", "lambda", "final_cost")  # fmt: skip
+           "collision", "lambda", "final_cost", "final_cost_per_step")  # fmt: skip
 
 
 def build_trials(preset: dict[str, Any]) -> list[Trial]:

@@ -1,16 +1,19 @@
 """Study 2: shaping against Lagrangian; PID against plain gradient ascent on lambda.
 
 Trains the Lagrangian ego (Safe RLHF log-lambda gradient ascent) and the
-PID-Lagrangian ego (Stooke et al. 2020) at three episode-cost budgets (the
-predictability channel: observers' per-step mean error [m] summed over an episode)
-and plots episode cost and lambda over training against each budget. Reports the
-final cost (mean of the last quarter of rollouts) against the budget, the overshoot
-after the cost first reaches the budget (relative to the budget) and lambda's
-reversals (oscillation). Shaping's side of the comparison is Study 1's weight sweep:
-the page lists, per budget, which shaping weight's episode cost came closest (when
-Study 1's results of the same preset exist).
+PID-Lagrangian ego (Stooke et al. 2020) at three budgets on the predictability
+channel and plots the cost the multiplier sees and lambda over training against each
+budget. The preset's ``lagrangian.cost_normalization`` (default ``per_step``) sets
+the budget's unit: ``per_step`` = metres of observers' mean prediction error per env
+step (episode cost / episode length; a step no observer scored counts 0), so the
+budget does not depend on episode length; ``sum`` = metres summed over an episode.
+Reports the final cost (mean of the last quarter of rollouts) against the budget,
+the overshoot after the cost first reaches the budget (relative to the budget) and
+lambda's reversals (oscillation). Shaping's side of the comparison is Study 1's
+weight sweep: the page lists, per budget, which shaping weight's final training
+cost (same unit) came closest (when Study 1's results of the same preset have it).
 
-    python experiments/studies/lagrangian.py --preset small --workers 2
+    python experiments/studies/lagrangian.py --preset small
 """
 
 from __future__ import annotations
@@ -36,41 +39,73 @@ METRICS = ("final_cost", "final_lambda", "cost_overshoot", "lambda_reversals", "
 def build_trials(preset: dict[str, Any]) -> list[Trial]:
     """Modes (``lagrangian``, ``pid``) x budgets x seeds."""
     s = sl.section(preset, NAME)
+    norm = _normalization(preset)
     trials = []
     for seed in sl.seeds(preset, NAME):
         for mode in s.get("modes", ["lagrangian", "pid"]):
             if mode not in ("lagrangian", "pid"):
                 raise ValueError(f"preset lagrangian.modes: expected lagrangian|pid, got {mode!r}")
             for b in s["budgets"]:
-                extra = [f"constraint.mode={mode}", f"constraint.budget={float(b)}"]
+                extra = [f"constraint.mode={mode}", f"constraint.budget={float(b)}",
+                         f"constraint.cost_normalization={norm}"]  # fmt: skip
                 extra += [str(x) for x in s.get("set", [])]
                 trials.append(Trial(NAME, {"mode": mode, "budget": float(b)},
                                     sl.driving_overrides(preset, extra, NAME), seed))  # fmt: skip
     return trials
 
 
-def _shaping_match(results_dir: Path, budgets: list[float]) -> list[dict[str, Any]]:
-    """Per budget, Study 1's shaping weight whose final *training* episode cost (same
-    measure as this study's final cost) came closest to it."""
+def _normalization(preset: dict[str, Any]) -> str:
+    """The preset's ``lagrangian.cost_normalization`` (default ``per_step``), checked."""
+    from bystander.envs.constraints import COST_NORMALIZATIONS
+
+    norm = sl.section(preset, NAME).get("cost_normalization", "per_step")
+    if norm not in COST_NORMALIZATIONS:
+        raise ValueError(
+            f"preset lagrangian.cost_normalization: expected one of {COST_NORMALIZATIONS}, "
+            f"got {norm!r}"
+        )
+    return norm
+
+
+UNITS = {"per_step": "m per step", "sum": "m per episode"}
+
+
+def _shaping_match(results_dir: Path, budgets: list[float], norm: str) -> list[dict[str, Any]]:
+    """Per budget, Study 1's shaping weight whose final *training* cost in the budget's
+    unit (``final_cost_per_step`` or the summed ``final_cost``) came closest to it."""
     path = results_dir.parent / "frontier" / "results.csv"
     if not path.is_file():
         return []
     import csv
 
+    col = "final_cost_per_step" if norm == "per_step" else "final_cost"
     with open(path, encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["sweep"] == "shaping"]
-    cand = [r for r in rows if sl.finite(r.get("final_cost"))]
+    cand = [r for r in rows if sl.finite(r.get(col))]
     out = []
     for b in budgets:
         if not cand:
             break
-        best = min(cand, key=lambda r: abs(float(r["final_cost"]) - b))
+        best = min(cand, key=lambda r: abs(float(r[col]) - b))
         out.append({"budget": b, "closest_weight": float(best["value"]),
-                    "its_cost": float(best["final_cost"]), "weights_tried": len(cand)})  # fmt: skip
+                    "its_cost": float(best[col]), "weights_tried": len(cand)})  # fmt: skip
+    return out
+
+
+def _smooth(x: list[float], k: int) -> list[float]:
+    """Trailing mean over ``k`` values (NaN skipped), same length as ``x``."""
+    import math
+
+    out = []
+    for i in range(len(x)):
+        w = [v for v in x[max(0, i - k + 1) : i + 1] if math.isfinite(v)]
+        out.append(sum(w) / len(w) if w else math.nan)
     return out
 
 
 def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: Path) -> dict:
+    norm = _normalization(preset)
+    unit = UNITS[norm]
     rows = aggregate(records, metrics=list(METRICS))
     sl.pool_rate_ci(rows, records)
     rows.sort(key=lambda r: (r["mode"], r["budget"]))
@@ -95,14 +130,16 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
             lam = c.get("lambda", [])
             col = colors[c["budget"]]
             if steps and cost:
-                axes[0, j].plot(steps[: len(cost)], cost, color=col, alpha=0.8,
+                # raw per-rollout cost faint, a 5-rollout trailing mean on top
+                axes[0, j].plot(steps[: len(cost)], cost, color=col, alpha=0.2, lw=0.8)
+                axes[0, j].plot(steps[: len(cost)], _smooth(cost, 5), color=col, alpha=0.9,
                                 label=f"budget {c['budget']:g} (seed {c['seed']})")  # fmt: skip
             if steps and lam:
                 axes[1, j].plot(steps[: len(lam)], lam, color=col, alpha=0.8)
         for b in budgets:
             axes[0, j].axhline(b, color=colors[b], ls="--", lw=1)
-        axes[0, j].set_title(f"{mode}: episode cost (dashed: budget)")
-        axes[0, j].set_ylabel("episode predictability cost")
+        axes[0, j].set_title(f"{mode}: cost seen by the multiplier (dashed: budget)")
+        axes[0, j].set_ylabel(f"predictability cost [{unit}]")
         axes[1, j].set_title(f"{mode}: lambda")
         axes[1, j].set_xlabel("env steps")
         axes[1, j].set_ylabel("lambda")
@@ -111,8 +148,8 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
             ax.grid(alpha=0.3)
     sl.save(fig, results_dir / "cost_lambda.png")
 
-    match = _shaping_match(results_dir, budgets)
-    cols = [("mode", "mode"), ("budget", "budget"), ("seeds", "n_seeds"),
+    match = _shaping_match(results_dir, budgets, norm)
+    cols = [("mode", "mode"), (f"budget [{unit}]", "budget"), ("seeds", "n_seeds"),
             ("final cost", "final_cost"), ("final cost - budget", "cost_minus_budget"),
             ("final lambda", "final_lambda"), ("overshoot / budget", "cost_overshoot"),
             ("lambda reversals", "lambda_reversals"), ("success", "success"),
@@ -120,8 +157,12 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     ci = ("final_cost", "final_lambda", "cost_overshoot", "lambda_reversals", "success", "ade")
     sections = [
         "![cost and lambda](cost_lambda.png)", "",
-        "Final cost: mean episode cost over the last quarter of rollouts (training "
-        "episodes). Overshoot: after the cost first reaches the budget, the largest excess "
+        f"Cost unit: {unit} (`constraint.cost_normalization={norm}`"
+        + ("; an episode's summed observer ADE divided by its length in env steps, "
+           "steps that no observer scored counting 0). " if norm == "per_step" else "). ")
+        + "Final cost: mean over the last quarter of rollouts of the rollout's mean "
+        "cost of its finished training episodes, the number lambda is driven by. "
+        "Overshoot: after the cost first reaches the budget, the largest excess "
         "over it, relative to the budget (n/a: never reached). Lambda reversals: fraction "
         "of consecutive lambda moves that change direction (oscillation).", "",
         markdown_table(rows, cols, ci=ci), "",
@@ -129,7 +170,7 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     if match:
         sections += ["## Shaping needs a sweep", "",
                      f"Study 1 tried {match[0]['weights_tried']} shaping weights; the one "
-                     "whose final training episode cost came closest to each budget:", "",
+                     f"whose final training cost [{unit}] came closest to each budget:", "",
                      markdown_table(match, [("budget", "budget"),
                                             ("closest shaping weight", "closest_weight"),
                                             ("its final training cost", "its_cost")]), ""]  # fmt: skip
@@ -147,6 +188,7 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
             for r in rows
         ],  # fmt: skip
         "shaping_match": match,
+        "cost_unit": unit,
     }
 
 

@@ -128,12 +128,15 @@ def driving_overrides(
 
 def _curve(run_dir: Path) -> dict[str, list[float]]:
     """Per-rollout training curve from SB3's ``logs/progress.csv``: steps, episode cost,
-    predictability cost, lambda (if any), success rate."""
+    predictability cost (summed over the episode, and per env step), the cost the
+    multiplier saw (``constraint_cost``, in ``constraint.budget``'s unit), lambda (if
+    any), success rate."""
     path = run_dir / "logs" / "progress.csv"
     cols = {
         "steps": "time/total_timesteps",
         "cost": "episode/cost",
         "cost_predictability": "episode/cost_predictability",
+        "cost_predictability_per_step": "episode/cost_predictability_per_step",
         "constraint_cost": "constraint/episode_cost_predictability",
         "lambda": "constraint/lambda_predictability",
         "success": "episode/success_rate",
@@ -154,7 +157,11 @@ def _curve(run_dir: Path) -> dict[str, list[float]]:
 def constraint_dynamics(curve: dict[str, list[float]], budget: float) -> dict[str, float]:
     """Summary of a Lagrangian run's cost and lambda curves (one value per rollout).
 
-    - ``final_cost``: mean episode cost over the last quarter of rollouts.
+    - ``final_cost``: mean episode cost over the last quarter of rollouts (the cost the
+      multiplier saw, in the budget's unit; else the summed predictability cost).
+    - ``final_cost_per_step``: the same for the predictability cost per env step
+      (metres per step; any constraint mode, so shaping runs compare with per-step
+      budgets).
     - ``final_lambda``: lambda after the last update.
     - ``cost_overshoot``: after the cost first falls to the budget, the largest
       excess over it, relative to the budget (NaN if it never gets there).
@@ -166,7 +173,11 @@ def constraint_dynamics(curve: dict[str, list[float]], budget: float) -> dict[st
     c = c[np.isfinite(c)]
     lam = lam[np.isfinite(lam)]
     out = {"final_cost": math.nan, "final_lambda": math.nan, "cost_overshoot": math.nan,
-           "lambda_reversals": math.nan}  # fmt: skip
+           "lambda_reversals": math.nan, "final_cost_per_step": math.nan}  # fmt: skip
+    ps = np.asarray(curve.get("cost_predictability_per_step") or [], float)
+    ps = ps[np.isfinite(ps)]
+    if len(ps):
+        out["final_cost_per_step"] = float(ps[-max(1, len(ps) // 4) :].mean())
     if len(c):
         out["final_cost"] = float(c[-max(1, len(c) // 4) :].mean())
         below = np.flatnonzero(c <= budget)

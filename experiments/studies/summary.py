@@ -55,11 +55,14 @@ def build(preset_name: str, root: Path, rel: str) -> str:
     h = _load(root, "lagrangian")
     if h:
         link = f"{rel}/lagrangian/README.md"
+        unit = h.get("cost_unit", "m per episode")
         lines += ["## 2. Lagrangian: final episode cost against budget (driving)", "",
-                  "| multiplier | budget | final cost | final lambda | overshoot | lambda reversals |",
+                  f"| multiplier | budget [{unit}] | final cost | final lambda | overshoot "
+                  "| lambda reversals |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
+        d = 2 if unit == "m per step" else 1
         for r in h["final_cost_vs_budget"]:
-            lines.append(f"| {r['mode']} | {_n(r['budget'], 1)} | [{_n(r['final_cost'])}]({link}) "
+            lines.append(f"| {r['mode']} | {_n(r['budget'], d)} | [{_n(r['final_cost'])}]({link}) "
                          f"| {_n(r['final_lambda'], 3)} | {_n(r['overshoot'])} "
                          f"| {_n(r['lambda_reversals'])} |")  # fmt: skip
         lines += ["", f"`{h['command']}` ({h['trials_done']}/{h['trials']} trials)", ""]
