@@ -12,10 +12,14 @@ It serves predictors with an integer ``horizon`` and ``history`` (the driving
 domain): one new ego state per world per step, observers in fixed slots. Text
 (``horizon=None``) stays on the per-stream tracker.
 
-State (``N`` worlds, ``A`` observer slots, ring length ``R = max(history + horizon)``):
+State (``N`` worlds, ``A`` observer slots, ring length ``R = max(history + horizon)``),
+indexed by the global step ``t`` (every world gets exactly one new state per step, so
+step ``t`` is ring row ``t % R`` in every world and a step writes one contiguous row):
 
-- ego ring ``(N, R, D)``: the last ``R`` ego states of each world's episode;
-- visibility ring ``(N, A, R)``: whether the slot's observer saw each of them (cleared
+- ego ring ``(R, N, D)``: the last ``R`` ego states of each world (older than the
+  episode's start: another episode's, never read: windows are padded with the
+  episode's first state, masked, as the per-stream tracker pads);
+- visibility ring ``(R, N, A)``: whether the slot's observer saw each of them (cleared
   when the slot's observer changes);
 - pending predictions, one batch per step, due ``horizon`` steps later (every world
   gets exactly one new state per step, the first state of a new episode standing in
@@ -132,6 +136,7 @@ class BatchedTracker:
             {id(p): p for p in self.predictors.values() if p is not None}.values()
         )
         self.n_worlds = int(n_worlds)
+        self._all = np.arange(self.n_worlds)
         self.dt = dt
         self.on_scored = on_scored
         self.combine = combine
@@ -145,11 +150,11 @@ class BatchedTracker:
     def _alloc(self, batch: EgoBatch) -> None:
         n, a = self.n_worlds, batch.present.shape[1]
         d = batch.states.shape[1]
-        self.ego = np.zeros((n, self.ring, d))
-        self.vis = np.zeros((n, a, self.ring), dtype=bool)
+        self.ego = np.zeros((self.ring, n, d))
+        self.vis = np.zeros((self.ring, n, a), dtype=bool)
         self.uid = np.full((n, a), -1, dtype=np.int64)
         self.present = np.zeros((n, a), dtype=bool)
-        self.length = np.zeros(n, dtype=np.int64)  # ego states in the episode so far
+        self.start_t = np.zeros(n, dtype=np.int64)  # global step of the episode's first state
         self.episode = np.zeros(n, dtype=np.int64)
         self._allocated = True
 
@@ -178,16 +183,20 @@ class BatchedTracker:
         return self.dt
 
     # ----------------------------------------------------------------- steps
-    def _ingest(self, batch: EgoBatch) -> np.ndarray:
-        """Store the batch's states and visibility; return its world indices."""
+    def _ingest(self, batch: EgoBatch) -> np.ndarray | slice:
+        """Store the batch's states and visibility at ring row ``t % R``; return its
+        worlds (a slice when it covers every world in order)."""
         if not self._allocated:
             self._alloc(batch)
         self._tables(batch.type_names)
-        w = np.asarray(batch.worlds, dtype=np.int64)
+        worlds = np.asarray(batch.worlds, dtype=np.int64)
+        everyone = len(worlds) == self.n_worlds and bool((worlds == self._all).all())
+        w: np.ndarray | slice = slice(None) if everyone else worlds
         present, uid = batch.present, batch.observer_ids
+        row = self.t % self.ring
         if batch.episode_start:
-            self.vis[w] = False
-            self.length[w] = 0
+            self.vis[:, w] = False
+            self.start_t[w] = self.t
             self.episode[w] += 1
             self.episode_error_sum[w] = 0.0
             self.episode_count[w] = 0
@@ -195,13 +204,11 @@ class BatchedTracker:
             changed = (present != self.present[w]) | (uid != self.uid[w])
             if changed.any():
                 cw, ca = changed.nonzero()
-                self.vis[w[cw], ca] = False
+                self.vis[:, worlds[cw], ca] = False
         self.present[w] = present
         self.uid[w] = uid
-        pos = self.length[w] % self.ring
-        self.ego[w, pos] = batch.states
-        self.vis[w, :, pos] = batch.visible & present
-        self.length[w] += 1
+        self.ego[row, w] = batch.states
+        self.vis[row, w] = batch.visible & present
         return w
 
     def step(self, batch: EgoBatch, done: np.ndarray) -> BatchedFigures:
@@ -213,8 +220,8 @@ class BatchedTracker:
             done: ``(N,)`` bool, episodes that ended with this step (no predictions
                 are made for them; their pending ones are dropped).
         """
-        w = self._ingest(batch)
         self.t += 1
+        w = self._ingest(batch)
         figs = self._score(batch)
         self._predict(batch, w, ~np.asarray(done, dtype=bool))
         return figs
@@ -256,9 +263,9 @@ class BatchedTracker:
                     views = _take(p.views, keep)
                     poses = None if p.poses is None else p.poses[keep]
                 horizon = int(predictor.horizon)
-                # the last `horizon` states of each world: the truth of this prediction
-                idx = (self.length[world][:, None] - horizon + np.arange(horizon)) % self.ring
-                truth = self.ego[world[:, None], idx]
+                # the states of the last `horizon` steps: the truth of this prediction
+                rows = (self.t - horizon + 1 + np.arange(horizon)) % self.ring
+                truth = self.ego[rows[None, :], world[:, None]]
                 truth = np.asarray(FRAMES[batch.frame].to_frame(truth, poses))
                 errors = _check_errors(
                     predictor.error(preds, truth, views), len(world), predictor, "error"
@@ -276,7 +283,7 @@ class BatchedTracker:
         self.episode_count += figs.count
         return figs
 
-    def _predict(self, batch: EgoBatch, w: np.ndarray, go_on: np.ndarray | None) -> None:
+    def _predict(self, batch: EgoBatch, w: np.ndarray | slice, go_on: np.ndarray | None) -> None:
         codes = batch.observer_types
         group = self._group[codes]
         select = batch.visible & batch.present
@@ -289,13 +296,14 @@ class BatchedTracker:
             bi, slot = sel.nonzero()
             if not len(bi):
                 continue
-            world = w[bi]
+            world = self._all[w][bi]
             hist = int(predictor.history)
-            j = self.length[world][:, None] - hist + np.arange(hist)  # index in the episode
-            seen = j >= 0
-            ring_idx = np.where(seen, j, 0) % self.ring  # pad: the episode's first state
-            states = self.ego[world[:, None], ring_idx]
-            mask = self.vis[world[:, None], slot[:, None], ring_idx] & seen
+            g_t = self.t - hist + 1 + np.arange(hist)  # global steps of the window
+            start = self.start_t[world][:, None]
+            seen = g_t[None, :] >= start
+            rows = np.maximum(g_t[None, :], start) % self.ring  # pad: the episode's first state
+            states = self.ego[rows, world[:, None]]
+            mask = self.vis[rows, world[:, None], slot[:, None]] & seen
             poses = None
             if batch.observer_frames is not None:
                 poses = batch.observer_frames[bi, slot]

@@ -306,11 +306,17 @@ def _rotate(states: np.ndarray, poses: np.ndarray, inverse: bool) -> np.ndarray:
     """Apply the rigid transform of ``poses`` ``(B, 3)`` to ``states`` ``(B, ..., D>=2)``."""
     states = np.asarray(states, dtype=np.float64)
     poses = np.asarray(poses, dtype=np.float64)
+    c = np.cos(poses[:, 2])
+    s = np.sin(poses[:, 2])
+    if states.ndim == 3 and len(states):  # (B, L, D): one compiled pass, same arithmetic
+        out = np.array(states, order="C")
+        _rigid_kernel()(out, np.ascontiguousarray(poses[:, :2]), c, s, inverse)
+        return out
     extra = (1,) * (states.ndim - 2)
     x0 = poses[:, 0].reshape(-1, *extra)
     y0 = poses[:, 1].reshape(-1, *extra)
-    c = np.cos(poses[:, 2]).reshape(-1, *extra)
-    s = np.sin(poses[:, 2]).reshape(-1, *extra)
+    c = c.reshape(-1, *extra)
+    s = s.reshape(-1, *extra)
     out = states.copy()
     if inverse:
         dx, dy = states[..., 0] - x0, states[..., 1] - y0
@@ -321,6 +327,34 @@ def _rotate(states: np.ndarray, poses: np.ndarray, inverse: bool) -> np.ndarray:
         out[..., 0] = c * px - s * py + x0
         out[..., 1] = s * px + c * py + y0
     return out
+
+
+_KERNEL: list[Any] = []
+
+
+def _rigid_kernel() -> Any:
+    """The compiled in-place transform of :func:`_rotate` (numba, built on first use)."""
+    if not _KERNEL:
+        from numba import njit
+
+        @njit(cache=True)
+        def rigid(out, origin, c, s, inverse):  # pragma: no cover - jit
+            for b in range(out.shape[0]):
+                x0, y0, cb, sb = origin[b, 0], origin[b, 1], c[b], s[b]
+                for j in range(out.shape[1]):
+                    if inverse:
+                        dx = out[b, j, 0] - x0
+                        dy = out[b, j, 1] - y0
+                        out[b, j, 0] = cb * dx + sb * dy
+                        out[b, j, 1] = -sb * dx + cb * dy
+                    else:
+                        px = out[b, j, 0]
+                        py = out[b, j, 1]
+                        out[b, j, 0] = cb * px - sb * py + x0
+                        out[b, j, 1] = sb * px + cb * py + y0
+
+        _KERNEL.append(rigid)
+    return _KERNEL[0]
 
 
 FRAMES: dict[str, FrameTransform] = {"identity": IdentityFrame(), "rigid2d": RigidFrame2D()}

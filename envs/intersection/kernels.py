@@ -479,3 +479,30 @@ def observer_slots(alive, uid, ego):
             slots[k] = j
             n += 1
     return slots[:n]
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
+def splitmix_uniforms(state, out):  # pragma: no cover - jit
+    """Fill ``out`` ``(N, K)`` with uniforms in [0, 1): world ``w``'s next ``K`` draws of
+    its own SplitMix64 stream (state ``state[w]``, uint64, advanced in place).
+
+    SplitMix64 (Steele, Lea and Flood 2014; the seeder of xoshiro) passes BigCrush; each
+    world's stream depends on its state only, so a world draws the same numbers whatever
+    the batch. The top 53 bits of each output make the double.
+    """
+    n, k = out.shape
+    for w in range(n):
+        z0 = state[w]
+        for j in range(k):
+            z0 += _GOLDEN
+            z = z0
+            z = (z ^ (z >> np.uint64(30))) * _MIX1
+            z = (z ^ (z >> np.uint64(27))) * _MIX2
+            z = z ^ (z >> np.uint64(31))
+            out[w, j] = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        state[w] = z0

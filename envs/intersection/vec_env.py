@@ -33,9 +33,10 @@ Batched outputs (for wrappers that work on arrays rather than per-world dicts):
 - :attr:`IntersectionVecEnv.step_arrays`: the per-step info values as arrays over worlds
   (``"cost"`` ``(N,)``, ``"costs"`` channel -> ``(N,)``, ``"rewards"`` name -> ``(N,)``,
   ``"speed"``, ``"route_distance"``, ``"crashed"``, ``"arrived"``, ...).
-- ``info_mode="lean"``: ``infos[i]`` of a step is an empty dict unless world ``i``'s
-  episode ended then (it then has every key of the ``"full"`` info); per-step values
-  are in :attr:`step_arrays`. At ``N = 1024`` building ``N`` info dicts per step costs
+- ``info_mode="lean"``: ``infos[i]`` of a step is a shared read-only empty mapping
+  unless world ``i``'s episode ended then (it is then a dict with every key of the
+  ``"full"`` info); per-step values are in :attr:`step_arrays`. (SB3's wrappers only
+  write to the infos of finished episodes; copy an info before adding keys to it.) At ``N = 1024`` building ``N`` info dicts per step costs
   more than the simulator; the training stack uses ``"lean"``. Default ``"full"``:
   every world's info as the Gymnasium view's.
 
@@ -68,6 +69,9 @@ __all__ = ["IntersectionVecEnv", "make_intersection_vec_env"]
 
 _NO_UID = np.iinfo(np.int64).max
 _TYPE_NAMES = tuple(str(t) for t in OBSERVER_TYPES)
+_NO_INFO: Mapping[str, Any] = MappingProxyType({})
+"""The info of a world whose episode goes on, in lean mode: one shared, read-only,
+empty mapping (N fresh dicts per step cost more in garbage collection than the step)."""
 
 INFO_MODES = ("full", "lean")
 """``info_mode`` values of :class:`IntersectionVecEnv`."""
@@ -230,7 +234,7 @@ class IntersectionVecEnv(VecEnv):
         sim = self.sim
         self.reset_ego_batch = self._ego_batch(out, worlds, True)
         if self.info_mode == "lean":
-            return [{} for _ in range(len(worlds))]
+            return [{} for _ in range(len(worlds))]  # SB3 stores these: fresh dicts
         egos = self._ego_steps(out, worlds, True)
         speed = sim.v[worlds, 0].tolist()
         dist = sim.route_dist[worlds, 0].tolist()
@@ -401,7 +405,7 @@ class IntersectionVecEnv(VecEnv):
         if self.info_mode == "full":
             infos = self._full_infos(out, all_worlds)
         else:
-            infos = [{} for _ in range(self._n)]
+            infos = [_NO_INFO] * self._n
             if len(done_idx):
                 for w, info in zip(done_idx.tolist(), self._full_infos(out, done_idx), strict=True):
                     infos[w] = info
