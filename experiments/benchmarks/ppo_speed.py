@@ -1,11 +1,13 @@
 """SB3 PPO training throughput on the batched intersection env vs CartPole-v1, same run.
 
 Both learners use the same SB3 ``PPO("MlpPolicy")`` hyperparameters (the project's PPO
-defaults, :data:`bystander.config.ALGO_DEFAULTS`), the same number of envs, one torch
-thread and ``VecMonitor``. The intersection runs as
-:func:`~bystander.envs.intersection.vec_env.make_intersection_vec_env` builds it for
-training: ``IntersectionVecEnv`` (N worlds in one simulator call) + the
-constant-velocity predictability wrapper + ``VecMonitor``; CartPole as SB3's
+defaults, :data:`bystander.config.ALGO_DEFAULTS`), the same number of envs (default:
+the training default ``train.n_envs``), one torch thread and ``VecMonitor``. The
+intersection runs as :func:`~bystander.envs.intersection.vec_env.make_intersection_vec_env`
+builds it for training, on the training env config
+(:data:`bystander.config.DEFAULT_ENV_CONFIG`): ``IntersectionVecEnv`` (N worlds in one
+simulator call, lean infos) + the constant-velocity predictability wrapper (array
+path) + ``VecMonitor``; CartPole as SB3's
 ``DummyVecEnv`` of N ``CartPole-v1``. Runs are interleaved (``--rounds``) and the median
 of each is reported. Setup (model construction) is excluded; a short warm-up learn
 runs first.
@@ -34,7 +36,7 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor  # noqa: E402
 
-from bystander.config import ALGO_DEFAULTS  # noqa: E402
+from bystander.config import ALGO_DEFAULTS, DEFAULT_ENV_CONFIG, TrainSection  # noqa: E402
 from bystander.envs.intersection.vec_env import make_intersection_vec_env  # noqa: E402
 
 TARGET = 0.8
@@ -45,7 +47,9 @@ def make_env(kind: str, n_envs: int, seed: int) -> VecEnv:
     if kind == "intersection":
         from bystander.agents.predictors import ConstantVelocityPredictor
 
-        return make_intersection_vec_env(n_envs, seed=seed, predictors=ConstantVelocityPredictor())
+        return make_intersection_vec_env(
+            n_envs, DEFAULT_ENV_CONFIG, seed=seed, predictors=ConstantVelocityPredictor()
+        )
     if kind == "cartpole":
         venv = DummyVecEnv([lambda: gym.make("CartPole-v1")] * n_envs)
         venv.seed(seed)
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> str:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--steps", type=int, default=16384, help="env steps per measurement")
-    ap.add_argument("--n-envs", type=int, default=16, help="envs (worlds) per learner")
+    ap.add_argument(
+        "--n-envs", type=int, default=TrainSection().n_envs, help="envs (worlds) per learner"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurements of each")
     ap.add_argument("--n-steps", type=int, default=None, help="PPO n_steps (default: project's)")
     args = ap.parse_args(argv)
