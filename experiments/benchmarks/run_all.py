@@ -8,7 +8,9 @@ Sections (each a table whose ratios are measured side by side in this run):
    predictability wrapper (constant velocity, learned predictor): ``batched_env.py``;
 3. SB3 PPO training steps/s on the batched env vs CartPole-v1, same hyperparameters:
    ``ppo_speed.py``;
-4. cost vs number of road users / observers (10, 50, 200): ``scaling.py``.
+4. cost vs number of road users / observers (10, 50, 200): ``scaling.py``;
+5. the full ``bystander train`` path (Lagrangian constraint, callbacks) vs CartPole-v1
+   through the same trainer: ``train_speed.py`` (issue 4's target).
 
 Usage::
 
@@ -74,6 +76,7 @@ def run(quick: bool) -> str:
     import batched_env
     import ppo_speed
     import scaling
+    import train_speed
 
     torch.set_num_threads(1)
     sections = []
@@ -89,10 +92,12 @@ def run(quick: bool) -> str:
             )
         )
         sections.append(scaling.main(["--worlds", "8", "--steps", "3", "--repeats", "1"]))
+        sections.append(train_speed.main(["--steps", "4096", "--rounds", "1"]))
     else:
         sections.append(batched_env.main([]))
         sections.append(ppo_speed.main([]))
         sections.append(scaling.main([]))
+        sections.append(train_speed.main([]))
     took = time.perf_counter() - t0
     head = (
         f"Benchmarks of {datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
