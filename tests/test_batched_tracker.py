@@ -93,14 +93,22 @@ def test_array_path_co_training_hook_sees_the_same_batches():
         rng = np.random.default_rng(1)
         for _ in range(40):
             venv.step(rng.integers(0, 6, N))
-        seen[batched] = [v for _, v, _ in replay.drain()]
+        seen[batched] = [(v, t) for _, v, t in replay.drain()]
 
-    # same scored (observer id, history) pairs, whatever the batching and order
+    # same scored (observer id, history, mask, truth) items, whatever the batching and order
     def pairs(batches):
         out = set()
-        for v in batches:
+        for v, truth in batches:
+            assert truth.shape == (len(v), 4, 2)
             for k in range(len(v)):
-                out.add((int(v.observer_ids[k]), v.states[k].round(9).tobytes()))
+                out.add(
+                    (
+                        int(v.observer_ids[k]),
+                        v.states[k].round(9).tobytes(),
+                        v.mask[k].tobytes(),
+                        truth[k].round(9).tobytes(),
+                    )
+                )
         return out
 
     assert pairs(seen[True]) == pairs(seen[False]) and len(pairs(seen[True])) > 20
