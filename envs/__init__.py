@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import gymnasium
 
-from bystander.envs.contract import EGO_STEP_KEY, FRAMES, EgoStep, Predictor, Views
+from bystander.envs.contract import (
+    EGO_STEP_KEY,
+    FRAMES,
+    EgoBatch,
+    EgoStep,
+    Predictor,
+    Views,
+    step_arrays,
+)
 
-__all__ = ["EGO_STEP_KEY", "FRAMES", "EgoStep", "Predictor", "Views"]
+__all__ = ["EGO_STEP_KEY", "FRAMES", "EgoBatch", "EgoStep", "Predictor", "Views", "step_arrays"]
 
 
 def _register(env_id: str, entry_point: str) -> None:
