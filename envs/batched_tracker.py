@@ -220,14 +220,24 @@ class BatchedTracker:
             done: ``(N,)`` bool, episodes that ended with this step (no predictions
                 are made for them; their pending ones are dropped).
         """
+        if batch.episode_start or len(batch.worlds) != self.n_worlds:
+            raise ValueError(
+                f"batch: step() expects the step's EgoBatch of all {self.n_worlds} worlds "
+                f"(episode_start False), got {len(batch.worlds)} worlds, episode_start="
+                f"{batch.episode_start}; new episodes go to start()"
+            )
         self.t += 1
         w = self._ingest(batch)
+        if not isinstance(w, slice):
+            raise ValueError("batch.worlds: expected 0..N-1 in order for step()")
         figs = self._score(batch)
         self._predict(batch, w, ~np.asarray(done, dtype=bool))
         return figs
 
     def start(self, batch: EgoBatch) -> None:
         """Take in the first state of new episodes in ``batch.worlds`` and predict."""
+        if not batch.episode_start:
+            raise ValueError("batch.episode_start: start() takes the first states of episodes")
         w = self._ingest(batch)
         self._predict(batch, w, None)
 

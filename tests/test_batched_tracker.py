@@ -145,3 +145,17 @@ def test_array_path_rejects_bad_predictions():
         venv.reset()
         for _ in range(5):
             venv.step(np.zeros(N, dtype=np.int64))
+
+
+def test_batched_tracker_refuses_misrouted_batches():
+    env = IntersectionVecEnv(3, {"max_cycles": 20}, seed=0, info_mode="lean")
+    env.reset()
+    tracker = BatchedTracker({"*": ConstantVelocityPredictor(horizon=3, history=3)}, 3)
+    with pytest.raises(ValueError, match="start"):
+        tracker.step(env.reset_ego_batch, np.zeros(3, bool))
+    tracker.start(env.reset_ego_batch)
+    env.step(np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="episode_start"):
+        tracker.start(env.ego_batch)
+    figs = tracker.step(env.ego_batch, np.zeros(3, bool))
+    assert figs.error.shape == (3,) and np.isfinite(figs.error).all()
