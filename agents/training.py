@@ -121,6 +121,7 @@ def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
         lr=c.lr,
         init=c.lambda_init,
         max=c.lambda_max,
+        min=c.lambda_min,
         kp=c.kp,
         ki=c.ki,
         kd=c.kd,

@@ -70,6 +70,11 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--lambda-lr", type=float, help="Lagrangian learning rate (constraint.lr)")
     g.add_argument("--lambda-max", type=float, help="constraint.lambda_max")
+    g.add_argument(
+        "--lambda-min",
+        type=float,
+        help="lambda floor of mode lagrangian, 0: none (constraint.lambda_min)",
+    )
     g.add_argument("--kp", type=float, help="PID gain (constraint.kp)")
     g.add_argument("--ki", type=float, help="PID gain (constraint.ki)")
     g.add_argument("--kd", type=float, help="PID gain (constraint.kd)")
@@ -101,6 +106,7 @@ _FLAG_TO_KEY = {
     "cost_normalization": "constraint.cost_normalization",
     "lambda_lr": "constraint.lr",
     "lambda_max": "constraint.lambda_max",
+    "lambda_min": "constraint.lambda_min",
     "kp": "constraint.kp",
     "ki": "constraint.ki",
     "kd": "constraint.kd",

@@ -148,6 +148,14 @@ class ConstraintSection:
         lr: Lagrangian learning rate on log lambda.
         lambda_init: Initial lambda.
         lambda_max: Upper clamp on lambda.
+        lambda_min: Lower clamp on lambda for mode ``lagrangian`` (0: none, the plain
+            Safe RLHF update; else in (0, lambda_init]). Log-lambda ascent moves
+            log lambda by ``lr * lambda * (cost - budget)``, so once lambda has decayed
+            (cost under budget for a while) it hardly climbs back when the cost rises
+            again; the floor bounds that step from below. Default 0 keeps the plain
+            update, since a useful floor depends on ``lr`` and the cost's scale (about
+            ``lr * lambda_min * typical excess`` ~ 0.02-0.1; e.g. 0.05 with lr 5 and
+            per-step budgets in metres). Must be 0 for ``pid`` (additive, no stall).
         delay: Multiplier updates before lambda starts moving.
         window: Episode-cost window averaged by the Lagrangian multiplier.
         kp: PID proportional gain.
@@ -163,6 +171,7 @@ class ConstraintSection:
     lr: float = 0.5
     lambda_init: float = 0.02
     lambda_max: float = 0.5
+    lambda_min: float = 0.0
     delay: int = 0
     window: int = 1
     kp: float = 0.05
@@ -541,6 +550,19 @@ def _validate(cfg: RunConfig) -> None:
         f"a number >= constraint.lambda_init ({c.lambda_init})",
         c.lambda_max,
     )
+    _check(
+        0 <= c.lambda_min <= c.lambda_init,
+        "constraint.lambda_min",
+        f"a number in [0, constraint.lambda_init ({c.lambda_init})]",
+        c.lambda_min,
+    )
+    if c.mode == "pid":
+        _check(
+            c.lambda_min == 0,
+            "constraint.lambda_min",
+            "0 for mode 'pid' (the floor is for log-lambda ascent, mode 'lagrangian')",
+            c.lambda_min,
+        )
     if c.mode == "lagrangian":
         _check(
             c.lambda_init > 0,

@@ -143,6 +143,16 @@ class _CostWindow:
         return sum(self.costs) / len(self.costs)
 
 
+def _check_floor(floor: float | None, init: float) -> float | None:
+    """A log-lambda floor: ``None`` (or 0: no floor) or a number in (0, ``init``]."""
+    if floor is None:
+        return None
+    floor = _check_nonneg(floor, "min")
+    if floor > init:
+        raise ValueError(f"min: expected a lambda floor <= init ({init}), got {floor}")
+    return floor if floor > 0 else None
+
+
 class LagrangeMultiplier(Multiplier):
     """Log-lambda gradient ascent as in Safe RLHF (Dai et al. 2023).
 
@@ -150,10 +160,19 @@ class LagrangeMultiplier(Multiplier):
     values passed) does::
 
         log_lambda <- log_lambda + lr * exp(log_lambda) * (J_C - budget)
-        log_lambda <- min(log_lambda, log(max))          # when max is set
+        log_lambda <- clip(log_lambda, log(min), log(max))   # each bound when set
 
     and ``value = exp(log_lambda)``. The first ``delay`` updates only record the cost
     (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
+
+    The floor ``min`` is there because the step on ``log_lambda`` is proportional to
+    lambda itself: after a phase where the cost sits below the budget (e.g. an ego
+    that first learns to stand still), lambda decays towards 0 and then climbs back
+    by only ``lr * lambda * (J_C - budget)`` per update, so the constraint stalls
+    while the cost is above the budget. With a floor, the log-step when lambda is
+    at the floor is at least ``lr * min * (J_C - budget)``: choose ``min`` so that this
+    is a useful step (e.g. ``lr * min * typical excess`` ~ 0.02-0.1). ``None`` (or 0)
+    keeps the plain Safe RLHF update.
 
     Args:
         budget: Cost budget ``d`` >= 0 (unit of the episode cost).
@@ -162,6 +181,7 @@ class LagrangeMultiplier(Multiplier):
         max: Upper clamp on lambda (>= ``init``), or ``None`` for none.
         delay: Number of initial updates that leave lambda unchanged (>= 0).
         window: Number of recent episode costs averaged into ``J_C`` (>= 1).
+        min: Lower clamp on lambda (0 <= ``min`` <= ``init``), or ``None`` / 0 for none.
     """
 
     def __init__(
@@ -172,6 +192,7 @@ class LagrangeMultiplier(Multiplier):
         max: float | None = None,  # noqa: A002 - the documented argument name
         delay: int = 0,
         window: int = 1,
+        min: float | None = None,  # noqa: A002 - the documented argument name
     ) -> None:
         self.budget = _check_nonneg(budget, "budget")
         self.lr = _check_cost(lr, "lr")
@@ -184,6 +205,7 @@ class LagrangeMultiplier(Multiplier):
             max = _check_cost(max, "max")
             if max < init:
                 raise ValueError(f"max: expected >= init ({init}), got {max}")
+        self.min = _check_floor(min, init)
         if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
             raise ValueError(f"delay: expected an int >= 0, got {delay!r}")
         self.max = max
@@ -204,6 +226,8 @@ class LagrangeMultiplier(Multiplier):
             self.log_lambda += self.lr * math.exp(self.log_lambda) * (j_c - self.budget)
             if self.max is not None:
                 self.log_lambda = min(self.log_lambda, math.log(self.max))
+            if self.min is not None:
+                self.log_lambda = max(self.log_lambda, math.log(self.min))
         return self.value
 
     def set_value(self, value: float) -> None:
@@ -217,6 +241,7 @@ class LagrangeMultiplier(Multiplier):
             "budget": self.budget,
             "lr": self.lr,
             "max": self.max,
+            "min": self.min,
             "delay": self.delay,
             "window": self.window,
             "log_lambda": self.log_lambda,
@@ -228,6 +253,8 @@ class LagrangeMultiplier(Multiplier):
         self.budget = _check_nonneg(state["budget"], "budget")
         self.lr = float(state["lr"])
         self.max = None if state["max"] is None else float(state["max"])
+        floor = state.get("min")  # absent in checkpoints from before the floor existed
+        self.min = None if floor is None else float(floor)
         self.delay = int(state["delay"])
         self.window = int(state["window"])
         self._costs = _CostWindow(self.window)
@@ -382,18 +409,26 @@ def make_multiplier(
     kd: float = 0.0,
     delay: int = 0,
     window: int = 1,
+    min: float | None = None,  # noqa: A002 - the multipliers' argument name
 ) -> Multiplier | None:
     """The multiplier for a constraint mode, as both training loops build it.
 
-    ``"lagrangian"``: :class:`LagrangeMultiplier` (``lr``); ``"pid"``:
-    :class:`PIDLagrangeMultiplier` (``kp``, ``ki``, ``kd``); ``"none"`` / ``"shaping"``:
+    ``"lagrangian"``: :class:`LagrangeMultiplier` (``lr``, and ``min``, its lambda
+    floor against the stall of log-lambda ascent); ``"pid"``:
+    :class:`PIDLagrangeMultiplier` (``kp``, ``ki``, ``kd``; its additive update does
+    not stall, so ``min`` must be ``None`` or 0 there); ``"none"`` / ``"shaping"``:
     ``None`` (no multiplier). Other modes raise a ValueError naming ``mode``.
     """
     if mode == "lagrangian":
         return LagrangeMultiplier(
-            budget=budget, lr=lr, init=init, max=max, delay=delay, window=window
+            budget=budget, lr=lr, init=init, max=max, delay=delay, window=window, min=min
         )
     if mode == "pid":
+        if min:
+            raise ValueError(
+                f"min (lambda_min): expected None or 0 for mode 'pid' (the floor is for "
+                f"log-lambda ascent, mode 'lagrangian'), got {min}"
+            )
         return PIDLagrangeMultiplier(
             budget=budget, kp=kp, ki=ki, kd=kd, init=init, max=max, delay=delay, window=window
         )

@@ -5,7 +5,7 @@ also runnable alone: ``python -m bystander.llm.cli train --steps 20``.
 
 Constraint and observer flags mirror the driving side: ``--constraint
 none|shaping|lagrangian|pid``, ``--weight``, ``--budget``, ``--lambda-lr``,
-``--lambda-max``, ``--kp/--ki/--kd``, ``--predictor frozen|cotrained``, ``--seed``,
+``--lambda-max``, ``--lambda-min``, ``--kp/--ki/--kd``, ``--predictor frozen|cotrained``, ``--seed``,
 ``--run-dir``, ``--resume``. Text-only: ``--policy`` and ``--observer`` (hub id,
 local path, or the built-in ``tiny-policy``/``tiny-slm``; ``--observer`` repeats),
 ``--views``, ``--combine``, ``--review-threshold``/``--review-mode``, GRPO sizes.
@@ -55,6 +55,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-lr", type=float, default=0.05, help="Lagrangian learning rate")
     p.add_argument("--lambda-init", type=float, default=1.0, help="initial lambda")
     p.add_argument("--lambda-max", type=float, default=100.0, help="lambda clamp")
+    p.add_argument(
+        "--lambda-min", type=float, default=0.0, help="lambda floor of --constraint lagrangian"
+    )
     p.add_argument("--kp", type=float, default=0.1, help="PID gain")
     p.add_argument("--ki", type=float, default=0.01, help="PID gain")
     p.add_argument("--kd", type=float, default=0.0, help="PID gain")
@@ -136,6 +139,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "lambda_lr": args.lambda_lr,
             "lambda_init": args.lambda_init,
             "lambda_max": args.lambda_max,
+            "lambda_min": args.lambda_min,
             "kp": args.kp,
             "ki": args.ki,
             "kd": args.kd,

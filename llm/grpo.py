@@ -89,6 +89,7 @@ class GRPOConfig:
     lambda_lr: float = 0.05
     lambda_init: float = 1.0
     lambda_max: float | None = 100.0
+    lambda_min: float = 0.0  # lambda floor of constraint 'lagrangian' (0: none)
     kp: float = 0.1
     ki: float = 0.01
     kd: float = 0.0
@@ -130,6 +131,7 @@ def make_multiplier(cfg: GRPOConfig) -> LagrangeMultiplier | PIDLagrangeMultipli
         lr=cfg.lambda_lr,
         init=cfg.lambda_init,
         max=cfg.lambda_max,
+        min=cfg.lambda_min,
         kp=cfg.kp,
         ki=cfg.ki,
         kd=cfg.kd,

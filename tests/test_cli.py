@@ -68,6 +68,8 @@ def test_config_command_applies_flags_then_set(capsys: pytest.CaptureFixture[str
             "7.5",
             "--cost-normalization",
             "per_step",
+            "--lambda-min",
+            "0.01",
             "--set",
             "train.n_envs=5",
             "--set",
@@ -79,6 +81,7 @@ def test_config_command_applies_flags_then_set(capsys: pytest.CaptureFixture[str
     assert d["constraint"]["mode"] == "lagrangian"
     assert d["constraint"]["budget"] == 7.5
     assert d["constraint"]["cost_normalization"] == "per_step"
+    assert d["constraint"]["lambda_min"] == 0.01
     assert d["predictor"]["kind"] == "constant_velocity"
     assert d["train"]["n_envs"] == 5  # --set wins over the flag
     assert d["env"]["config"]["n_cars"] == 2  # merged into the default env config
@@ -111,6 +114,8 @@ def test_every_shipped_config_loads(path: Path) -> None:
             ["constraint.cost_normalization", "per_step", "'mean'"],
         ),
         ("constraint.lambda_max=0.01", ValueError, ["constraint.lambda_max", "lambda_init"]),
+        ("constraint.lambda_min=0.5", ValueError, ["constraint.lambda_min", "lambda_init (0.02)"]),
+        ("constraint.lambda_min=-1", ValueError, ["constraint.lambda_min", "[0, "]),
         ("predictor.kind=oracle", ValueError, ["predictor.kind", "constant_velocity"]),
         ("predictor.kind=frozen", ValueError, ["predictor.path"]),
         ("predictor.horizon=0", ValueError, ["predictor.horizon"]),
@@ -129,6 +134,16 @@ def test_override_validation(override: str, exc: type, words: list[str]) -> None
         load_config(overrides=[override])
     for w in words:
         assert w in str(e.value)
+
+
+def test_lambda_min_reaches_the_multiplier_and_is_refused_for_pid() -> None:
+    from bystander.agents.training import build_multipliers
+
+    cfg = load_config(overrides=["constraint.mode=lagrangian", "constraint.lambda_min=0.01"])
+    (m,) = build_multipliers(cfg).values()
+    assert m.min == 0.01
+    with pytest.raises(ValueError, match="constraint.lambda_min.*'pid'"):
+        load_config(overrides=["constraint.mode=pid", "constraint.lambda_min=0.01"])
 
 
 def test_override_values_are_typed() -> None:

@@ -64,6 +64,63 @@ def test_log_lagrange_delay_window_and_clamp():
     assert clamped.value == pytest.approx(2.0)
 
 
+def _stall_then_violate(m: LagrangeMultiplier, low: int = 60, high: int = 40) -> float:
+    """Cost under budget for ``low`` updates (the ego stands still), then 0.1 above it
+    for ``high`` updates; lambda at the end (the setting of study 2's stall)."""
+    for _ in range(low):
+        m.update(0.0)
+    for _ in range(high):
+        m.update(m.budget + 0.1)
+    return m.value
+
+
+def test_log_lagrange_floor_prevents_the_stall():
+    kw = {"budget": 0.25, "lr": 5.0, "init": 0.1, "max": 2.0}
+    plain = LagrangeMultiplier(**kw)
+    floored = LagrangeMultiplier(**kw, min=0.05)
+    # without a floor lambda decays far below where it started and barely climbs back
+    assert _stall_then_violate(plain) < 0.05
+    # with one it never goes below the floor and climbs back above init
+    for _ in range(60):
+        floored.update(0.0)
+        assert floored.value >= 0.05 - 1e-12
+    assert floored.value == pytest.approx(0.05)
+    # one update at the floor: log l = log 0.05 + 5 * 0.05 * 0.1
+    assert floored.update(0.35) == pytest.approx(0.05 * math.exp(0.025))
+    for _ in range(39):
+        floored.update(0.35)
+    assert floored.value > 0.1
+    # the floor survives a checkpoint round trip
+    again = LagrangeMultiplier(budget=1.0, lr=1.0, init=1.0)
+    again.load_state_dict(floored.state_dict())
+    assert again.min == 0.05
+    # 0 means no floor (the plain update)
+    assert LagrangeMultiplier(**kw, min=0.0).min is None
+
+
+@pytest.mark.parametrize(
+    ("floor", "match"),
+    [
+        (-0.1, "min: expected >= 0"),
+        (0.5, r"min: expected a lambda floor <= init \(0.1\)"),
+        (math.nan, "min"),
+    ],  # fmt: skip
+)
+def test_log_lagrange_floor_refuses_bad_values(floor, match):
+    with pytest.raises(ValueError, match=match):
+        LagrangeMultiplier(budget=0.25, lr=5.0, init=0.1, min=floor)
+
+
+def test_make_multiplier_floor_only_for_lagrangian():
+    from bystander.envs.constraints import make_multiplier
+
+    m = make_multiplier("lagrangian", 0.25, lr=5.0, init=0.1, min=0.05)
+    assert isinstance(m, LagrangeMultiplier) and m.min == 0.05
+    assert isinstance(make_multiplier("pid", 0.25, min=0.0), PIDLagrangeMultiplier)
+    with pytest.raises(ValueError, match="lambda_min.*'pid'"):
+        make_multiplier("pid", 0.25, min=0.05)
+
+
 def test_pid_lagrange_updates_hand_computed():
     m = PIDLagrangeMultiplier(budget=1.0, kp=0.5, ki=0.1, kd=0.2)
     assert m.value == 0.0

@@ -187,3 +187,12 @@ def test_empty_completions_get_the_worst_cost_not_zero(tok):
     errors, cost, _ = trainer._costs([prompt] * 3, ["Q: 1?\nA:"] * 3, comps)
     assert np.isnan(errors[1]).all()
     assert cost[1] == pytest.approx(np.nanmax(errors)) and cost[1] > 0
+
+
+def test_lambda_min_reaches_the_shared_multiplier():
+    from bystander.llm.grpo import make_multiplier
+
+    m = make_multiplier(GRPOConfig(constraint="lagrangian", lambda_init=1.0, lambda_min=0.1))
+    assert m is not None and m.min == 0.1
+    with pytest.raises(ValueError, match="lambda_min"):
+        make_multiplier(GRPOConfig(constraint="pid", lambda_min=0.1))

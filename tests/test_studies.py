@@ -150,6 +150,8 @@ def test_presets_are_valid_and_bad_input_raises():
             trials = module.build_trials(preset)
             assert trials and len({t.trial_id for t in trials}) == len(trials)
     full, small = sl.load_preset("full"), sl.load_preset("small")
+    # a preset built on a base keeps its own name (= its results folder)
+    assert [sl.load_preset(n)["name"] for n in sl.PRESETS] == list(sl.PRESETS)
     assert len(full["seeds"]) > len(small["seeds"])
     assert full["driving"]["timesteps"] > small["driving"]["timesteps"]
     with pytest.raises(ValueError, match="preset"):
@@ -161,3 +163,27 @@ def test_presets_are_valid_and_bad_input_raises():
         partial_observation.build_trials(bad)
     with pytest.raises(ValueError, match="seeds"):
         sl.seeds(dict(small, seeds=[]), "frontier")
+
+
+def test_lagrangian_variants_and_frontier_budget_unit():
+    import frontier
+    import lagrangian
+
+    medium = sl.load_preset("medium")
+    trials = lagrangian.build_trials(medium)
+    floor = [t for t in trials if t.point["mode"] == "lagrangian-floor"]
+    plain = [t for t in trials if t.point["mode"] == "lagrangian"]
+    assert floor and plain and len(floor) == len(plain)
+    assert all("constraint.lambda_min=0.05" in t.overrides["set"] for t in floor)
+    assert not any("lambda_min" in x for t in plain for x in t.overrides["set"])
+    assert len({t.trial_id for t in trials}) == len(trials)
+    bad = dict(medium, lagrangian={**medium["lagrangian"], "modes": [{"name": "x", "mode": "ppo"}]})
+    with pytest.raises(ValueError, match="lagrangian.modes"):
+        lagrangian.build_trials(bad)
+    budget_points = [t for t in frontier.build_trials(medium) if t.point["sweep"] == "lagrangian"]
+    assert budget_points and all(
+        "constraint.cost_normalization=per_step" in t.overrides["set"] for t in budget_points
+    )
+    bad = dict(medium, frontier={**medium["frontier"], "cost_normalization": "mean"})
+    with pytest.raises(ValueError, match="frontier.cost_normalization"):
+        frontier.build_trials(bad)

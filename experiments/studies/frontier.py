@@ -32,9 +32,30 @@ METRICS = ("success", "time_to_destination_s", "task_return", "ade", "cost_predi
            "collision", "lambda", "final_cost", "final_cost_per_step")  # fmt: skip
 
 
+def _budget_unit(preset: dict[str, Any]) -> str:
+    """The Lagrangian budgets' ``constraint.cost_normalization`` (preset
+    ``frontier.cost_normalization``, default ``sum``), checked."""
+    from bystander.envs.constraints import COST_NORMALIZATIONS
+
+    norm = sl.section(preset, NAME).get("cost_normalization", "sum")
+    if norm not in COST_NORMALIZATIONS:
+        raise ValueError(
+            f"preset frontier.cost_normalization: expected one of {COST_NORMALIZATIONS}, "
+            f"got {norm!r}"
+        )
+    return norm
+
+
 def build_trials(preset: dict[str, Any]) -> list[Trial]:
-    """Shaping weights x seeds and Lagrangian budgets x seeds."""
+    """Shaping weights x seeds and Lagrangian budgets x seeds.
+
+    The budget points use ``frontier.cost_normalization`` (``sum``: metres per episode,
+    ``per_step``: metres per env step) and the multiplier settings
+    ``frontier.lagrangian_set`` (config overrides, e.g. ``constraint.lr=5.0``).
+    """
     s = sl.section(preset, NAME)
+    norm = _budget_unit(preset)
+    lag_set = [str(x) for x in s.get("lagrangian_set", [])]
     trials = []
     for seed in sl.seeds(preset, NAME):
         for w in s["weights"]:
@@ -43,7 +64,8 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
             trials.append(Trial(NAME, {"sweep": "shaping", "value": float(w)},
                                 sl.driving_overrides(preset, extra), seed))  # fmt: skip
         for b in s.get("budgets", []):
-            extra = ["constraint.mode=lagrangian", f"constraint.budget={float(b)}"]
+            extra = ["constraint.mode=lagrangian", f"constraint.budget={float(b)}",
+                     f"constraint.cost_normalization={norm}", *lag_set]  # fmt: skip
             trials.append(Trial(NAME, {"sweep": "lagrangian", "value": float(b)},
                                 sl.driving_overrides(preset, extra), seed))  # fmt: skip
     return trials
@@ -128,7 +150,11 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         "![frontier](frontier.png)", "",
         "Each point: one weight (shaping) or budget (Lagrangian), mean over seeds with 95 % "
         "Student-t CIs; the same held-out evaluation episodes for every ego. Weight 0 is "
-        "the unconstrained ego.", "",
+        "the unconstrained ego. Lagrangian budgets are in "
+        + ("metres of observer ADE per env step (`constraint.cost_normalization=per_step`)"
+           if _budget_unit(preset) == "per_step" else "metres of observer ADE summed over "
+           "an episode")
+        + ".", "",
         markdown_table(rows, cols, ci=ci), "",
         "## Alignment tax", "",
         "Success lost against the unconstrained ego at two predictability levels (ADE "

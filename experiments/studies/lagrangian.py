@@ -36,20 +36,40 @@ METRICS = ("final_cost", "final_lambda", "cost_overshoot", "lambda_reversals", "
            "ade", "cost_predictability")  # fmt: skip
 
 
+def _variants(preset: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """The preset's ``lagrangian.modes`` as ``(label, mode, extra overrides)``.
+
+    An entry is a mode (``lagrangian`` or ``pid``; label = mode) or a mapping
+    ``{name: label, mode: lagrangian|pid, set: [overrides]}``, e.g. the log-lambda
+    ascent with and without ``constraint.lambda_min`` side by side.
+    """
+    out = []
+    for m in sl.section(preset, NAME).get("modes", ["lagrangian", "pid"]):
+        name, mode, extra = (m, m, []) if isinstance(m, str) else (
+            m.get("name"), m.get("mode"), [str(x) for x in m.get("set", [])])  # fmt: skip
+        if mode not in ("lagrangian", "pid") or not isinstance(name, str) or not name:
+            raise ValueError(
+                "preset lagrangian.modes: expected lagrangian|pid or {name, mode: "
+                f"lagrangian|pid, set: [...]}}, got {m!r}"
+            )
+        out.append((name, mode, extra))
+    if len({n for n, _, _ in out}) != len(out):
+        raise ValueError(f"preset lagrangian.modes: expected distinct names, got {out!r}")
+    return out
+
+
 def build_trials(preset: dict[str, Any]) -> list[Trial]:
-    """Modes (``lagrangian``, ``pid``) x budgets x seeds."""
+    """Modes (``lagrangian``, ``pid`` or named variants) x budgets x seeds."""
     s = sl.section(preset, NAME)
     norm = _normalization(preset)
     trials = []
     for seed in sl.seeds(preset, NAME):
-        for mode in s.get("modes", ["lagrangian", "pid"]):
-            if mode not in ("lagrangian", "pid"):
-                raise ValueError(f"preset lagrangian.modes: expected lagrangian|pid, got {mode!r}")
+        for name, mode, own in _variants(preset):
             for b in s["budgets"]:
                 extra = [f"constraint.mode={mode}", f"constraint.budget={float(b)}",
                          f"constraint.cost_normalization={norm}"]  # fmt: skip
-                extra += [str(x) for x in s.get("set", [])]
-                trials.append(Trial(NAME, {"mode": mode, "budget": float(b)},
+                extra += [str(x) for x in s.get("set", [])] + own
+                trials.append(Trial(NAME, {"mode": name, "budget": float(b)},
                                     sl.driving_overrides(preset, extra, NAME), seed))  # fmt: skip
     return trials
 

@@ -42,17 +42,18 @@ from bystander.agents.sweeps import (
 STUDIES_DIR = Path(__file__).resolve().parent
 REPO = STUDIES_DIR.parent.parent
 PRESETS_DIR = STUDIES_DIR / "presets"
-PRESETS = ("smoke", "small", "full")
+PRESETS = ("smoke", "small", "medium", "full")
 DEFAULT_OUT = REPO / "experiments" / "results"
 
 # ---------------------------------------------------------------------------- presets
 
 
 def load_preset(name_or_path: str | Path) -> dict[str, Any]:
-    """A preset: ``smoke``/``small``/``full`` (``presets/<name>.yaml``) or a YAML path.
+    """A preset: one of :data:`PRESETS` (``presets/<name>.yaml``) or a YAML path.
 
     A preset may name ``base: other.yaml`` (relative to itself); sections are merged
-    one level deep (study section keys override the base's).
+    one level deep (study section keys override the base's). Its ``name`` (the results
+    folder) is its own ``name:`` or file stem, never the base's.
     """
     p = Path(name_or_path)
     if not p.suffix:
@@ -64,6 +65,7 @@ def load_preset(name_or_path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"preset: no such file {p}")
     data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    name = data.get("name", p.stem)
     base = data.pop("base", None)
     if base:
         merged = load_preset(p.parent / base)
@@ -73,7 +75,7 @@ def load_preset(name_or_path: str | Path) -> dict[str, Any]:
             else:
                 merged[k] = v
         data = merged
-    data.setdefault("name", p.stem)
+    data["name"] = name
     return data
 
 
@@ -439,7 +441,9 @@ def interp_at(rows: list[dict[str, Any]], x: str, y: str, at: float) -> float:
 
 def build_parser(study: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=f"Run the {study} study (sweep, then report).")
-    p.add_argument("--preset", default="small", help="smoke | small | full | a preset YAML path")
+    p.add_argument(
+        "--preset", default="small", help="smoke | small | medium | full | a preset YAML path"
+    )
     p.add_argument("--backend", choices=BACKENDS, default="local")
     p.add_argument("--workers", type=int, default=1, help="trials at once")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: local)")
