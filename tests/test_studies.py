@@ -98,7 +98,9 @@ def test_driving_study_smoke(study, out):
     rows = _check_outputs(study, out / study, n)
     if study == "frontier":
         assert {r["sweep"] for r in rows} == {"shaping", "lagrangian"}
-        assert len(head["alignment_tax"]) == 2
+        assert len(head["alignment_tax"]) == len(module.TAX_FRACTIONS)
+        # the last level is the most predictable ego's own ADE: on the frontier, so finite
+        assert math.isfinite(head["alignment_tax"][-1]["success_at_target"])
         assert (out / study / "alignment_tax.csv").is_file()
     if study == "lagrangian":
         assert {r["mode"] for r in rows} == {"lagrangian", "pid"}

@@ -6,7 +6,7 @@ on the same held-out episodes: utility = success rate, time to destination [s] a
 task return; predictability = the observers' mean ADE [m] (constant-velocity
 predictor, the cost the ego pays). The page shows both sweeps in the (ADE, success)
 plane with 95 % CIs over seeds and the Pareto frontier, and the *alignment tax*:
-the success rate lost relative to the unconstrained ego (weight 0) at two
+the success rate lost relative to the unconstrained ego (weight 0) at three
 predictability levels (ADE targets interpolated along the frontier).
 
     python experiments/studies/frontier.py --preset small --workers 2
@@ -28,6 +28,9 @@ from bystander.agents.sweeps import Trial, aggregate, markdown_table, pareto_fro
 NAME = "frontier"
 TITLE = "Study 1: utility-predictability frontier (driving)"
 TRIAL_FN = "studylib:driving_trial"
+TAX_FRACTIONS = (0.25, 0.5, 1.0)
+"""Where the alignment tax is read: fractions of the way from the unconstrained ego's
+ADE down to the most predictable ego's."""
 METRICS = ("success", "time_to_destination_s", "task_return", "ade", "cost_predictability",
            "collision", "lambda", "final_cost", "final_cost_per_step")  # fmt: skip
 
@@ -102,13 +105,14 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     front = pareto_front(rows, maximize="success", minimize="ade")
     for r in rows:
         r["pareto"] = "yes" if r in front else ""
-    # two predictability levels: a quarter and half of the way from the baseline's ADE
-    # down to the most predictable point's
+    # predictability levels: a quarter, half and all of the way from the baseline's ADE
+    # down to the most predictable point's (written as lo + (1 - f) * span so that f = 1
+    # is exactly that point's ADE, not a rounding error below the frontier's range)
     ades = [r["ade"] for r in rows if sl.finite(r.get("ade"))]
     levels: list[float] = []
     if base is not None and ades and sl.finite(base.get("ade")):
         lo = min(ades)
-        levels = [base["ade"] - f * (base["ade"] - lo) for f in (0.5, 1.0)]
+        levels = [lo + (1.0 - f) * (base["ade"] - lo) for f in TAX_FRACTIONS]
     tax = alignment_tax(rows, base, levels)
     write_csv(tax, results_dir / "alignment_tax.csv")
 
@@ -157,9 +161,9 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         + ".", "",
         markdown_table(rows, cols, ci=ci), "",
         "## Alignment tax", "",
-        "Success lost against the unconstrained ego at two predictability levels (ADE "
-        "targets halfway to, and at, the most predictable ego's ADE), read off the Pareto "
-        "frontier.", "",
+        "Success lost against the unconstrained ego at three predictability levels (ADE "
+        "targets a quarter and half of the way from the unconstrained ego's ADE to the "
+        "most predictable ego's, and at it), read off the Pareto frontier.", "",
         markdown_table(tax_rows, [("ADE target [m]", "ade_target"),
                                   ("success at target", "success_at_target"),
                                   ("unconstrained success", "baseline_success"),
