@@ -39,15 +39,28 @@ EGOS: dict[str, tuple[list[str], str]] = {
         "PPO on the task reward only (progress, arrival, collision, time).",
     ),
     "lagrangian": (
-        ["name=lagrangian", "constraint.mode=lagrangian"],
+        [
+            "name=lagrangian",
+            # the constraint of experiments/configs/lagrangian.yaml (a test keeps them equal)
+            "constraint.mode=lagrangian",
+            "constraint.channel=predictability",
+            "constraint.cost_normalization=per_step",
+            "constraint.budget=0.25",
+            "constraint.lr=5.0",
+            "constraint.lambda_init=0.1",
+            "constraint.lambda_max=2.0",
+            "constraint.lambda_min=0.05",
+            "constraint.window=3",
+        ],
         "PPO on (r - lambda * c) / (1 + lambda), c = the observers' mean prediction error "
-        "(constant-velocity predictors), lambda updated once per rollout towards the "
-        "episode cost budget (Safe RLHF log-lambda ascent).",
+        "per step (constant-velocity predictors, metres), lambda updated once per rollout "
+        "so that the episodes' mean cost per step stays under 0.25 m (Safe RLHF "
+        "log-lambda ascent, floor 0.05).",
     ),
 }
 """The two egos: config overrides over the built-in defaults, and a description."""
 
-FULL: list[str] = ["train.total_timesteps=400000", "train.max_minutes=5.5", "eval.episodes=50"]
+FULL: list[str] = ["train.total_timesteps=1000000", "train.max_minutes=4", "eval.episodes=50"]
 """Budget of the full demo (the training budget itself is the defaults')."""
 
 QUICK: list[str] = [

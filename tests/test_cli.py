@@ -194,3 +194,14 @@ def test_yaml_base_chain(tmp_path: Path) -> None:
     assert (cfg.name, cfg.train.seed, cfg.train.n_envs) == ("b", 3, 2)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_demo_egos_use_the_shipped_constraint_configs() -> None:
+    """The demo's Lagrangian ego trains under experiments/configs/lagrangian.yaml's
+    constraint (one truth: the YAML; the demo cannot read it once installed)."""
+    from bystander.demo import demo_configs
+
+    egos = demo_configs()
+    assert egos["lagrangian"].constraint == load_config(CONFIGS / "lagrangian.yaml").constraint
+    assert egos["unconstrained"].constraint.mode == "none"
+    assert egos["unconstrained"].env == egos["lagrangian"].env  # same world, comparable ADE
