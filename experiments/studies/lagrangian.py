@@ -19,6 +19,7 @@ cost (same unit) came closest (when Study 1's results of the same preset have it
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,6 @@ def _shaping_match(results_dir: Path, budgets: list[float], norm: str) -> list[d
 
 def _smooth(x: list[float], k: int) -> list[float]:
     """Trailing mean over ``k`` values (NaN skipped), same length as ``x``."""
-    import math
-
     out = []
     for i in range(len(x)):
         w = [v for v in x[max(0, i - k + 1) : i + 1] if math.isfinite(v)]
@@ -131,6 +130,14 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     rows.sort(key=lambda r: (r["mode"], r["budget"]))
     for r in rows:
         r["cost_minus_budget"] = r["final_cost"] - r["budget"]
+        # per seed: a mean over seeds can sit at the budget with one ego stopped (far
+        # under) and one stalled multiplier (far over)
+        own = [x["metrics"].get("final_cost", math.nan)
+               for x in sorted(records, key=lambda x: x["trial"]["seed"])
+               if x["trial"]["point"] == {"mode": r["mode"], "budget": r["budget"]}]  # fmt: skip
+        own = [float(c) for c in own if sl.finite(c)]
+        r["worst_excess"] = max(own) - r["budget"] if own else math.nan
+        r["final_cost_per_seed"] = " / ".join(f"{c:.2f}" for c in own)
     write_csv(rows, results_dir / "results.csv")
     # curves: one JSON with every trial's per-rollout cost and lambda
     curves = [{"mode": r["trial"]["point"]["mode"], "budget": r["trial"]["point"]["budget"],
@@ -170,7 +177,9 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
 
     match = _shaping_match(results_dir, budgets, norm)
     cols = [("mode", "mode"), (f"budget [{unit}]", "budget"), ("seeds", "n_seeds"),
-            ("final cost", "final_cost"), ("final cost - budget", "cost_minus_budget"),
+            ("final cost", "final_cost"), ("per seed (by seed)", "final_cost_per_seed"),
+            ("final cost - budget", "cost_minus_budget"),
+            ("worst seed - budget", "worst_excess"),
             ("final lambda", "final_lambda"), ("overshoot / budget", "cost_overshoot"),
             ("lambda reversals", "lambda_reversals"), ("success", "success"),
             ("eval ADE [m]", "ade")]  # fmt: skip
@@ -181,7 +190,9 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         + ("; an episode's summed observer ADE divided by its length in env steps, "
            "steps that no observer scored counting 0). " if norm == "per_step" else "). ")
         + "Final cost: mean over the last quarter of rollouts of the rollout's mean "
-        "cost of its finished training episodes, the number lambda is driven by. "
+        "cost of its finished training episodes, the number lambda is driven by "
+        "(per seed, and the worst seed's excess over the budget: a mean over seeds can "
+        "sit at the budget with one ego stopped and one multiplier stalled). "
         "Overshoot: after the cost first reaches the budget, the largest excess "
         "over it, relative to the budget (n/a: never reached). Lambda reversals: fraction "
         "of consecutive lambda moves that change direction (oscillation).", "",
@@ -201,6 +212,8 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
                 "mode": r["mode"],
                 "budget": r["budget"],
                 "final_cost": r["final_cost"],
+                "final_cost_per_seed": r["final_cost_per_seed"],
+                "worst_excess": r["worst_excess"],
                 "final_lambda": r["final_lambda"],
                 "overshoot": r["cost_overshoot"],
                 "lambda_reversals": r["lambda_reversals"],

@@ -57,12 +57,14 @@ def build(preset_name: str, root: Path, rel: str) -> str:
         link = f"{rel}/lagrangian/README.md"
         unit = h.get("cost_unit", "m per episode")
         lines += ["## 2. Lagrangian: final episode cost against budget (driving)", "",
-                  f"| multiplier | budget [{unit}] | final cost | final lambda | overshoot "
-                  "| lambda reversals |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  f"| multiplier | budget [{unit}] | final cost | per seed | worst seed - budget "
+                  "| final lambda | overshoot | lambda reversals |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         d = 2 if unit == "m per step" else 1
         for r in h["final_cost_vs_budget"]:
             lines.append(f"| {r['mode']} | {_n(r['budget'], d)} | [{_n(r['final_cost'])}]({link}) "
+                         f"| {r.get('final_cost_per_seed', 'n/a')} "
+                         f"| {_n(r.get('worst_excess', math.nan))} "
                          f"| {_n(r['final_lambda'], 3)} | {_n(r['overshoot'])} "
                          f"| {_n(r['lambda_reversals'])} |")  # fmt: skip
         lines += ["", f"`{h['command']}` ({h['trials_done']}/{h['trials']} trials)", ""]
