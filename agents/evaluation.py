@@ -3,7 +3,9 @@
 Per episode (one CSV row): success (``info["arrived"]``), collision
 (``info["crashed"]``), steps, time to destination in seconds (successful episodes
 only; ``steps * dt``), task return (the env's reward, before any constraint
-wrapper), episode cost and each cost channel, escalations of the review gate, and
+wrapper), episode cost and each cost channel (``cost_<channel>``, summed over the
+episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
+``per_step`` budgets), escalations of the review gate, and
 the observers' ADE / FDE in metres, over all scored predictions and per observer
 type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
 displacement of the same predictions (:func:`bystander.agents.metrics.fde`).
@@ -248,6 +250,8 @@ def evaluate_policy(
             }
             for ch, v in (info.get("episode_costs") or {}).items():
                 row[f"cost_{ch}"] = float(v)
+                # the unit of per_step budgets (constraint.cost_normalization)
+                row[f"cost_{ch}_per_step"] = float(v) / steps
             row.update(log.figures() if predictor is not None else {})
             rows.append(row)
     finally:

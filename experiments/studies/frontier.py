@@ -152,8 +152,10 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     tax_rows = [{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in t.items()} for t in tax]
     sections = [
         "![frontier](frontier.png)", "",
-        "Each point: one weight (shaping) or budget (Lagrangian), mean over seeds with 95 % "
-        "Student-t CIs; the same held-out evaluation episodes for every ego. Weight 0 is "
+        "Each point: one weight (shaping) or budget (Lagrangian), mean over seeds; bars: "
+        "success 95 % Wilson interval over the pooled evaluation episodes, other metrics "
+        "+-1 standard error over seeds (the table gives 95 % intervals); the same held-out "
+        "evaluation episodes for every ego. Weight 0 is "
         "the unconstrained ego. Lagrangian budgets are in "
         + ("metres of observer ADE per env step (`constraint.cost_normalization=per_step`)"
            if _budget_unit(preset) == "per_step" else "metres of observer ADE summed over "

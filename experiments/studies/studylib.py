@@ -298,10 +298,14 @@ def _f(v: Any) -> float:
         return math.nan
 
 
+POOLED_RATES = ("success", "collision")
+"""Rates whose interval :func:`pool_rate_ci` pools over evaluation episodes."""
+
+
 def pool_rate_ci(
     rows: list[dict[str, Any]],
     records: list[dict[str, Any]],
-    rates: tuple[str, ...] = ("success", "collision"),
+    rates: tuple[str, ...] = POOLED_RATES,
 ) -> None:
     """Replace the over-seeds t-interval of each rate in ``rows`` (from
     :func:`~bystander.agents.sweeps.aggregate`) by the 95 % Wilson interval over all
@@ -353,7 +357,16 @@ def plt():
 
 def errorbar(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label: str | None = None,
              annotate: str | None = None, **kw: Any) -> None:  # fmt: skip
-    """Points (mean) with 95 % CI bars in both directions from aggregated rows."""
+    """Points (mean) with error bars in both directions from aggregated rows.
+
+    Bars: rates with an episode-pooled interval (:func:`pool_rate_ci`, row has
+    ``n_episodes``) show that 95 % Wilson interval; every other metric shows +-1
+    standard error over seeds (the row's 95 % Student-t half-width / t), since a 95 %
+    t-interval over two or three seeds spans the whole axis and hides the points. Bars
+    of quantities that cannot be negative (every point >= 0) stop at 0.
+    """
+    from bystander.agents.evaluation import t_critical_95
+
     pts = [r for r in rows if math.isfinite(_f(r.get(x))) and math.isfinite(_f(r.get(y)))]
     if not pts:
         return
@@ -363,6 +376,15 @@ def errorbar(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label: str | N
     def err(key: str, centre: np.ndarray) -> np.ndarray:
         lo = np.array([_f(r.get(f"{key}_lo")) for r in pts])
         hi = np.array([_f(r.get(f"{key}_hi")) for r in pts])
+        for i, r in enumerate(pts):
+            if key in POOLED_RATES and "n_episodes" in r:
+                continue  # a Wilson interval over the pooled episodes: keep it
+            n = int(_f(r.get("n_seeds")) or 0)
+            if n >= 2:
+                half = (hi[i] - lo[i]) / 2.0 / t_critical_95(n - 1)
+                lo[i], hi[i] = centre[i] - half, centre[i] + half
+        if (centre >= 0).all():
+            lo = np.maximum(lo, 0.0)
         e = np.vstack([centre - lo, hi - centre])
         return np.where(np.isfinite(e), np.maximum(e, 0), 0.0)
 
@@ -414,7 +436,10 @@ def write_page(results_dir: Path, title: str, study: str, preset: dict[str, Any]
                sections: list[str]) -> Path:  # fmt: skip
     """``README.md`` of a study's results: title, reproduce command, sections."""
     lines = [f"# {title}", "", f"Preset `{preset['name']}`. Reproduce:", "",
-             f"    {command_line(study, preset)}", ""]  # fmt: skip
+             f"    {command_line(study, preset)}", "",
+             "Plots: means over seeds; bars are +-1 standard error over seeds, or the 95 % "
+             "Wilson interval over pooled evaluation episodes for success / collision rates. "
+             "Tables: 95 % intervals.", ""]  # fmt: skip
     text = "\n".join(lines + sections) + "\n"
     path = results_dir / "README.md"
     path.write_text(text, encoding="utf-8")
