@@ -206,17 +206,6 @@ def concat_views(batches: list[tuple[Views, np.ndarray]]) -> tuple[Views, np.nda
     return views, np.concatenate([t for _, t in same])
 
 
-def take_views(views: Views, idx: np.ndarray) -> Views:
-    """Rows ``idx`` of a :class:`Views` batch."""
-    return Views(
-        states=views.states[idx],
-        mask=views.mask[idx],
-        observer_types=views.observer_types[idx],
-        observer_ids=views.observer_ids[idx],
-        dt=views.dt,
-    )
-
-
 class PredictorCoTrainingCallback(BaseCallback):
     """After each rollout: ``predictor.update`` on fresh scored pairs, then sync weights.
 
@@ -251,12 +240,12 @@ class PredictorCoTrainingCallback(BaseCallback):
         views, truth = merged
         if len(views) > p.buffer_size:
             keep = np.arange(len(views) - p.buffer_size, len(views))
-            views, truth = take_views(views, keep), truth[keep]
+            views, truth = views.take(keep), truth[keep]
         self.buffer = (views, truth)
         losses = []
         for _ in range(p.updates_per_rollout):
             idx = self.rng.choice(len(views), size=min(p.batch_size, len(views)), replace=False)
-            out = predictor.update(take_views(views, idx), truth[idx])
+            out = predictor.update(views.take(idx), truth[idx])
             if "loss" in out:
                 losses.append(float(out["loss"]))
         self.updates += 1

@@ -270,7 +270,7 @@ class BatchedTracker:
                     )
                 else:
                     world, preds, tcol = p.world[keep], p.predictions[keep], p.tcol[keep]
-                    views = _take(p.views, keep)
+                    views = p.views.take(keep)
                     poses = None if p.poses is None else p.poses[keep]
                 horizon = int(predictor.horizon)
                 # the states of the last `horizon` steps: the truth of this prediction
@@ -362,14 +362,3 @@ class BatchedTracker:
                 }
             )
         return out
-
-
-def _take(views: Views, keep: np.ndarray) -> Views:
-    return Views(
-        states=views.states[keep],
-        mask=views.mask[keep],
-        observer_types=views.observer_types[keep],
-        observer_ids=views.observer_ids[keep],
-        dt=views.dt,
-        context=None if views.context is None else [views.context[0]] * int(keep.sum()),
-    )

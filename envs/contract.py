@@ -222,6 +222,22 @@ class Views:
     def __len__(self) -> int:
         return int(self.mask.shape[0])
 
+    def take(self, rows: np.ndarray) -> Views:
+        """The views ``rows`` (a bool mask ``(B,)`` or integer indices), contexts kept."""
+        rows = np.asarray(rows)
+        context = None
+        if self.context is not None:
+            index = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+            context = [self.context[i] for i in index.tolist()]
+        return Views(
+            states=self.states[rows],
+            mask=self.mask[rows],
+            observer_types=self.observer_types[rows],
+            observer_ids=self.observer_ids[rows],
+            dt=self.dt,
+            context=context,
+        )
+
 
 @runtime_checkable
 class Predictor(Protocol):

@@ -116,23 +116,16 @@ def _check_predictor(predictor: Any, key: str) -> None:
                 f"predictors[{key!r}] ({_name(predictor)}): expected a Predictor with a "
                 f"{attr!r} attribute (and predict/error or score methods)"
             )
-    horizon = getattr(predictor, "horizon", "<missing>")
-    if horizon is not None and (
-        not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool) or horizon < 1
-    ):
-        raise ValueError(
-            f"predictors[{key!r}] ({_name(predictor)}).horizon: expected an int >= 1 or None, "
-            f"got {horizon!r}"
-        )
-    history = getattr(predictor, "history", "<missing>")
-    if history is not None and (
-        not isinstance(history, (int, np.integer)) or isinstance(history, bool) or history < 1
-    ):
-        raise ValueError(
-            f"predictors[{key!r}] ({_name(predictor)}).history: expected an int >= 1 or None, "
-            f"got {history!r}"
-        )
-    needed = ("predict", "error") if horizon is not None else ("score",)
+    for attr in ("horizon", "history"):
+        value = getattr(predictor, attr)
+        if value is not None and (
+            not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(
+                f"predictors[{key!r}] ({_name(predictor)}).{attr}: expected an int >= 1 or "
+                f"None, got {value!r}"
+            )
+    needed = ("predict", "error") if predictor.horizon is not None else ("score",)
     for method in needed:
         if not callable(getattr(predictor, method, None)):
             raise TypeError(
@@ -650,7 +643,7 @@ class PredictabilityTracker:
             truth = truth_w[None].repeat(b, axis=0)
             views, preds, poses = p.views, p.predictions, p.poses
             if keep is not None:
-                views = _take_views(views, keep)
+                views = views.take(keep)
                 preds, truth = preds[keep], truth[keep]
                 poses = None if poses is None else poses[keep]
             req.score.append(_ScoreRequest(p.predictor, views, truth, preds, None, p.frame, poses))
@@ -841,19 +834,6 @@ class PredictabilityTracker:
     def last_ego_step(self) -> EgoStep | None:
         """The last :class:`EgoStep` taken in (None right after :meth:`reset`)."""
         return self._last
-
-
-def _take_views(views: Views, keep: np.ndarray) -> Views:
-    return Views(
-        states=views.states[keep],
-        mask=views.mask[keep],
-        observer_types=views.observer_types[keep],
-        observer_ids=views.observer_ids[keep],
-        dt=views.dt,
-        context=None
-        if views.context is None
-        else [c for c, k in zip(views.context, keep, strict=True) if k],
-    )
 
 
 def _ego_step(info: Mapping[str, Any], where: str) -> EgoStep:
