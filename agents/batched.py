@@ -30,6 +30,7 @@ import cloudpickle
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
+from bystander.agents.training import HookCopies
 from bystander.envs.constraints import LagrangianVecReward, Multiplier, ShapedVecReward
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
 
@@ -52,19 +53,10 @@ class BatchedHooks(VecEnvWrapper):
         max_scored: int = 8192,
     ) -> None:
         super().__init__(venv)
-        self._multipliers = dict(multipliers)
-        self._predictor = predictor
-        self._scored: list[tuple[Any, np.ndarray]] = []
-        self._n_scored = 0
-        self._max_scored = max_scored
+        self.copies = HookCopies(multipliers, predictor, max_scored)
         self.collect_scored = collect_scored
         if collect_scored:
-            _set_on_scored(venv, self._on_scored)
-
-    def _on_scored(self, predictor: Any, views: Any, truth: np.ndarray, errors: Any) -> None:
-        if self._n_scored < self._max_scored:
-            self._scored.append((views, np.asarray(truth)))
-            self._n_scored += len(views)
+            _predictability_layer(venv).set_on_scored(self.copies.on_scored)
 
     def reset(self) -> np.ndarray:
         return self.venv.reset()
@@ -87,14 +79,9 @@ class BatchedHooks(VecEnvWrapper):
         n = len(self._get_indices(indices))
         if method_name == "bystander_snapshot":
             # Layer states, not the layers: some wrapper classes are built at run time
-            # and cannot be pickled by reference. One pickle keeps shared objects shared.
-            if self.collect_scored:  # a bound method would drag this wrapper in
-                _set_on_scored(self.venv, None)
-            try:
-                blob = cloudpickle.dumps([_layer_state(layer) for layer in self._layers()])
-            finally:
-                if self.collect_scored:
-                    _set_on_scored(self.venv, self._on_scored)
+            # and cannot be pickled by reference. One pickle keeps shared objects shared
+            # (the trackers' hook is a method of the copies, pickled with them).
+            blob = cloudpickle.dumps([_layer_state(layer) for layer in self._layers()])
             return [blob] + [b""] * (n - 1)
         if method_name == "bystander_restore":
             if args and args[0]:
@@ -106,24 +93,16 @@ class BatchedHooks(VecEnvWrapper):
                     )
                 for layer, state in zip(layers, states, strict=True):
                     layer.__dict__.update(state)
-                if self.collect_scored:
-                    _set_on_scored(self.venv, self._on_scored)
-                self._n_scored = sum(len(v) for v, _ in self._scored)
             return [None] * n
         if method_name == "bystander_sync":
-            multipliers, predictor_state = args
-            for key, state in multipliers.items():
-                self._multipliers[key].load_state_dict(state)
-            if predictor_state is not None and self._predictor is not None:
-                self._predictor.net.load_state_dict(predictor_state)
+            self.copies.sync(*args)
             return [None] * n
         if method_name == "bystander_pop_scored":
-            out, self._scored, self._n_scored = self._scored, [], 0
-            return [out] + [[] for _ in range(n - 1)]
+            return [self.copies.pop_scored()] + [[] for _ in range(n - 1)]
         if method_name == "get_lambda":
             key = args[0] if args else kwargs.get("channel")
             key = "cost" if key is None else key
-            return [self._multipliers[key].value] * n
+            return [self.copies.multipliers[key].value] * n
         return self.venv.env_method(method_name, *args, indices=indices, **kwargs)
 
 
@@ -132,10 +111,6 @@ _NOT_STATE = ("venv", "class_attributes")
 
 def _layer_state(layer: Any) -> dict[str, Any]:
     return {k: v for k, v in layer.__dict__.items() if k not in _NOT_STATE}
-
-
-def _set_on_scored(venv: VecEnv, fn: Any) -> None:
-    _predictability_layer(venv).set_on_scored(fn)
 
 
 def _predictability_layer(venv: VecEnv) -> Any:

@@ -134,6 +134,50 @@ def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
 # ----------------------------------------------------------------------- env stack
 
 
+class HookCopies:
+    """One process's copies of the master multipliers and predictor, and the scored
+    (views, truth) pairs it keeps for co-training: the state behind both hook wrappers
+    (:class:`TrainingHooks` per env, :class:`~bystander.agents.batched.BatchedHooks`
+    for the batched stack).
+
+    Args:
+        multipliers: The copies the constraint wrapper reads, by key.
+        predictor: The predictor copy (or ``None``).
+        max_scored: Views kept between two :meth:`pop_scored` calls, at most.
+    """
+
+    def __init__(
+        self,
+        multipliers: Mapping[str, Multiplier] | None,
+        predictor: Any,
+        max_scored: int = 8192,
+    ) -> None:
+        self.multipliers = dict(multipliers or {})
+        self.predictor = predictor
+        self.max_scored = max_scored
+        self.scored: list[tuple[Any, np.ndarray]] = []
+        self.n_scored = 0
+
+    def on_scored(self, predictor: Any, views: Any, truth: np.ndarray, errors: Any) -> None:
+        """The trackers' co-training hook: keep the pair while there is room."""
+        if self.n_scored < self.max_scored:
+            self.scored.append((views, np.asarray(truth)))
+            self.n_scored += len(views)
+
+    def pop_scored(self) -> list[tuple[Any, np.ndarray]]:
+        """The pairs kept since the last call (emptied)."""
+        out, self.scored, self.n_scored = self.scored, [], 0
+        return out
+
+    def sync(self, multipliers: Mapping[str, Mapping[str, Any]], predictor_state: Any) -> None:
+        """Load the master multipliers' ``state_dict`` and, when given, the master
+        predictor's weights into the copies."""
+        for key, state in multipliers.items():
+            self.multipliers[key].load_state_dict(state)
+        if predictor_state is not None and self.predictor is not None:
+            self.predictor.net.load_state_dict(predictor_state)
+
+
 class TrainingHooks(gym.Wrapper):
     """Outermost wrapper: what the training loop needs from an env in any process.
 
@@ -165,38 +209,25 @@ class TrainingHooks(gym.Wrapper):
         max_scored: int = 8192,
     ) -> None:
         super().__init__(env)
-        self._multipliers = dict(multipliers or {})
-        self._predictor = predictor
-        self._scored: list[tuple[Any, np.ndarray]] = []
-        self._n_scored = 0
-        self._max_scored = max_scored
+        self.copies = HookCopies(multipliers, predictor, max_scored)
         self.collect_scored = collect_scored
         if collect_scored:
-            _tracker_of(env).tracker.on_scored = self._on_scored
-
-    def _on_scored(self, predictor: Any, views: Any, truth: np.ndarray, errors: Any) -> None:
-        if self._n_scored < self._max_scored:
-            self._scored.append((views, np.asarray(truth)))
-            self._n_scored += len(views)
+            _tracker_of(env).tracker.on_scored = self.copies.on_scored
 
     def bystander_snapshot(self) -> bytes:
-        return cloudpickle.dumps((self.env, self._multipliers, self._predictor, self._scored))
+        # one pickle: the env's wrappers and the copies keep sharing the same objects
+        return cloudpickle.dumps((self.env, self.copies))
 
     def bystander_restore(self, blob: bytes) -> None:
-        self.env, self._multipliers, self._predictor, self._scored = cloudpickle.loads(blob)
-        self._n_scored = sum(len(v) for v, _ in self._scored)
+        self.env, self.copies = cloudpickle.loads(blob)
 
     def bystander_sync(
         self, multipliers: Mapping[str, Mapping[str, Any]], predictor_state: Any = None
     ) -> None:
-        for key, state in multipliers.items():
-            self._multipliers[key].load_state_dict(state)
-        if predictor_state is not None and self._predictor is not None:
-            self._predictor.net.load_state_dict(predictor_state)
+        self.copies.sync(multipliers, predictor_state)
 
     def bystander_pop_scored(self) -> list[tuple[Any, np.ndarray]]:
-        out, self._scored, self._n_scored = self._scored, [], 0
-        return out
+        return self.copies.pop_scored()
 
 
 def _tracker_of(env: gym.Env) -> Any:

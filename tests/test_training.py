@@ -153,7 +153,7 @@ def test_cotrained_predictor_is_updated_and_synced(tmp_path: Path) -> None:
         assert any(not torch.equal(before[k], after[k]) for k in before)
         # every env's predictor copy holds the master weights
         for env in trainer.venv.envs:
-            copy = env.get_wrapper_attr("_predictor").net.state_dict()
+            copy = env.get_wrapper_attr("copies").predictor.net.state_dict()
             assert all(torch.equal(copy[k], after[k]) for k in after)
         assert (trainer.run_dir / "predictor.pt").is_file()
     finally:
@@ -180,9 +180,9 @@ def test_cotrained_predictor_is_updated_on_the_batched_env(tmp_path: Path) -> No
         assert trainer.predictor.updates > 0
         assert any(not torch.equal(before[k], after[k]) for k in before)
         hooks = trainer.venv
-        while not hasattr(hooks, "_predictor"):
+        while "copies" not in vars(hooks):
             hooks = hooks.venv
-        copy = hooks._predictor.net.state_dict()  # the batched env's predictor copy
+        copy = hooks.copies.predictor.net.state_dict()  # the batched env's predictor copy
         assert all(torch.equal(copy[k], after[k]) for k in after)
     finally:
         trainer.close()
