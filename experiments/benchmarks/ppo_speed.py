@@ -68,6 +68,27 @@ def measure(kind: str, steps: int, n_envs: int, hyper: dict, seed: int = 0) -> f
     return rate
 
 
+def ratio_table(
+    title: str, labels: tuple[str, str, str], ours: list[float], cart: list[float], target: float
+) -> str:
+    """Markdown section: medians of our and CartPole's env-steps/s, their ratio and the
+    verdict against ``target``. ``labels``: (first column, our row, CartPole's row)."""
+    o, c = statistics.median(ours), statistics.median(cart)
+    ratio = o / c
+    return "\n".join(
+        [
+            f"### {title}",
+            "",
+            f"| {labels[0]} | PPO env-steps/s | ratio to CartPole |",
+            "|---|---|---|",
+            f"| {labels[1]} | {o:,.0f} | {ratio:.2f}x |",
+            f"| {labels[2]} | {c:,.0f} | 1.00x |",
+            "",
+            f"Target >= {target}x: {'met' if ratio >= target else 'MISSED'} ({ratio:.2f}x).",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -87,20 +108,13 @@ def main(argv: list[str] | None = None) -> str:
     for _ in range(args.rounds):
         ours.append(measure("intersection", args.steps, args.n_envs, hyper))
         cart.append(measure("cartpole", args.steps, args.n_envs, hyper))
-    o, c = statistics.median(ours), statistics.median(cart)
-    ratio = o / c
-    out = "\n".join(
-        [
-            f"### SB3 PPO training throughput ({args.n_envs} envs, {args.steps} steps x "
-            f"{args.rounds} rounds, median; hyperparameters {hyper})",
-            "",
-            "| env | PPO env-steps/s | ratio to CartPole |",
-            "|---|---|---|",
-            f"| bystander batched intersection + cv predictability | {o:,.0f} | {ratio:.2f}x |",
-            f"| CartPole-v1 (DummyVecEnv) | {c:,.0f} | 1.00x |",
-            "",
-            f"Target >= {TARGET}x: {'met' if ratio >= TARGET else 'MISSED'} ({ratio:.2f}x).",
-        ]
+    out = ratio_table(
+        f"SB3 PPO training throughput ({args.n_envs} envs, {args.steps} steps x "
+        f"{args.rounds} rounds, median; hyperparameters {hyper})",
+        ("env", "bystander batched intersection + cv predictability", "CartPole-v1 (DummyVecEnv)"),
+        ours,
+        cart,
+        TARGET,
     )
     print(out)
     return out

@@ -17,10 +17,14 @@ Target: intersection >= 0.7x CartPole's throughput.
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import tempfile
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ppo_speed import ratio_table  # noqa: E402
 
 from bystander.agents.training import Trainer
 from bystander.config import load_config, resolved_hyperparams
@@ -81,19 +85,16 @@ def main(argv: list[str] | None = None) -> str:
             print(
                 f"round {r + 1}: intersection {ours[-1]:7.0f} steps/s   CartPole-v1 {cart[-1]:7.0f} steps/s"
             )
-    o, c = statistics.median(ours), statistics.median(cart)
-    ratio = o / c
-    out = "\n".join(
-        [
-            f"### Full `bystander train` path vs CartPole-v1 ({setup})",
-            "",
-            "| run | PPO env-steps/s | ratio to CartPole |",
-            "|---|---|---|",
-            f"| intersection, Lagrangian constraint, cv predictability | {o:,.0f} | {ratio:.2f}x |",
-            f"| CartPole-v1, no constraint | {c:,.0f} | 1.00x |",
-            "",
-            f"Target >= {TARGET}x: {'met' if ratio >= TARGET else 'MISSED'} ({ratio:.2f}x).",
-        ]
+    out = ratio_table(
+        f"Full `bystander train` path vs CartPole-v1 ({setup})",
+        (
+            "run",
+            "intersection, Lagrangian constraint, cv predictability",
+            "CartPole-v1, no constraint",
+        ),
+        ours,
+        cart,
+        TARGET,
     )
     print(out)
     return out
