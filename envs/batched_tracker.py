@@ -58,7 +58,8 @@ class BatchedFigures:
         error_sum: ``(N, T)`` sum of the errors scored this step per world and observer
             type (``T`` = ``len(type_names)``; unit of the predictor, e.g. metres).
         count: ``(N, T)`` number of predictions scored.
-        worst: ``(N,)`` largest error scored this step (0.0 where none).
+        worst: ``(N,)`` largest error scored this step (0.0 where none; only kept when
+            ``combine == "worst"``, else zeros).
         type_names: Observer type of each column.
         combine: ``"mean"`` or ``"worst"`` (as the tracker's).
     """
@@ -171,6 +172,8 @@ class BatchedTracker:
             p = self.predictors.get(t, self.predictors.get("*"))
             groups.append(-1 if p is None else group_of[id(p)])
         self._group = np.array(groups, dtype=np.int64)
+        # one predictor scores every type: no per-slot group lookup on the hot path
+        self._one_group = len(self.groups) == 1 and bool((self._group == 0).all())
         self._names = np.array(type_names, dtype=object)
         self._tables_for = type_names
         n = self.n_worlds
@@ -285,7 +288,8 @@ class BatchedTracker:
                 flat = world * ncol + tcol
                 sums += np.bincount(flat, errors, minlength=n * ncol)
                 counts += np.bincount(flat, minlength=n * ncol)
-                np.maximum.at(worst, world, errors)
+                if self.combine == "worst":  # ufunc.at is slow: only when it is read
+                    np.maximum.at(worst, world, errors)
         figs = BatchedFigures(
             sums.reshape(n, ncol), counts.reshape(n, ncol), worst, self.type_names, self.combine
         )
@@ -295,14 +299,14 @@ class BatchedTracker:
 
     def _predict(self, batch: EgoBatch, w: np.ndarray | slice, go_on: np.ndarray | None) -> None:
         codes = batch.observer_types
-        group = self._group[codes]
+        group = None if self._one_group else self._group[codes]
         select = batch.visible & batch.present
         if go_on is not None:
             select &= go_on[:, None]
         dt = self._dt(batch)
         ctx = dict(batch.context) if batch.context else {}
         for g, predictor in enumerate(self.groups):
-            sel = select & (group == g) if len(self.groups) > 1 or (group < 0).any() else select
+            sel = select if group is None else select & (group == g)
             bi, slot = sel.nonzero()
             if not len(bi):
                 continue
