@@ -32,18 +32,18 @@ PREDICTOR_ALIASES = {
 }
 
 
+def _set_arg(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002 - argparse's name
+    """The repeatable ``--set KEY=VALUE`` config override (into ``args.overrides``)."""
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-c", "--config", help="YAML config file (e.g. experiments/configs/lagrangian.yaml)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by dotted path, e.g. --set train.n_envs=4 (repeatable)",
-    )
+    _set_arg(p, "override a config field by dotted path, e.g. --set train.n_envs=4 (repeatable)")
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -172,14 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--csv-dir", help="where to write eval_episodes.csv / eval_summary.csv (default RUN_DIR)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the run's config (e.g. env.config...)",
-    )
+    _set_arg(p, "override the run's config (e.g. env.config...)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -207,14 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=None, help="parallel training processes (default: min(2, CPUs))"
     )
     p.add_argument("--no-llm", action="store_true", help="skip the text-environment part")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override both egos' configs",
-    )
+    _set_arg(p, "override both egos' configs")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
