@@ -14,15 +14,13 @@ from bystander.agents.evaluation import (
     PredictionOverlay,
     evaluate_policy,
     latest_predictions,
-    mean_ci,
     render_policy,
     summarize,
-    t_critical_95,
-    wilson_ci,
 )
 from bystander.agents.training import _tracker_of, build_predictor, make_env
 from bystander.config import load_config
 from bystander.report import EgoEntry, write_report
+from bystander.stats import mean_ci, t_critical_95, wilson_ci
 
 SHORT = ["env.config.max_cycles=60", "render.every=1", "render.max_steps=12"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bystander.agents.sweeps import (
+from bystander.sweeps import (
     Trial,
     aggregate,
     atomic_write_json,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as sl  # noqa: E402
 
-from bystander.agents.sweeps import Trial, aggregate, markdown_table, pareto_front, write_csv  # noqa: E402
+from bystander.sweeps import Trial, aggregate, markdown_table, pareto_front, write_csv  # noqa: E402
 
 NAME = "frontier"
 TITLE = "Study 1: utility-predictability frontier (driving)"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as sl  # noqa: E402
 
-from bystander.agents.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
+from bystander.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
 
 NAME = "lagrangian"
 TITLE = "Study 2: does the Lagrangian hold the cost at its budget? (driving)"

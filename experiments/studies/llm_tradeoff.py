@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as sl  # noqa: E402
 
-from bystander.agents.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
+from bystander.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
 
 NAME = "llm_tradeoff"
 TITLE = "Study 6: accuracy vs SLM predictability (LLM, tiny models)"

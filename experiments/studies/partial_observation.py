@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as sl  # noqa: E402
 
-from bystander.agents.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
+from bystander.sweeps import Trial, aggregate, markdown_table, write_csv  # noqa: E402
 
 NAME = "partial_observation"
 TITLE = "Study 4: partial observation (driving)"

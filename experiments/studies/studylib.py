@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bystander.agents.sweeps import (
+from bystander.sweeps import (
     BACKENDS,
     Trial,
     atomic_write_json,
@@ -308,10 +308,10 @@ def pool_rate_ci(
     rates: tuple[str, ...] = POOLED_RATES,
 ) -> None:
     """Replace the over-seeds t-interval of each rate in ``rows`` (from
-    :func:`~bystander.agents.sweeps.aggregate`) by the 95 % Wilson interval over all
+    :func:`~bystander.sweeps.aggregate`) by the 95 % Wilson interval over all
     evaluation episodes pooled across seeds (``overrides["eval_episodes"]`` per trial):
     with few seeds a t-interval over seed means is uninformative for a rate."""
-    from bystander.agents.evaluation import wilson_ci
+    from bystander.stats import wilson_ci
 
     pooled: dict[str, list[float]] = {}
     for r in records:
@@ -365,7 +365,7 @@ def errorbar(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label: str | N
     t-interval over two or three seeds spans the whole axis and hides the points. Bars
     of quantities that cannot be negative (every point >= 0) stop at 0.
     """
-    from bystander.agents.evaluation import t_critical_95
+    from bystander.stats import t_critical_95
 
     pts = [r for r in rows if math.isfinite(_f(r.get(x))) and math.isfinite(_f(r.get(y)))]
     if not pts:

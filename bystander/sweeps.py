@@ -26,7 +26,7 @@ so study scripts outside the installed package work on every backend.
 
 Aggregation helpers (:func:`aggregate`, :func:`pareto_front`, :func:`write_csv`,
 :func:`markdown_table`) turn the records into per-point means with 95 % confidence
-intervals over seeds (Student t, :func:`bystander.agents.evaluation.mean_ci`).
+intervals over seeds (Student t, :func:`bystander.stats.mean_ci`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from bystander.agents.evaluation import mean_ci
+from bystander.atomic import atomic_open
+from bystander.stats import mean_ci
 
 BACKENDS = ("serial", "local", "ray")
 
@@ -114,18 +114,10 @@ def _short(v: Any) -> str:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + ``os.replace``)."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`bystander.atomic.atomic_open`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, default=_json_default, allow_nan=True)
     return path
 
 
@@ -444,17 +436,14 @@ def pareto_front(
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Rows (dicts) as CSV with the union of their keys as header (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: _cell(v) for k, v in r.items()})
-    os.replace(tmp, path)
     return path
 
 
