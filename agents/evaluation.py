@@ -32,6 +32,7 @@ from bystander.stats import mean_ci, wilson_ci
 
 RATE_METRICS = ("success", "collision")
 
+
 @dataclass
 class EvalResult:
     """Evaluation of one policy.

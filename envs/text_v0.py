@@ -69,7 +69,7 @@ from bystander.envs.text_tasks import (
     format_prompt,
     load_tasks,
 )
-from bystander.llm.tokens import byte_tokenizer, decode, encode
+from bystander.envs.text_tokens import byte_tokenizer, decode, encode
 
 __all__ = ["ObserverView", "TextEnv", "UnicodeText", "parse_views", "view_masks"]
 

@@ -1,9 +1,8 @@
 """The LLM domain: transformers policy, SLM observers and the GRPO trainer.
 
-Modules (import what you need; nothing heavy is imported here):
+Modules (import what you need; nothing heavy is imported here). The tokenizer helpers
+live with the text env, in :mod:`bystander.envs.text_tokens`.
 
-- :mod:`bystander.llm.tokens`: tokenizer helpers (byte-level ByT5, decoding with
-  ``errors="replace"``, character offsets for retokenisation).
 - :mod:`bystander.llm.models`: ``load_causal_lm`` (hub id / local path / built-in
   tiny models), ``tiny_pair`` (pretrained and cached), batched ``generate_group``.
 - :mod:`bystander.llm.observers`: ``SLMPredictor`` (a ``Predictor`` with

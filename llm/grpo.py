@@ -57,10 +57,10 @@ from bystander.envs.constraints import (
 )
 from bystander.envs.predictability import COMBINE
 from bystander.envs.text_tasks import ArithmeticVerifier, Task, format_prompt
+from bystander.envs.text_tokens import decode, encode
 from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import completion_logprobs, generate_group
 from bystander.llm.observers import build_views, combine_errors, score_observers
-from bystander.llm.tokens import decode, encode
 
 __all__ = ["CONSTRAINT_MODES", "GRPOConfig", "GRPOTrainer", "group_normalise", "make_multiplier"]
 

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bystander.envs.text_tasks import Task, format_prompt, generate_tasks
-from bystander.llm.tokens import byte_tokenizer, encode
+from bystander.envs.text_tokens import byte_tokenizer, encode
 
 __all__ = [
     "TINY_POLICY",
@@ -272,11 +272,6 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model.to(device), tokenizer
-
-
-def with_steps(cfg: TinyConfig, steps: int) -> TinyConfig:
-    """``cfg`` with another pretraining budget (a new cache key)."""
-    return replace(cfg, steps=steps)
 
 
 def _left_pad(seqs: Sequence[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

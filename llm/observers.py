@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from bystander.envs.contract import Views
+from bystander.envs.text_tokens import char_spans, decode, encode_with_offsets, same_tokenizer
 from bystander.envs.text_v0 import ObserverView, view_masks
 from bystander.llm.models import max_context
-from bystander.llm.tokens import char_spans, decode, encode_with_offsets, same_tokenizer
 
 __all__ = ["SLMPredictor", "build_views", "combine_errors", "score_observers"]
 

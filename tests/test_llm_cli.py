@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from bystander.envs.text_tokens import byte_tokenizer
 from bystander.llm import cli
 from bystander.llm.models import TinyConfig, tiny_model
-from bystander.llm.tokens import byte_tokenizer
 
 
 @pytest.fixture(scope="module")

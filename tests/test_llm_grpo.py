@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bystander.envs.text_tasks import generate_tasks
+from bystander.envs.text_tokens import byte_tokenizer, encode
 from bystander.llm.grpo import GRPOConfig, GRPOTrainer, group_normalise
 from bystander.llm.models import (
     TinyConfig,
@@ -18,7 +19,6 @@ from bystander.llm.models import (
     tiny_pair,
 )
 from bystander.llm.observers import SLMPredictor
-from bystander.llm.tokens import byte_tokenizer, encode
 
 SMALL = TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=192, steps=0)
 

@@ -7,9 +7,9 @@ import pytest
 
 from bystander.envs.constraints import LagrangeMultiplier
 from bystander.envs.text_tasks import generate_tasks
+from bystander.envs.text_tokens import byte_tokenizer, encode
 from bystander.llm.models import TinyConfig, load_causal_lm, tiny_model
 from bystander.llm.observers import SLMPredictor
-from bystander.llm.tokens import byte_tokenizer, encode
 from bystander.llm.trl_adapter import (
     ConstraintCallback,
     PredictabilityReward,

@@ -48,8 +48,8 @@ def out(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
+    from bystander.envs.text_tokens import byte_tokenizer
     from bystander.llm.models import TinyConfig, tiny_model
-    from bystander.llm.tokens import byte_tokenizer
 
     root = tmp_path_factory.mktemp("models")
     tok = byte_tokenizer()

@@ -19,8 +19,8 @@ from bystander.envs.text_tasks import (
     generate_tasks,
     load_gsm8k_jsonl,
 )
+from bystander.envs.text_tokens import byte_tokenizer, decode, encode
 from bystander.envs.text_v0 import ObserverView, TextEnv, UnicodeText, parse_views, view_masks
-from bystander.llm.tokens import byte_tokenizer, decode, encode
 
 
 class _EgoStepAsDict(gym.Wrapper):
@@ -185,7 +185,7 @@ def test_tokens_roundtrip_and_char_spans():
     text = "é = 3×4 ✓"
     ids = encode(tok, text)
     assert decode(tok, ids) == text
-    from bystander.llm.tokens import char_spans
+    from bystander.envs.text_tokens import char_spans
 
     out, spans = char_spans(tok, ids)
     assert out == text

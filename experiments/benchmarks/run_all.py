@@ -45,7 +45,7 @@ START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
 def single_env_section(seconds: float) -> str:
-    """Single-env steps/s of ours vs highway-env, with h1's ``env_speed.steps_per_second``."""
+    """Single-env steps/s of ours vs highway-env, with ``env_speed.steps_per_second``."""
     from env_speed import steps_per_second
 
     ours, n_ours = steps_per_second(gym.make("bystander/Intersection-v0"), seconds)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from bystander.envs.text_tasks import format_prompt, generate_tasks
+from bystander.envs.text_tokens import byte_tokenizer, encode
 from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import (
     TINY_POLICY,
@@ -28,7 +29,6 @@ from bystander.llm.models import (
     tiny_model,
 )
 from bystander.llm.observers import SLMPredictor, score_observers
-from bystander.llm.tokens import byte_tokenizer, encode
 
 
 def main(argv: list[str] | None = None) -> None:

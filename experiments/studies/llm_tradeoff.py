@@ -1,6 +1,6 @@
 """Study 6: task accuracy against SLM predictability (LLM, tiny models).
 
-GRPO (h3's :class:`bystander.llm.grpo.GRPOTrainer`, through
+GRPO (:class:`bystander.llm.grpo.GRPOTrainer`, through
 :func:`bystander.llm.cli.llm_train`) trains the tiny policy on generated arithmetic
 tasks while a tiny SLM observer scores its chain of thought; each point of the
 preset is one training configuration: no constraint, shaping weights, Lagrangian

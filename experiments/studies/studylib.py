@@ -195,7 +195,7 @@ def constraint_dynamics(curve: dict[str, list[float]], budget: float) -> dict[st
 
 
 def driving_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
-    """Train an ego with h5's trainer from the trial's overrides, then evaluate it.
+    """Train an ego with the driving trainer from the trial's overrides, then evaluate it.
 
     Returns the evaluation means (``success``, ``collision``, ``time_to_destination_s``,
     ``task_return``, ``episode_cost``, ``cost_predictability``, ``ade``, ``fde``,
@@ -237,7 +237,7 @@ def driving_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
 
 
 def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
-    """GRPO on the tiny models (h3's :func:`bystander.llm.cli.llm_train`), evaluated on
+    """GRPO on the tiny models (:func:`bystander.llm.cli.llm_train`), evaluated on
     held-out prompts.
 
     ``trial.overrides``: ``{"steps", "num_tasks", "eval_prompts", "grpo": {...}}``

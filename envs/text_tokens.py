@@ -1,5 +1,7 @@
 """Tokenizer helpers shared by the text env, the SLM observers and the trainer.
 
+They live in the env layer so that the text env needs nothing from :mod:`bystander.llm`.
+
 Byte-level tokenizers (``ByT5Tokenizer``: id = byte + 3, ids 0/1/2 are pad/eos/unk)
 need no files, so the built-in tiny models use one. A byte-level model can write a
 byte sequence that is not valid UTF-8; everywhere in this project such text is
