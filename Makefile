@@ -1,6 +1,6 @@
 # Two entry points for a fresh Linux machine with Python 3.10+:
 #   make demo   - set up .venv and run the main job (bystander demo)
-#   make test   - set up .venv and run the test suite
+#   make test   - set up .venv and run the test suite (make test-fast: without slow tests)
 # CPU torch is installed first so that no multi-GB CUDA build is pulled in.
 # Set TORCH_SPEC / PIP_TORCH_ARGS to change it, e.g.
 #   make test PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
@@ -15,7 +15,7 @@ TEST_STAMP = $(VENV)/.bystander-test-installed
 # Optional extras the test suite exercises (TRL adapter, Ray sweep backend).
 TEST_EXTRAS ?= dev,trl,ray
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

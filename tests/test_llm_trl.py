@@ -48,6 +48,7 @@ def test_reward_functions_have_trls_signature():
     assert metrics["predictability_cost"] == pytest.approx(-np.mean(out))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
     pytest.importorskip("trl")

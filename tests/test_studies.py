@@ -85,6 +85,7 @@ def _check_outputs(study: str, results_dir: Path, n_trials: int) -> list[dict[st
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", ["frontier", "lagrangian", "cotraining",
                                    "partial_observation", "review_gate"])  # fmt: skip
 def test_driving_study_smoke(study, out):

@@ -124,6 +124,7 @@ def test_local_process_pool_backend_resumes(tmp_path):
     assert sorted(calls) == sorted(t.trial_id for t in trials)  # the first ran once only
 
 
+@pytest.mark.slow
 def test_ray_tune_backend_two_trials(tmp_path):
     pytest.importorskip("ray")
     pytest.importorskip("ray.tune")

@@ -46,6 +46,7 @@ class RandomPolicy:
         return self.space.sample(), None
 
 
+@pytest.mark.slow
 def test_ppo_learns_beyond_random_baseline(tmp_path: Path) -> None:
     cfg = load_config(
         overrides=[
