@@ -1,7 +1,7 @@
 """The shared predictability contract between environments, predictors and wrappers.
 
 Both domains (driving and text) speak this contract; nothing in it knows about cars
-or tokens. See ``DESIGN.md`` ("The shared contract").
+or tokens. See ``docs/DESIGN.md`` ("The shared contract").
 
 Vocabulary
 ----------

@@ -1,4 +1,4 @@
-"""The intersection driving world (see ``DESIGN.md``, "The two domains").
+"""The intersection driving world (see ``docs/DESIGN.md``, "The two domains").
 
 Modules, bottom up:
 
