@@ -21,6 +21,20 @@ from collections.abc import Mapping
 
 import numpy as np
 
+__all__ = [
+    "MISS_THRESHOLD_M",
+    "ade",
+    "by_type",
+    "displacement",
+    "fde",
+    "improvement",
+    "min_ade_k",
+    "min_fde_k",
+    "miss",
+    "miss_rate",
+    "summarize",
+]
+
 MISS_THRESHOLD_M = 2.0
 """Default miss threshold in metres (final displacement)."""
 

@@ -33,6 +33,8 @@ from typing import Any
 
 from bystander.config import RunConfig, load_config
 
+__all__ = ["EGOS", "FULL", "QUICK", "demo_configs", "run_demo", "text_demo_available"]
+
 EGOS: dict[str, tuple[list[str], str]] = {
     "unconstrained": (
         ["name=unconstrained", "constraint.mode=none"],

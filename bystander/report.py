@@ -16,6 +16,8 @@ from typing import Any
 
 from bystander.agents.evaluation import EvalResult
 
+__all__ = ["EgoEntry", "plot_utility_vs_predictability", "write_report"]
+
 
 @dataclass
 class EgoEntry:

@@ -51,6 +51,23 @@ import numpy as np
 from bystander.atomic import atomic_open
 from bystander.stats import mean_ci
 
+__all__ = [
+    "BACKENDS",
+    "Trial",
+    "aggregate",
+    "atomic_write_json",
+    "execute_trial",
+    "fmt_ci",
+    "is_done",
+    "load_results",
+    "markdown_table",
+    "pareto_front",
+    "resolve_fn",
+    "run_sweep",
+    "trial_path",
+    "write_csv",
+]
+
 BACKENDS = ("serial", "local", "ray")
 
 TrialFn = Callable[["Trial", Path], dict[str, Any]]

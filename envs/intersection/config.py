@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["ACTION_TYPES", "IntersectionConfig", "OBSERVATION_TYPES"]
+
 ACTION_TYPES = ("discrete", "continuous")
 OBSERVATION_TYPES = ("vector", "occupancy", "dict")
 

@@ -22,6 +22,8 @@ import numpy as np
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.views import WorldView, check_action, make_spaces, seed_from
 
+__all__ = ["IntersectionEnv"]
+
 
 class IntersectionEnv(gym.Env):
     """One ego car at an intersection (or a grid of them) among scripted traffic.

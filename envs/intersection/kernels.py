@@ -13,6 +13,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+__all__ = [
+    "CONTROLLED",
+    "PEDESTRIAN",
+    "STANDING",
+    "advance",
+    "box_gap",
+    "ego_features",
+    "idm_accel",
+    "lane_poses",
+    "observer_slots",
+    "pairwise_gaps",
+    "splitmix_uniforms",
+    "surroundings",
+]
+
 PEDESTRIAN = 2
 CONTROLLED = 0
 STANDING = 0.5  # [m/s] below this a vehicle is standing: walkers step around it

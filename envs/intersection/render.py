@@ -21,6 +21,8 @@ import numpy as np
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.road import CROSSWALK, LINK, RoadNetwork
 
+__all__ = ["KIND_COLOURS", "Renderer", "record_episode", "save_video"]
+
 GRASS = (96, 152, 84)
 SIDEWALK = (186, 186, 178)
 ROAD = (64, 64, 68)

@@ -27,6 +27,8 @@ import numpy as np
 
 from bystander.envs.intersection.config import IntersectionConfig
 
+__all__ = ["DS", "RoadNetwork", "TURN_NAMES", "TURN_SPEED"]
+
 DS = 0.5
 """Resampling step of segment polylines [m]."""
 

@@ -51,6 +51,32 @@ from bystander.envs.intersection.kernels import (
 )
 from bystander.envs.intersection.road import CONNECTOR, CROSSWALK, DS, LINK, RoadNetwork
 
+__all__ = [
+    "IDM_ACCEL",
+    "IDM_DECEL",
+    "IDM_INV_2SQRT_AB",
+    "IDM_S0",
+    "IDM_T",
+    "IntersectionSim",
+    "KIND_NAMES",
+    "LATERAL_OFFSET",
+    "LENGTH",
+    "LOOKAHEAD",
+    "MAX_BRAKE",
+    "META_ACTIONS",
+    "N_EGO_FEATURES",
+    "N_OTHER_FEATURES",
+    "OBSERVER_TYPES",
+    "PED_CLEARANCE",
+    "PED_CONTINUE",
+    "PED_STOP_RADIUS",
+    "REWARD_NAMES",
+    "StepResult",
+    "TURN_BRAKE_ZONE",
+    "WIDTH",
+    "YIELD_ZONE",
+]
+
 CONTROLLED, CAR, PEDESTRIAN, CYCLIST = 0, 1, 2, 3
 KIND_NAMES = ("controlled", "car", "pedestrian", "cyclist")
 OBSERVER_TYPES = np.array(["car", "car", "pedestrian", "cyclist"], dtype=object)
