@@ -140,6 +140,18 @@ class ReviewGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError("reviewer: returned a nan cost estimate")
         return cost
 
+    def _check_action(self, action: Any, name: str) -> None:
+        """Refuse an action outside the action space before the reviewer judges it (an
+        invalid action must not be "repaired" by the fallback, nor blamed on the
+        reviewer)."""
+        space = self.env.action_space
+        try:
+            ok = bool(space.contains(_as_action(action, space)))
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name}: expected an action in {space}, got {action!r}")
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
@@ -149,6 +161,7 @@ class ReviewGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        self._check_action(action, "action")
         cost = self.review(action)
         flagged = cost > self.threshold
         if flagged:
@@ -168,6 +181,8 @@ class ReviewGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError("approve: no action is awaiting review")
         if action is None:
             action = self.pending_action
+        else:
+            self._check_action(action, "approve: action")
         self.pending_action = None
         return self._execute(action, False, self._pending_cost)
 

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
@@ -37,6 +38,9 @@ __all__ = [
     "load_tasks",
     "normalise_number",
 ]
+
+MAX_EXPONENT = 4000
+"""Largest decimal exponent :func:`normalise_number` accepts (either sign)."""
 
 ANSWER_MARK = "####"
 """Marker before the final answer (GSM8K convention)."""
@@ -63,17 +67,31 @@ class Task:
 def normalise_number(text: str) -> str:
     """Canonical string of a number: commas dropped, ``"7.0"`` -> ``"7"``, ``"-0"`` -> ``"0"``.
 
+    Exact at any number of digits (decimal arithmetic, no float round trip), so two
+    answers are equal exactly when their values are.
+
     Raises:
-        ValueError: ``text`` is not a number.
+        ValueError: ``text`` is not a finite number, or its magnitude is outside
+            ``1e-{MAX_EXPONENT}`` .. ``1e{MAX_EXPONENT}`` (nonzero).
     """
     cleaned = text.replace(",", "").strip()
     try:
-        value = float(cleaned)
-    except ValueError as exc:
-        raise ValueError(f"normalise_number: expected a number, got {text!r}") from exc
-    if value == int(value):
-        return str(int(value))
-    return repr(value)
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        raise ValueError(f"normalise_number: expected a finite number, got {text!r}")
+    if value.is_zero():
+        return "0"
+    if abs(value.adjusted()) > MAX_EXPONENT:
+        raise ValueError(
+            f"normalise_number: expected a magnitude within 1e-{MAX_EXPONENT}..1e{MAX_EXPONENT}, "
+            f"got {text[:40]!r}{'...' if len(text) > 40 else ''}"
+        )
+    digits = format(value, "f")  # exact: no context precision is applied
+    if "." in digits:
+        digits = digits.rstrip("0").rstrip(".")
+    return digits
 
 
 def format_prompt(question: str) -> str:
@@ -91,7 +109,10 @@ def extract_answer(text: str) -> tuple[str | None, bool]:
     """
     m = _STRICT.search(text)
     if m:
-        return normalise_number(m.group(1)), True
+        try:
+            return normalise_number(m.group(1)), True
+        except ValueError:  # e.g. more than MAX_EXPONENT digits: no answer, format kept
+            return None, True
     numbers = _NUMBER.findall(text)
     if not numbers:
         return None, False

@@ -130,3 +130,39 @@ def test_bad_inputs():
     gate.reset()
     with pytest.raises(ValueError, match="nan"):
         gate.step(STOP)
+
+
+@pytest.mark.parametrize(
+    "action", [[np.inf, 0.0], [5.0, 5.0], [np.nan, 0.0], [0.0], "left"], ids=repr
+)
+def test_an_invalid_action_is_refused_before_the_reviewer_judges_it(action):
+    reviewer = ObjectReviewer()
+    gate = ReviewGate(ToyPointEnv(), reviewer, threshold=0.5, fallback=STOP)
+    gate.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^action: expected an action in Box"):
+        gate.step(action)
+    assert reviewer.calls == 0 and gate.escalations == 0  # not judged, not replaced
+
+
+def test_approve_refuses_an_invalid_replacement():
+    gate = ReviewGate(ToyPointEnv(), lateral_reviewer, threshold=0.5, mode="escalate")
+    gate.reset(seed=0)
+    gate.step(np.array([1.0, 0.9], np.float32))
+    with pytest.raises(ValueError, match="approve: action: expected an action in"):
+        gate.approve(np.array([9.0, 0.0], np.float32))
+    assert gate.awaiting_review  # the pending proposal is kept
+
+
+@pytest.mark.parametrize("action", [-1, 99, 2.5e9], ids=repr)
+def test_an_invalid_discrete_driving_action_is_refused_by_the_gate(action):
+    import gymnasium as gym
+
+    import bystander.envs  # noqa: F401 - registers the ids
+
+    env = gym.make("bystander/Intersection-v0", config={"action_type": "discrete"})
+    calls = []
+    gate = ReviewGate(env, lambda e, a: calls.append(a) or 10.0, threshold=0.5, fallback=0)
+    gate.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^action: expected an action in Discrete"):
+        gate.step(action)
+    assert calls == []
