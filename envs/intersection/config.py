@@ -13,10 +13,73 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ACTION_TYPES", "IntersectionConfig", "OBSERVATION_TYPES"]
 
 ACTION_TYPES = ("discrete", "continuous")
 OBSERVATION_TYPES = ("vector", "occupancy", "dict")
+
+
+MAX_GRID = 12
+"""Most intersections per side of the grid (memory grows with the network)."""
+
+# Bounds of the numeric fields. The upper bounds keep memory, time and float arithmetic
+# sane: a 1e300 radius or reward overflows, dt above a second breaks the kinematics,
+# 1e5 slots or a 60x60 grid ask for gigabytes.
+# real fields > 0: name -> largest value
+_POSITIVE: dict[str, float] = {
+    "lane_width": 10.0, "block_length": 1000.0, "arm_length": 1000.0, "crosswalk_width": 10.0,
+    "dt": 1.0, "ego_max_speed": 100.0, "speed_step": 100.0, "max_accel": 100.0,
+    "max_decel": 100.0, "max_steer": math.pi / 2, "wheelbase": 20.0, "arrive_radius": 100.0,
+    "occupancy_cell": 100.0, "speed_limit": 100.0, "cyclist_speed": 100.0,
+    "pedestrian_speed": 100.0, "stuck_time": 1e5, "fov_car": 2 * math.pi, "range_car": 1000.0,
+    "fov_pedestrian": 2 * math.pi, "range_pedestrian": 1000.0, "fov_cyclist": 2 * math.pi,
+    "range_cyclist": 1000.0, "near_miss_distance": 100.0,
+}  # fmt: skip
+# real fields >= 0: name -> largest value
+_NONNEGATIVE: dict[str, float] = {
+    "car_rate": 100.0, "cyclist_rate": 100.0, "pedestrian_rate": 100.0, "collision_cost": 1e6,
+    "near_miss_cost": 1e6, "reward_progress": 1e6, "reward_arrival": 1e6,
+    "arrive_distance": 1000.0,
+}  # fmt: skip
+# real fields <= 0: name -> smallest value
+_NONPOSITIVE: dict[str, float] = {
+    "reward_collision": -1e6, "reward_offroad": -1e6, "reward_time": -1e6,
+}  # fmt: skip
+# int fields: name -> (smallest, largest)
+_INTS: dict[str, tuple[int, int]] = {
+    "max_cycles": (1, 1_000_000), "n_controlled": (1, 64), "n_nearest": (1, 256),
+    "occupancy_size": (2, 256), "max_agents": (2, 512), "n_cars": (0, 512),
+    "n_pedestrians": (0, 512), "n_cyclists": (0, 512), "screen_size": (64, 4096),
+    "render_fps": (1, 10_000),
+}  # fmt: skip
+
+
+def _is_int(v: Any) -> bool:
+    """An int or a numpy integer (not a bool)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    """A finite int or float, numpy scalars included (not a bool)."""
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(v)
+    )
+
+
+def _check_reals(
+    config: IntersectionConfig, bounds: dict[str, float], ok: Any, expected: str
+) -> None:
+    for name, bound in bounds.items():
+        v = getattr(config, name)
+        if not _is_real(v) or not ok(v, bound):
+            raise ValueError(
+                f"config.{name}: expected a finite number {expected(bound)}, got {v!r}"
+            )
+        object.__setattr__(config, name, float(v))
 
 
 @dataclass(frozen=True)
@@ -126,63 +189,24 @@ class IntersectionConfig:
         if (
             not isinstance(grid, (tuple, list))
             or len(grid) != 2
-            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid)
+            or not all(_is_int(g) and 1 <= g <= MAX_GRID for g in grid)
         ):
-            raise ValueError(f"config.grid: expected (rows, cols) of ints >= 1, got {grid!r}")
+            raise ValueError(
+                f"config.grid: expected (rows, cols) of ints in [1, {MAX_GRID}], got {grid!r}"
+            )
         object.__setattr__(self, "grid", (int(grid[0]), int(grid[1])))
-        positive = [
-            "lane_width", "block_length", "arm_length", "crosswalk_width", "dt", "ego_max_speed",
-            "speed_step", "max_accel", "max_decel", "max_steer", "wheelbase", "arrive_radius",
-            "occupancy_cell", "speed_limit", "cyclist_speed", "pedestrian_speed", "stuck_time",
-            "fov_car", "range_car", "fov_pedestrian", "range_pedestrian", "fov_cyclist",
-            "range_cyclist", "near_miss_distance",
-        ]  # fmt: skip
-        for name in positive:
+        _check_reals(self, _POSITIVE, lambda v, hi: 0 < v <= hi, lambda hi: f"> 0 and <= {hi:g}")
+        _check_reals(
+            self, _NONNEGATIVE, lambda v, hi: 0 <= v <= hi, lambda hi: f">= 0 and <= {hi:g}"
+        )
+        _check_reals(
+            self, _NONPOSITIVE, lambda v, lo: lo <= v <= 0, lambda lo: f"<= 0 and >= {lo:g}"
+        )
+        for name, (lo, hi) in _INTS.items():
             v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not math.isfinite(v)
-                or v <= 0
-            ):
-                raise ValueError(f"config.{name}: expected a finite number > 0, got {v!r}")
-            object.__setattr__(self, name, float(v))
-        nonneg = [
-            "car_rate", "cyclist_rate", "pedestrian_rate", "collision_cost", "near_miss_cost",
-            "reward_progress", "reward_arrival", "arrive_distance",
-        ]  # fmt: skip
-        for name in nonneg:
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not math.isfinite(v)
-                or v < 0
-            ):
-                raise ValueError(f"config.{name}: expected a finite number >= 0, got {v!r}")
-            object.__setattr__(self, name, float(v))
-        for name in ("reward_collision", "reward_offroad", "reward_time"):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not math.isfinite(v)
-                or v > 0
-            ):
-                raise ValueError(f"config.{name}: expected a finite number <= 0, got {v!r}")
-            object.__setattr__(self, name, float(v))
-        ints = {
-            "max_cycles": 1, "n_controlled": 1, "n_nearest": 1, "occupancy_size": 2,
-            "max_agents": 2, "n_cars": 0, "n_pedestrians": 0, "n_cyclists": 0,
-            "screen_size": 64, "render_fps": 1,
-        }  # fmt: skip
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"config.{name}: expected an int >= {lo}, got {v!r}")
-        for name in ("fov_car", "fov_pedestrian", "fov_cyclist"):
-            if getattr(self, name) > 2 * math.pi:
-                raise ValueError(f"config.{name}: expected a full angle in (0, 2*pi] rad")
+            if not _is_int(v) or not lo <= v <= hi:
+                raise ValueError(f"config.{name}: expected an int >= {lo} and <= {hi}, got {v!r}")
+            object.__setattr__(self, name, int(v))
         if self.action_type not in ACTION_TYPES:
             raise ValueError(
                 f"config.action_type: expected one of {ACTION_TYPES}, got {self.action_type!r}"
@@ -191,14 +215,11 @@ class IntersectionConfig:
             raise ValueError(
                 f"config.observation: expected one of {OBSERVATION_TYPES}, got {self.observation!r}"
             )
-        if not isinstance(self.ego_car_following, bool):
-            raise ValueError(
-                f"config.ego_car_following: expected a bool, got {self.ego_car_following!r}"
-            )
-        if not isinstance(self.occlusion_by_vehicles, bool):
-            raise ValueError(
-                f"config.occlusion_by_vehicles: expected a bool, got {self.occlusion_by_vehicles!r}"
-            )
+        for name in ("ego_car_following", "occlusion_by_vehicles"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"config.{name}: expected a bool, got {v!r}")
+            object.__setattr__(self, name, bool(v))
         if self.max_agents < self.n_controlled + 1:
             raise ValueError(
                 f"config.max_agents: expected >= n_controlled + 1 = {self.n_controlled + 1}, "
@@ -236,7 +257,7 @@ class IntersectionConfig:
                 f"config: expected a dict or IntersectionConfig, got {type(config).__name__}"
             )
         names = cls.field_names()
-        unknown = sorted(k for k in config if k not in names)
+        unknown = sorted((k for k in config if k not in names), key=repr)
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown}; expected keys among {names}")
         kw = dict(config)
@@ -249,7 +270,7 @@ class IntersectionConfig:
         if not overrides:
             return self
         base = {n: getattr(self, n) for n in self.field_names()}
-        unknown = sorted(k for k in overrides if k not in base)
+        unknown = sorted((k for k in overrides if k not in base), key=repr)
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown}; expected keys among {list(base)}")
         base.update(overrides)
