@@ -57,3 +57,24 @@ def test_the_largest_allowed_rewards_stay_finite_in_both_apis():
         _, r, *_ = env.step(3)
         _, rv, *_ = venv.step(np.array([3, 3]))
         assert np.isfinite(r) and np.isfinite(rv).all()
+
+
+def test_the_gym_env_refuses_to_step_past_truncation():
+    env = IntersectionEnv(config={"max_cycles": 3})
+    env.reset(seed=0)
+    ended = [env.step(1)[2:4] for _ in range(3)]
+    assert ended[-1] == (False, True)
+    with pytest.raises(RuntimeError, match="after the episode ended"):
+        env.step(1)
+    env.reset(seed=1)
+    env.step(1)  # a new episode steps again
+
+
+@pytest.mark.parametrize(
+    "action", [[True, False], [1 + 2j, 0.0], ["0.5", "0.1"], [object(), 0.0]], ids=repr
+)
+def test_continuous_actions_must_be_real_numbers(action):
+    env = IntersectionEnv(config={"action_type": "continuous"})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^action: expected 2 floats"):
+        env.step(action)

@@ -67,6 +67,7 @@ class IntersectionEnv(gym.Env):
         self.observation_space, self.action_space = make_spaces(config)
         self.metadata = {**self.metadata, "render_fps": config.render_fps}
         self._out = None
+        self._ended = False
 
     @property
     def sim(self):
@@ -83,6 +84,7 @@ class IntersectionEnv(gym.Env):
                 self._build(self.config.replace(options["config"]))
         out = self.world.reset(seed_from(self.np_random))
         self._out = out
+        self._ended = False
         if self.render_mode == "human":
             self.render()
         return self.world.observation(out, 0), self.world.info(out, 0, reset=True)
@@ -90,11 +92,13 @@ class IntersectionEnv(gym.Env):
     def step(self, action: Any):
         if self._out is None:
             raise RuntimeError("step() called before reset()")
-        if self.sim.done[0, 0]:
+        if self._ended:
             raise RuntimeError("step() called after the episode ended; call reset()")
         a = check_action(action, self.config)
         out = self.world.step(np.asarray([a]))
         self._out = out
+        # terminated (this car) or truncated (max_cycles): both end the episode
+        self._ended = bool(out.terminated[0, 0]) or bool(out.truncated[0])
         obs = self.world.observation(out, 0)
         reward = float(out.rewards[0, 0].sum())
         info = self.world.info(out, 0)

@@ -70,6 +70,18 @@ def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]
     return obs, act
 
 
+def real_array(values: Any, name: str, expected: str) -> np.ndarray:
+    """``values`` as a float64 array, refusing what is not real numbers (bools, complex
+    numbers, strings, objects) instead of casting it."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as err:  # ragged nesting
+        raise ValueError(f"{name}: expected {expected}, got {values!r}") from err
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected {expected} (real numbers), got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
 def check_action(action: Any, config: IntersectionConfig, name: str = "action") -> Any:
     """Validate one action; returns it as ``int`` (discrete) or ``(2,)`` float64 array."""
     if config.action_type == "discrete":
@@ -83,12 +95,7 @@ def check_action(action: Any, config: IntersectionConfig, name: str = "action") 
         if not 0 <= a < len(META_ACTIONS):
             raise ValueError(f"{name}: expected an int in [0, {len(META_ACTIONS)}), got {a}")
         return a
-    try:
-        arr = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"{name}: expected 2 floats (acceleration, steering), got {action!r}"
-        ) from err
+    arr = real_array(action, name, "2 floats (acceleration, steering)")
     if arr.shape != (2,):
         raise ValueError(
             f"{name}: expected shape (2,) (acceleration, steering), got shape {arr.shape}"
@@ -220,5 +227,6 @@ __all__ = [
     "check_action",
     "make_spaces",
     "observation_size",
+    "real_array",
     "seed_from",
 ]
