@@ -331,10 +331,23 @@ class TextEnv(gym.Env):
         if isinstance(action, bytes | bytearray):
             action = bytes(action).decode("utf-8", errors="replace")
         if isinstance(action, str):
+            try:
+                action.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ValueError(
+                    f"action: expected text that UTF-8 can encode, got a lone surrogate "
+                    f"{action[err.start]!r} at character {err.start}"
+                ) from None
             return encode(self.tokenizer, action), action
         arr = np.asarray(action)
         if arr.ndim == 1 and (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
             ids = arr.astype(np.int64)
+            vocab = len(self.tokenizer)
+            if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+                raise ValueError(
+                    f"action: expected token ids in [0, {vocab}) (the tokenizer's vocabulary), "
+                    f"got values in [{ids.min()}, {ids.max()}]"
+                )
             return ids, decode(self.tokenizer, ids)
         raise TypeError(
             f"action: expected a str, bytes or a 1-D integer array of token ids, got "

@@ -58,3 +58,18 @@ def test_text_env_scores_a_309_digit_answer():
     env.reset(seed=0)
     info = env.step("#### " + "9" * 309)[4]
     assert info["format_ok"] and not info["correct"]
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [("ok \ud800 then", "lone surrogate"), ([3, -1], r"token ids in \[0, "),
+     ([3, 10**6], r"token ids in \[0, ")],
+)  # fmt: skip
+def test_text_env_refuses_unencodable_text_and_unknown_token_ids(action, match):
+    import numpy as np
+
+    env = TextEnv(num_tasks=2, views="full")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.step(action if isinstance(action, str) else np.array(action))
+    env.step("#### 1")  # the episode is still usable
