@@ -14,3 +14,10 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     pass
+
+# Property-based tests: a few seconds by default, deeper with --hypothesis-profile=deep.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("default", max_examples=30, deadline=None)
+settings.register_profile("deep", max_examples=2000, deadline=None)
+settings.load_profile("default")
