@@ -33,6 +33,8 @@ from typing import Any
 
 from bystander.config import RunConfig, load_config
 
+__all__ = ["EGOS", "demo_configs", "run_demo", "text_demo_available"]
+
 EGOS: dict[str, tuple[list[str], str]] = {
     "unconstrained": (
         ["name=unconstrained", "constraint.mode=none"],
@@ -46,7 +48,7 @@ EGOS: dict[str, tuple[list[str], str]] = {
             "constraint.channel=predictability",
             "constraint.cost_normalization=per_step",
             "constraint.budget=0.25",
-            "constraint.lr=5.0",
+            "constraint.lambda_lr=5.0",
             "constraint.lambda_init=0.1",
             "constraint.lambda_max=2.0",
             "constraint.lambda_min=0.05",
