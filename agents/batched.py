@@ -31,8 +31,9 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 
 from bystander.agents.training import HookCopies
-from bystander.envs.constraints import LagrangianVecReward, Multiplier, ShapedVecReward
+from bystander.envs.constraints import Multiplier
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
+from bystander.envs.vector import LagrangianVecReward, ShapedVecReward
 
 
 class BatchedHooks(VecEnvWrapper):

@@ -56,12 +56,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 import bystander.envs  # noqa: F401  (registers the Gymnasium ids)
 from bystander.agents import checkpoint as ckpt_mod
 from bystander.config import RunConfig, resolved_hyperparams, save_config
-from bystander.envs.constraints import (
-    LagrangianReward,
-    Multiplier,
-    ShapedReward,
-    make_multiplier,
-)
+from bystander.envs.constraints import LagrangianReward, Multiplier, ShapedReward
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
 
@@ -115,19 +110,7 @@ def multiplier_key(channel: str | None) -> str:
 def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
     """Multipliers by cost channel for ``lagrangian`` / ``pid`` modes (else empty)."""
     c = cfg.constraint
-    m = make_multiplier(
-        c.mode,
-        c.budget,
-        lr=c.lr,
-        init=c.lambda_init,
-        max=c.lambda_max,
-        min=c.lambda_min,
-        kp=c.kp,
-        ki=c.ki,
-        kd=c.kd,
-        delay=c.delay,
-        window=c.window,
-    )
+    m = c.make_multiplier()
     return {} if m is None else {multiplier_key(c.channel): m}
 
 

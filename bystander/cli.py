@@ -22,14 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bystander.config import ALGOS, CONSTRAINT_MODES, PREDICTOR_KINDS, VEC_ENVS
-from bystander.envs.constraints import COST_NORMALIZATIONS
+from bystander.config import RunConfig
+from bystander.dataconfig import add_flags, config_flags, flag_overrides
 
-PREDICTOR_ALIASES = {
-    "cv": "constant_velocity",
-    "ctr": "constant_turn_rate",
-    **{k: k for k in PREDICTOR_KINDS},
-}
+__all__ = ["build_parser", "main"]
 
 
 def _set_arg(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002 - argparse's name
@@ -47,88 +43,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
+    """The shortcuts: one per :class:`~bystander.config.RunConfig` field whose metadata
+    names a ``flag`` (the constraint ones from
+    :class:`~bystander.envs.constraint_config.ConstraintConfig`)."""
     g = p.add_argument_group("shortcuts (each is a --set override)")
-    g.add_argument("--name", help="run name (run dir: runs/<timestamp>-<name>)")
-    g.add_argument("--algo", choices=ALGOS, help="SB3 algorithm (train.algo)")
-    g.add_argument("--timesteps", type=int, help="total env steps (train.total_timesteps)")
-    g.add_argument("--n-envs", type=int, help="parallel envs (train.n_envs)")
-    g.add_argument(
-        "--vec-env", choices=VEC_ENVS, help="DummyVecEnv or SubprocVecEnv (train.vec_env)"
-    )
-    g.add_argument("--seed", type=int, help="seed (train.seed)")
-    g.add_argument("--constraint", choices=CONSTRAINT_MODES, help="constraint.mode")
-    g.add_argument("--weight", type=float, help="shaping weight (constraint.weight)")
-    g.add_argument(
-        "--budget",
-        type=float,
-        help="cost budget, per episode or per step (constraint.budget)",
-    )
-    g.add_argument(
-        "--cost-normalization",
-        choices=COST_NORMALIZATIONS,
-        help="budget unit: summed episode cost or cost per step (constraint.cost_normalization)",
-    )
-    g.add_argument("--lambda-lr", type=float, help="Lagrangian learning rate (constraint.lr)")
-    g.add_argument("--lambda-max", type=float, help="constraint.lambda_max")
-    g.add_argument(
-        "--lambda-min",
-        type=float,
-        help="lambda floor of mode lagrangian, 0: none (constraint.lambda_min)",
-    )
-    g.add_argument("--kp", type=float, help="PID gain (constraint.kp)")
-    g.add_argument("--ki", type=float, help="PID gain (constraint.ki)")
-    g.add_argument("--kd", type=float, help="PID gain (constraint.kd)")
-    g.add_argument(
-        "--predictor",
-        choices=sorted(PREDICTOR_ALIASES),
-        help="predictor.kind (cv, ctr, frozen, cotrained)",
-    )
-    g.add_argument("--predictor-path", help="learned predictor weights (predictor.path)")
-    g.add_argument("--max-minutes", type=float, help="wall-time limit (train.max_minutes)")
-    g.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (train.progress_bar)",
-    )
-
-
-_FLAG_TO_KEY = {
-    "name": "name",
-    "algo": "train.algo",
-    "timesteps": "train.total_timesteps",
-    "n_envs": "train.n_envs",
-    "vec_env": "train.vec_env",
-    "seed": "train.seed",
-    "constraint": "constraint.mode",
-    "weight": "constraint.weight",
-    "budget": "constraint.budget",
-    "cost_normalization": "constraint.cost_normalization",
-    "lambda_lr": "constraint.lr",
-    "lambda_max": "constraint.lambda_max",
-    "lambda_min": "constraint.lambda_min",
-    "kp": "constraint.kp",
-    "ki": "constraint.ki",
-    "kd": "constraint.kd",
-    "predictor": "predictor.kind",
-    "predictor_path": "predictor.path",
-    "max_minutes": "train.max_minutes",
-    "progress": "train.progress_bar",
-}
+    add_flags(g, RunConfig)
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for flag, key in _FLAG_TO_KEY.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if flag == "predictor":
-            value = PREDICTOR_ALIASES[value]
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        out.append(f"{key}={value}")
-    return out
+    return flag_overrides(args, config_flags(RunConfig))
 
 
 def build_parser() -> argparse.ArgumentParser:

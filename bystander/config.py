@@ -8,31 +8,70 @@ run saves its resolved config as ``config.yaml`` in the run directory.
 
 Bad values raise :class:`ValueError` (or :class:`TypeError` for a wrong type) naming
 the field by its dotted path and the expected value, e.g.
-``train.n_envs: expected an int >= 1, got 0``.
+``train.n_envs: expected an int >= 1, got 0``. Each section checks its own fields in
+``__post_init__`` / ``validate(path)``, next to them; :class:`RunConfig` checks what
+spans sections. The ``constraint`` section is the shared
+:class:`~bystander.envs.constraint_config.ConstraintConfig` (the same schema as the
+text trainer's ``GRPOConfig.constraint``) with the driving defaults
+(:func:`driving_constraint`). Fields with a ``flag`` in their metadata are the
+``bystander train`` shortcuts (:func:`bystander.dataconfig.add_flags`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bystander.envs.constraints import COST_NORMALIZATIONS
+from bystander.dataconfig import (
+    deep_merge,
+    from_dict,
+    get_dotted,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
+from bystander.envs.constraint_config import ConstraintConfig
 
-CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
+__all__ = [
+    "ALGOS",
+    "ALGO_DEFAULTS",
+    "DEFAULT_ENV_CONFIG",
+    "PREDICTOR_ALIASES",
+    "PREDICTOR_KINDS",
+    "REVIEW_MODES",
+    "SECTIONS",
+    "VEC_ENVS",
+    "EnvSection",
+    "EvalSection",
+    "PredictorSection",
+    "RenderSection",
+    "ReviewSection",
+    "RunConfig",
+    "TrainSection",
+    "config_from_dict",
+    "driving_constraint",
+    "load_config",
+    "parse_override",
+    "resolved_hyperparams",
+    "save_config",
+]
+
 PREDICTOR_KINDS = ("none", "constant_velocity", "constant_turn_rate", "frozen", "cotrained")
 ALGOS = ("ppo", "sac", "dqn")
 VEC_ENVS = ("dummy", "subproc", "batched")
 REVIEW_MODES = ("veto", "escalate")
+PREDICTOR_ALIASES = {
+    "cv": "constant_velocity",
+    "ctr": "constant_turn_rate",
+    **{k: k for k in PREDICTOR_KINDS},
+}
+"""What ``--predictor`` accepts: the short names and every kind."""
 
 DEFAULT_ENV_CONFIG: dict[str, Any] = {
     "n_cars": 1,
@@ -80,6 +119,16 @@ def resolved_hyperparams(train: TrainSection) -> dict[str, Any]:
     return {**ALGO_DEFAULTS[train.algo], **train.hyperparams}
 
 
+def _check(cond: bool, field_path: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
+
+
+def _flag(flag: str, help: str, **extra: Any) -> dict[str, Any]:  # noqa: A002 - argparse's name
+    """Field metadata of a CLI shortcut (see :func:`bystander.dataconfig.add_flags`)."""
+    return {"flag": flag, "help": help, **extra}
+
+
 @dataclass
 class EnvSection:
     """Which environment to train on.
@@ -94,6 +143,20 @@ class EnvSection:
     id: str = "bystander/Intersection-v0"
     config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_CONFIG))
     max_episode_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "env") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(bool(self.id), f"{path}.id", "a Gymnasium id", self.id)
+        if self.max_episode_steps is not None:
+            _check(
+                self.max_episode_steps >= 1,
+                f"{path}.max_episode_steps",
+                "an int >= 1 or null",
+                self.max_episode_steps,
+            )
 
 
 @dataclass
@@ -114,8 +177,15 @@ class PredictorSection:
         buffer_size: Max (view, truth) pairs kept between updates (newest kept).
     """
 
-    kind: str = "constant_velocity"
-    path: str | None = None
+    kind: str = field(
+        default="constant_velocity",
+        metadata=_flag(
+            "--predictor", "predictor kind (cv, ctr, frozen, cotrained)", aliases=PREDICTOR_ALIASES
+        ),
+    )
+    path: str | None = field(
+        default=None, metadata=_flag("--predictor-path", "learned predictor weights")
+    )
     horizon: int = 10
     history: int = 8
     lr: float = 1e-3
@@ -123,60 +193,51 @@ class PredictorSection:
     batch_size: int = 256
     buffer_size: int = 8192
 
+    def __post_init__(self) -> None:
+        self.validate()
 
-@dataclass
-class ConstraintSection:
-    """How the predictability cost enters the reward.
+    def validate(self, path: str = "predictor") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(self.kind in PREDICTOR_KINDS, f"{path}.kind", f"one of {PREDICTOR_KINDS}", self.kind)
+        if self.kind == "frozen":
+            _check(bool(self.path), f"{path}.path", "a weights file for kind 'frozen'", self.path)
+        _check(self.horizon >= 1, f"{path}.horizon", "an int >= 1", self.horizon)
+        _check(self.history >= 2, f"{path}.history", "an int >= 2", self.history)
+        _check(self.lr > 0, f"{path}.lr", "a number > 0", self.lr)
+        _check(
+            self.updates_per_rollout >= 0,
+            f"{path}.updates_per_rollout",
+            "an int >= 0",
+            self.updates_per_rollout,
+        )
+        _check(self.batch_size >= 1, f"{path}.batch_size", "an int >= 1", self.batch_size)
+        _check(
+            self.buffer_size >= self.batch_size,
+            f"{path}.buffer_size",
+            f"an int >= {path}.batch_size ({self.batch_size})",
+            self.buffer_size,
+        )
 
-    Attributes:
-        mode: ``none``, ``shaping`` (r - weight * cost), ``lagrangian`` (Safe RLHF
-            log-lambda ascent) or ``pid`` (PID-Lagrangian).
-        channel: Cost channel constrained (``info["costs"][channel]``); ``None`` for
-            the total ``info["cost"]``.
-        weight: Shaping weight (reward units per cost unit).
-        budget: Cost budget d of the multiplier, in the unit that
-            ``cost_normalization`` gives: cost units per episode (``sum``) or cost
-            units per env step (``per_step``; for the predictability channel, metres
-            of observer ADE per step, steps where no observer scored counting 0).
-        cost_normalization: How a finished episode's summed cost
-            (``info["episode_costs"][channel]``) is compared with ``budget``: ``sum``
-            (as is) or ``per_step`` (divided by the episode length in env steps, from
-            the Monitor's ``info["episode"]["l"]``), see
-            :func:`bystander.envs.constraints.episode_cost_for_budget`. ``per_step``
-            makes the budget independent of episode length, so the ego cannot meet it
-            by ending episodes early or miss it by waiting.
-        lr: Lagrangian learning rate on log lambda.
-        lambda_init: Initial lambda.
-        lambda_max: Upper clamp on lambda.
-        lambda_min: Lower clamp on lambda for mode ``lagrangian`` (0: none, the plain
-            Safe RLHF update; else in (0, lambda_init]). Log-lambda ascent moves
-            log lambda by ``lr * lambda * (cost - budget)``, so once lambda has decayed
-            (cost under budget for a while) it hardly climbs back when the cost rises
-            again; the floor bounds that step from below. Default 0 keeps the plain
-            update, since a useful floor depends on ``lr`` and the cost's scale (about
-            ``lr * lambda_min * typical excess`` ~ 0.02-0.1; e.g. 0.05 with lr 5 and
-            per-step budgets in metres). Must be 0 for ``pid`` (additive, no stall).
-        delay: Multiplier updates before lambda starts moving.
-        window: Episode-cost window averaged by the Lagrangian multiplier.
-        kp: PID proportional gain.
-        ki: PID integral gain.
-        kd: PID derivative gain.
+
+def driving_constraint() -> ConstraintConfig:
+    """The driving defaults of ``RunConfig.constraint`` (fields:
+    :class:`~bystander.envs.constraint_config.ConstraintConfig`).
+
+    The cost is the ``predictability`` channel, metres of observer ADE; with
+    ``cost_normalization: sum`` the budget (20) is metres summed over an episode,
+    with ``per_step`` metres per env step (steps where no observer scored count 0).
+    A multiplier is updated once per rollout, hence the larger ``lambda_lr`` than the
+    text domain's and the small ``lambda_init`` / ``lambda_max`` (reward scale ~1).
     """
-
-    mode: str = "none"
-    channel: str | None = "predictability"
-    weight: float = 0.05
-    budget: float = 20.0
-    cost_normalization: str = "sum"
-    lr: float = 0.5
-    lambda_init: float = 0.02
-    lambda_max: float = 0.5
-    lambda_min: float = 0.0
-    delay: int = 0
-    window: int = 1
-    kp: float = 0.05
-    ki: float = 0.01
-    kd: float = 0.0
+    return ConstraintConfig(
+        channel="predictability",
+        weight=0.05,
+        budget=20.0,
+        lambda_lr=0.5,
+        lambda_init=0.02,
+        lambda_max=0.5,
+        kp=0.05,
+    )
 
 
 @dataclass
@@ -192,6 +253,14 @@ class ReviewSection:
     enabled: bool = False
     threshold: float = 2.0
     mode: str = "veto"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "review") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(self.mode in REVIEW_MODES, f"{path}.mode", f"one of {REVIEW_MODES}", self.mode)
+        _check(self.threshold >= 0, f"{path}.threshold", "a number >= 0", self.threshold)
 
 
 @dataclass
@@ -222,21 +291,64 @@ class TrainSection:
         torch_threads: ``torch.set_num_threads`` for the training process (0: leave).
     """
 
-    algo: str = "ppo"
-    total_timesteps: int = 200_000
-    n_envs: int = 128
-    vec_env: str = "batched"
-    seed: int = 0
+    algo: str = field(default="ppo", metadata=_flag("--algo", "SB3 algorithm", choices=ALGOS))
+    total_timesteps: int = field(default=200_000, metadata=_flag("--timesteps", "total env steps"))
+    n_envs: int = field(default=128, metadata=_flag("--n-envs", "parallel envs"))
+    vec_env: str = field(
+        default="batched",
+        metadata=_flag("--vec-env", "batched, DummyVecEnv or SubprocVecEnv", choices=VEC_ENVS),
+    )
+    seed: int = field(default=0, metadata=_flag("--seed", "seed"))
     normalize: bool = False
     policy: str = "MlpPolicy"
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 0
-    max_minutes: float | None = None
-    progress_bar: bool = False
+    max_minutes: float | None = field(
+        default=None, metadata=_flag("--max-minutes", "wall-time limit")
+    )
+    progress_bar: bool = field(default=False, metadata=_flag("--progress", "progress bar"))
     tensorboard: bool = True
     device: str = "cpu"
     torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "train") -> None:
+        """Check every field (``hyperparams`` against the SB3 class's signature, which
+        imports SB3); raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(self.algo in ALGOS, f"{path}.algo", f"one of {ALGOS}", self.algo)
+        _check(
+            self.total_timesteps >= 1,
+            f"{path}.total_timesteps",
+            "an int >= 1",
+            self.total_timesteps,
+        )
+        _check(self.n_envs >= 1, f"{path}.n_envs", "an int >= 1", self.n_envs)
+        _check(self.vec_env in VEC_ENVS, f"{path}.vec_env", f"one of {VEC_ENVS}", self.vec_env)
+        _check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
+        _check(
+            len(self.net_arch) >= 1 and all(n >= 1 for n in self.net_arch),
+            f"{path}.net_arch",
+            "a non-empty list of ints >= 1",
+            self.net_arch,
+        )
+        _check(
+            self.checkpoint_every >= 0,
+            f"{path}.checkpoint_every",
+            "an int >= 0",
+            self.checkpoint_every,
+        )
+        if self.max_minutes is not None:
+            _check(
+                self.max_minutes > 0,
+                f"{path}.max_minutes",
+                "a number > 0 or null",
+                self.max_minutes,
+            )
+        _check(self.torch_threads >= 0, f"{path}.torch_threads", "an int >= 0", self.torch_threads)
+        _validate_hyperparams(self.algo, resolved_hyperparams(self), f"{path}.hyperparams")
 
 
 @dataclass
@@ -246,6 +358,14 @@ class EvalSection:
     episodes: int = 50
     seed: int = 100_000
     deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "eval") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(self.episodes >= 1, f"{path}.episodes", "an int >= 1", self.episodes)
+        _check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
 
 
 @dataclass
@@ -264,198 +384,103 @@ class RenderSection:
     fps: int = 10
     every: int = 2
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "render") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(self.max_steps >= 1, f"{path}.max_steps", "an int >= 1", self.max_steps)
+        _check(self.fps >= 1, f"{path}.fps", "an int >= 1", self.fps)
+        _check(self.every >= 1, f"{path}.every", "an int >= 1", self.every)
+
+
+SECTIONS = ("env", "predictor", "constraint", "review", "train", "eval", "render")
+"""The sections of a :class:`RunConfig`, in order."""
+
 
 @dataclass
 class RunConfig:
     """A whole run.
 
+    Each section checks its own fields when built (``__post_init__``); the run checks
+    what spans sections. Bad values raise ``ValueError`` naming the dotted path.
+
     Attributes:
         name: Run name (the run directory is ``runs_dir/<timestamp>-<name>``).
         runs_dir: Parent directory of run directories.
+        constraint: The shared constraint schema with the driving defaults
+            (:func:`driving_constraint`).
     """
 
-    name: str = "default"
+    name: str = field(
+        default="default", metadata=_flag("--name", "run name (run dir: runs/<timestamp>-<name>)")
+    )
     runs_dir: str = "runs"
     env: EnvSection = field(default_factory=EnvSection)
     predictor: PredictorSection = field(default_factory=PredictorSection)
-    constraint: ConstraintSection = field(default_factory=ConstraintSection)
+    constraint: ConstraintConfig = field(default_factory=driving_constraint)
     review: ReviewSection = field(default_factory=ReviewSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     render: RenderSection = field(default_factory=RenderSection)
+
+    def __post_init__(self) -> None:
+        self._check_across()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> RunConfig:
-        """Check every value; raise ``ValueError`` naming the field. Returns ``self``."""
-        _validate(self)
+        """Check every value again (sections may have been mutated); raise ``ValueError``
+        naming the field. Returns ``self``."""
+        for name in SECTIONS:
+            getattr(self, name).validate(name)
+        self._check_across()
         return self
+
+    def _check_across(self) -> None:
+        """The checks that span sections."""
+        _check(
+            bool(self.name) and "/" not in self.name,
+            "name",
+            "a non-empty name without '/'",
+            self.name,
+        )
+        c = self.constraint
+        if c.mode != "none" and self.predictor.kind == "none" and c.channel == "predictability":
+            raise ValueError(
+                "constraint.channel: 'predictability' needs a predictor; set predictor.kind "
+                "or constraint.channel (e.g. null for the total cost)"
+            )
+        if self.train.vec_env == "batched":
+            if self.review.enabled:
+                raise ValueError(
+                    "review.enabled: the review gate needs per-env wrappers; expected false "
+                    "with train.vec_env='batched' (use 'dummy' or 'subproc')"
+                )
+            _check(
+                self.env.id == "bystander/Intersection-v0",
+                "train.vec_env",
+                "'dummy' or 'subproc' for envs other than bystander/Intersection-v0 ('batched' is its simulator)",
+                self.train.vec_env,
+            )
 
     def fingerprint(self, keys: tuple[str, ...] = ()) -> str:
         """SHA-256 of the JSON of the whole config (or of the listed dotted keys)."""
         d = self.to_dict()
         if keys:
-            d = {k: _get_dotted(d, k) for k in keys}
+            d = {k: get_dotted(d, k) for k in keys}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# ----------------------------------------------------------------------------- parsing
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise naming ``path``."""
-    optional, inner = _is_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise TypeError(f"{path}: expected {_type_name(inner)}, got None")
-    if dataclasses.is_dataclass(inner):
-        if isinstance(value, inner):
-            return value
-        if not isinstance(value, dict):
-            raise TypeError(f"{path}: expected a mapping of fields, got {type(value).__name__}")
-        return _from_dict(inner, value, path)
-    origin = typing.get_origin(inner)
-    if inner is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(f"{path}: expected a bool (true/false), got {value!r}")
-    if inner is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise TypeError(f"{path}: expected an int, got {value!r}")
-        return value
-    if inner is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if inner is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{path}: expected a string, got {value!r}")
-        return value
-    if origin is list:
-        (item_tp,) = typing.get_args(inner)
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{path}: expected a mapping, got {value!r}")
-        return copy.deepcopy(dict(value))
-    raise TypeError(f"{path}: unsupported annotation {tp!r}")  # pragma: no cover
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ValueError(
-            f"{where}{unknown[0]}: unknown config key; expected one of {sorted(names)}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{path}.{name}" if path else name)
-    return cls(**kwargs)
+# ----------------------------------------------------------------------------- loading
 
 
 def config_from_dict(data: dict[str, Any] | None) -> RunConfig:
-    """Build a validated :class:`RunConfig` from a (partial) nested dict over the defaults."""
-    return _from_dict(RunConfig, data or {}).validate()
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    data = _numbers(data)
-    base = data.pop("base", None)
-    if base is not None:
-        # ``base: other.yaml`` (relative to this file) is read first, this file on top.
-        data = _deep_merge(_read_yaml(path.parent / base), data)
-    return data
-
-
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _numbers(obj: Any) -> Any:
-    """Turn float-looking strings (YAML 1.1 reads ``3e-4`` as a string) into floats."""
-    if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_numbers(v) for v in obj]
-    if isinstance(obj, str) and _FLOAT_RE.fullmatch(obj.strip()):
-        return float(obj)
-    return obj
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``"a.b.c=value"`` into ``("a.b.c", value)``; the value is read as YAML."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r}: expected KEY=VALUE, e.g. train.n_envs=4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ValueError(f"override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ValueError(f"override {key}: cannot parse value {raw!r}: {e}") from e
-    return key, _numbers(value)
-
-
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    cur = d
-    for i, p in enumerate(parts[:-1]):
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict):
-            raise ValueError(f"{'.'.join(parts[: i + 1])}: is not a section; cannot set {key}")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-def _get_dotted(d: dict[str, Any], key: str) -> Any:
-    cur: Any = d
-    for p in key.split("."):
-        if not isinstance(cur, dict) or p not in cur:
-            raise KeyError(key)
-        cur = cur[p]
-    return cur
+    """Build a validated :class:`RunConfig` from a (partial) nested dict over the defaults
+    (each section validates itself when built, the run checks across sections)."""
+    return from_dict(RunConfig, data or {})
 
 
 def load_config(
@@ -475,12 +500,12 @@ def load_config(
     """
     data: dict[str, Any] = RunConfig().to_dict()
     if base:
-        data = _deep_merge(data, base)
+        data = deep_merge(data, base)
     if path is not None:
-        data = _deep_merge(data, _read_yaml(path))
+        data = deep_merge(data, read_yaml(path))
     for text in overrides or []:
         key, value = parse_override(text)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return config_from_dict(data)
 
 
@@ -492,135 +517,7 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
 
 
-# -------------------------------------------------------------------------- validation
-
-
-def _check(cond: bool, field_path: str, expected: str, got: Any) -> None:
-    if not cond:
-        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
-
-
-def _validate(cfg: RunConfig) -> None:
-    _check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)
-    _check(bool(cfg.env.id), "env.id", "a Gymnasium id", cfg.env.id)
-    if cfg.env.max_episode_steps is not None:
-        _check(
-            cfg.env.max_episode_steps >= 1,
-            "env.max_episode_steps",
-            "an int >= 1 or null",
-            cfg.env.max_episode_steps,
-        )
-
-    p = cfg.predictor
-    _check(p.kind in PREDICTOR_KINDS, "predictor.kind", f"one of {PREDICTOR_KINDS}", p.kind)
-    if p.kind == "frozen":
-        _check(bool(p.path), "predictor.path", "a weights file for kind 'frozen'", p.path)
-    _check(p.horizon >= 1, "predictor.horizon", "an int >= 1", p.horizon)
-    _check(p.history >= 2, "predictor.history", "an int >= 2", p.history)
-    _check(p.lr > 0, "predictor.lr", "a number > 0", p.lr)
-    _check(
-        p.updates_per_rollout >= 0,
-        "predictor.updates_per_rollout",
-        "an int >= 0",
-        p.updates_per_rollout,
-    )
-    _check(p.batch_size >= 1, "predictor.batch_size", "an int >= 1", p.batch_size)
-    _check(
-        p.buffer_size >= p.batch_size,
-        "predictor.buffer_size",
-        f"an int >= predictor.batch_size ({p.batch_size})",
-        p.buffer_size,
-    )
-
-    c = cfg.constraint
-    _check(c.mode in CONSTRAINT_MODES, "constraint.mode", f"one of {CONSTRAINT_MODES}", c.mode)
-    _check(c.weight >= 0, "constraint.weight", "a number >= 0", c.weight)
-    _check(c.budget >= 0, "constraint.budget", "a number >= 0", c.budget)
-    _check(
-        c.cost_normalization in COST_NORMALIZATIONS,
-        "constraint.cost_normalization",
-        f"one of {COST_NORMALIZATIONS}",
-        c.cost_normalization,
-    )
-    _check(c.lr > 0, "constraint.lr", "a number > 0", c.lr)
-    _check(c.lambda_init >= 0, "constraint.lambda_init", "a number >= 0", c.lambda_init)
-    _check(
-        c.lambda_max >= c.lambda_init,
-        "constraint.lambda_max",
-        f"a number >= constraint.lambda_init ({c.lambda_init})",
-        c.lambda_max,
-    )
-    _check(
-        0 <= c.lambda_min <= c.lambda_init,
-        "constraint.lambda_min",
-        f"a number in [0, constraint.lambda_init ({c.lambda_init})]",
-        c.lambda_min,
-    )
-    if c.mode == "pid":
-        _check(
-            c.lambda_min == 0,
-            "constraint.lambda_min",
-            "0 for mode 'pid' (the floor is for log-lambda ascent, mode 'lagrangian')",
-            c.lambda_min,
-        )
-    if c.mode == "lagrangian":
-        _check(
-            c.lambda_init > 0,
-            "constraint.lambda_init",
-            "a number > 0 for mode 'lagrangian' (log-parametrised)",
-            c.lambda_init,
-        )
-    if c.mode != "none" and cfg.predictor.kind == "none" and c.channel == "predictability":
-        raise ValueError(
-            "constraint.channel: 'predictability' needs a predictor; set predictor.kind "
-            "or constraint.channel (e.g. null for the total cost)"
-        )
-    _check(c.delay >= 0, "constraint.delay", "an int >= 0", c.delay)
-    _check(c.window >= 1, "constraint.window", "an int >= 1", c.window)
-    for g in ("kp", "ki", "kd"):
-        _check(getattr(c, g) >= 0, f"constraint.{g}", "a number >= 0", getattr(c, g))
-
-    r = cfg.review
-    _check(r.mode in REVIEW_MODES, "review.mode", f"one of {REVIEW_MODES}", r.mode)
-    _check(r.threshold >= 0, "review.threshold", "a number >= 0", r.threshold)
-
-    t = cfg.train
-    _check(t.algo in ALGOS, "train.algo", f"one of {ALGOS}", t.algo)
-    _check(t.total_timesteps >= 1, "train.total_timesteps", "an int >= 1", t.total_timesteps)
-    _check(t.n_envs >= 1, "train.n_envs", "an int >= 1", t.n_envs)
-    _check(t.vec_env in VEC_ENVS, "train.vec_env", f"one of {VEC_ENVS}", t.vec_env)
-    _check(t.seed >= 0, "train.seed", "an int >= 0", t.seed)
-    _check(
-        len(t.net_arch) >= 1 and all(n >= 1 for n in t.net_arch),
-        "train.net_arch",
-        "a non-empty list of ints >= 1",
-        t.net_arch,
-    )
-    if t.vec_env == "batched":
-        if r.enabled:
-            raise ValueError(
-                "review.enabled: the review gate needs per-env wrappers; expected false "
-                "with train.vec_env='batched' (use 'dummy' or 'subproc')"
-            )
-        _check(
-            cfg.env.id == "bystander/Intersection-v0",
-            "train.vec_env",
-            "'dummy' or 'subproc' for envs other than bystander/Intersection-v0 ('batched' is its simulator)",
-            t.vec_env,
-        )
-    _check(t.checkpoint_every >= 0, "train.checkpoint_every", "an int >= 0", t.checkpoint_every)
-    if t.max_minutes is not None:
-        _check(t.max_minutes > 0, "train.max_minutes", "a number > 0 or null", t.max_minutes)
-    _check(t.torch_threads >= 0, "train.torch_threads", "an int >= 0", t.torch_threads)
-    _validate_hyperparams(t.algo, resolved_hyperparams(t))
-
-    e = cfg.eval
-    _check(e.episodes >= 1, "eval.episodes", "an int >= 1", e.episodes)
-    _check(e.seed >= 0, "eval.seed", "an int >= 0", e.seed)
-    rd = cfg.render
-    _check(rd.max_steps >= 1, "render.max_steps", "an int >= 1", rd.max_steps)
-    _check(rd.fps >= 1, "render.fps", "an int >= 1", rd.fps)
-    _check(rd.every >= 1, "render.every", "an int >= 1", rd.every)
+# ------------------------------------------------------------------ hyperparameters
 
 
 # Arguments the training code sets itself; they may not come from ``train.hyperparams``.
@@ -636,7 +533,8 @@ _RESERVED_HYPERPARAMS = (
 )
 
 
-def _validate_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
+def _validate_hyperparams(algo: str, hyperparams: dict[str, Any], path: str) -> None:
+    """Check ``train.hyperparams`` against the SB3 class's ``__init__`` (imports SB3)."""
     import inspect
 
     from stable_baselines3 import DQN, PPO, SAC
@@ -646,16 +544,16 @@ def _validate_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
     for k, v in hyperparams.items():
         if k not in allowed:
             raise ValueError(
-                f"train.hyperparams.{k}: not an argument of {cls.__name__}; expected one of {sorted(allowed)}"
+                f"{path}.{k}: not an argument of {cls.__name__}; expected one of {sorted(allowed)}"
             )
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v != v:
-            raise ValueError(f"train.hyperparams.{k}: expected a finite number, got {v!r}")
+            raise ValueError(f"{path}.{k}: expected a finite number, got {v!r}")
     for k in ("n_steps", "batch_size", "n_epochs"):
         if k in hyperparams:
             v = hyperparams[k]
             _check(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                f"train.hyperparams.{k}",
+                f"{path}.{k}",
                 "an int >= 1",
                 v,
             )
@@ -663,7 +561,7 @@ def _validate_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
         v = hyperparams["learning_rate"]
         _check(
             isinstance(v, (int, float)) and v > 0,
-            "train.hyperparams.learning_rate",
+            f"{path}.learning_rate",
             "a number > 0",
             v,
         )
@@ -672,7 +570,7 @@ def _validate_hyperparams(algo: str, hyperparams: dict[str, Any]) -> None:
             v = hyperparams[k]
             _check(
                 isinstance(v, (int, float)) and 0 <= v <= 1,
-                f"train.hyperparams.{k}",
+                f"{path}.{k}",
                 "a number in [0, 1]",
                 v,
             )

@@ -3,9 +3,12 @@
 Mounted by :mod:`bystander.cli` through :func:`build_parser` (``bystander llm ...``);
 also runnable alone: ``python -m bystander.llm.cli train --steps 20``.
 
-Constraint and observer flags mirror the driving side: ``--constraint
-none|shaping|lagrangian|pid``, ``--weight``, ``--budget``, ``--lambda-lr``,
-``--lambda-max``, ``--lambda-min``, ``--kp/--ki/--kd``, ``--predictor frozen|cotrained``, ``--seed``,
+Constraint flags are generated from the shared
+:class:`~bystander.envs.constraint_config.ConstraintConfig`, as on the driving side:
+``--constraint none|shaping|lagrangian|pid``, ``--weight``, ``--budget``,
+``--lambda-lr``, ``--lambda-init``, ``--lambda-max``, ``--lambda-min``,
+``--kp/--ki/--kd`` (config ``grpo.constraint.<field>``). Observer flags:
+``--predictor frozen|cotrained``, ``--seed``,
 ``--run-dir``, ``--resume``. Text-only: ``--policy`` and ``--observer`` (hub id,
 local path, or the built-in ``tiny-policy``/``tiny-slm``; ``--observer`` repeats),
 ``--views``, ``--combine``, ``--review-threshold``/``--review-mode``, GRPO sizes.
@@ -21,14 +24,19 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bystander.dataconfig import add_flags, config_flags
+from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.predictability import COMBINE
-from bystander.llm.grpo import CONSTRAINT_MODES
+from bystander.llm.grpo import text_constraint
 
 __all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]
+
+_NOT_FLAGS = ("constraint.cost_normalization",)
+"""Constraint flags the text trainer does not offer (its cost is already nats/token)."""
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -47,20 +55,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="observer views, e.g. prefix:0.5,mask:0.7,window:16,full-noprompt",
     )
     p.add_argument("--combine", choices=COMBINE, default="mean", help="combine observers")
-    p.add_argument("--constraint", choices=CONSTRAINT_MODES, default="none", help="constraint mode")
-    p.add_argument(
-        "--weight", type=float, default=1.0, help="shaping weight (reward per nats/token)"
+    add_flags(
+        p.add_argument_group("constraint (the shared ConstraintConfig; nats/token)"),
+        ConstraintConfig,
+        "constraint",
+        defaults=text_constraint(),
+        exclude=_NOT_FLAGS,
     )
-    p.add_argument("--budget", type=float, default=1.5, help="cost budget (nats/token)")
-    p.add_argument("--lambda-lr", type=float, default=0.05, help="Lagrangian learning rate")
-    p.add_argument("--lambda-init", type=float, default=1.0, help="initial lambda")
-    p.add_argument("--lambda-max", type=float, default=100.0, help="lambda clamp")
-    p.add_argument(
-        "--lambda-min", type=float, default=0.0, help="lambda floor of --constraint lagrangian"
-    )
-    p.add_argument("--kp", type=float, default=0.1, help="PID gain")
-    p.add_argument("--ki", type=float, default=0.01, help="PID gain")
-    p.add_argument("--kd", type=float, default=0.0, help="PID gain")
     p.add_argument(
         "--predictor",
         choices=("frozen", "cotrained"),
@@ -133,16 +134,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "beta": args.beta,
             "views": args.views,
             "combine": args.combine,
-            "constraint": args.constraint,
-            "cost_weight": args.weight,
-            "budget": args.budget,
-            "lambda_lr": args.lambda_lr,
-            "lambda_init": args.lambda_init,
-            "lambda_max": args.lambda_max,
-            "lambda_min": args.lambda_min,
-            "kp": args.kp,
-            "ki": args.ki,
-            "kd": args.kd,
+            "constraint": _constraint_from_args(args),
             "review_threshold": args.review_threshold,
             "review_mode": args.review_mode,
             "min_length": args.min_length,
@@ -154,10 +146,17 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _constraint_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole ``grpo.constraint`` section: the text defaults, the flags on top."""
+    given = {
+        fl.key.removeprefix("constraint."): getattr(args, fl.dest)
+        for fl in config_flags(ConstraintConfig, "constraint", _NOT_FLAGS)
+    }
+    return asdict(replace(text_constraint(), **given))
+
+
 def _observer_panel(names: list[str], views: str, policy_tok: Any, device: str) -> tuple[Any, str]:
     """Predictors by type and the views string with one observer type per SLM."""
-    from dataclasses import replace
-
     from bystander.envs.text_v0 import parse_views
     from bystander.llm.models import load_causal_lm
     from bystander.llm.observers import SLMPredictor

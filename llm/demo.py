@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,16 @@ def run_text_demo(
         "num_tasks": 512,
         "eval_prompts": eval_prompts,
         "device": "cpu",
-        "grpo": {**GRPOConfig().__dict__, **sizes, "views": views, "seed": 0},
+        "grpo": {**asdict(GRPOConfig()), **sizes, "views": views, "seed": 0},
     }
     base["grpo"].pop("extra", None)
     results: dict[str, Any] = {}
     budget = None
     for mode in ("none", "lagrangian"):
         cfg = json.loads(json.dumps(base))
-        cfg["grpo"]["constraint"] = mode
+        cfg["grpo"]["constraint"]["mode"] = mode
         if mode == "lagrangian":
-            cfg["grpo"].update({"budget": budget, "lambda_lr": 0.2})
+            cfg["grpo"]["constraint"].update({"budget": budget, "lambda_lr": 0.2})
         out = llm_train(
             {**cfg, "run_dir": str(run_dir / mode), "steps": steps, "checkpoint_every": 0}
         )

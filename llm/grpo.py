@@ -38,7 +38,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,8 @@ import numpy as np
 import torch
 
 from bystander.atomic import atomic_open
-from bystander.envs.constraints import (
-    LagrangeMultiplier,
-    PIDLagrangeMultiplier,
-    combine_advantages,
-    shaped_reward,
-)
-from bystander.envs.constraints import (
-    make_multiplier as build_multiplier,
-)
+from bystander.envs.constraint_config import ConstraintConfig
+from bystander.envs.constraints import combine_advantages, shaped_reward
 from bystander.envs.predictability import COMBINE
 from bystander.envs.text_tasks import ArithmeticVerifier, Task, format_prompt
 from bystander.envs.text_tokens import decode, encode
@@ -62,14 +55,31 @@ from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import completion_logprobs, generate_group
 from bystander.llm.observers import build_views, combine_errors, score_observers
 
-__all__ = ["CONSTRAINT_MODES", "GRPOConfig", "GRPOTrainer", "group_normalise", "make_multiplier"]
+__all__ = ["GRPOConfig", "GRPOTrainer", "group_normalise", "text_constraint"]
 
-CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
+
+def text_constraint() -> ConstraintConfig:
+    """The text domain's defaults of ``GRPOConfig.constraint`` (fields:
+    :class:`~bystander.envs.constraint_config.ConstraintConfig`).
+
+    The cost is the SLM observers' nats/token of a completion (already a rate, so one
+    cost, no ``channel``, ``cost_normalization`` ``sum``): shaping weight 1 reward per
+    nats/token, budget 1.5 nats/token; the multiplier is updated once per GRPO step.
+    """
+    return ConstraintConfig(
+        weight=1.0, budget=1.5, lambda_lr=0.05, lambda_init=1.0, lambda_max=100.0, kp=0.1
+    )
 
 
 @dataclass
 class GRPOConfig:
-    """GRPO and constraint settings (units in brackets)."""
+    """GRPO and constraint settings (units in brackets).
+
+    ``constraint`` is the shared :class:`~bystander.envs.constraint_config.ConstraintConfig`
+    (the same schema as the driving ``RunConfig.constraint``) with the text defaults
+    (:func:`text_constraint`); a mapping of its fields (a JSON run config) is read over
+    those defaults.
+    """
 
     group_size: int = 8
     prompts_per_step: int = 4
@@ -83,16 +93,7 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     views: str = "prefix:0.5,mask:0.7,full"
     combine: str = "mean"
-    constraint: str = "none"
-    cost_weight: float = 1.0  # shaping weight [reward per nats/token]
-    budget: float = 1.5  # cost budget [nats/token]
-    lambda_lr: float = 0.05
-    lambda_init: float = 1.0
-    lambda_max: float | None = 100.0
-    lambda_min: float = 0.0  # lambda floor of constraint 'lagrangian' (0: none)
-    kp: float = 0.1
-    ki: float = 0.01
-    kd: float = 0.0
+    constraint: ConstraintConfig = field(default_factory=text_constraint)
     review_threshold: float | None = None  # [nats/token]
     review_mode: str = "withhold"
     min_length: int = 0  # [tokens]
@@ -104,9 +105,14 @@ class GRPOConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.constraint not in CONSTRAINT_MODES:
+        if isinstance(self.constraint, Mapping):
+            self.constraint = _constraint_from(self.constraint)
+        c = self.constraint
+        if c.channel is not None or c.cost_normalization != "sum":
             raise ValueError(
-                f"constraint: expected one of {CONSTRAINT_MODES}, got {self.constraint!r}"
+                "constraint.channel / constraint.cost_normalization: expected None / 'sum' "
+                "(the GRPO trainer has one cost, already a rate in nats/token), got "
+                f"{c.channel!r} / {c.cost_normalization!r}"
             )
         if self.review_mode not in ("withhold", "flag"):
             raise ValueError(
@@ -123,19 +129,15 @@ class GRPOConfig:
         parse_views(self.views)
 
 
-def make_multiplier(cfg: GRPOConfig) -> LagrangeMultiplier | PIDLagrangeMultiplier | None:
-    """The shared multiplier for ``cfg.constraint`` (``None`` for none/shaping)."""
-    return build_multiplier(
-        cfg.constraint,
-        cfg.budget,
-        lr=cfg.lambda_lr,
-        init=cfg.lambda_init,
-        max=cfg.lambda_max,
-        min=cfg.lambda_min,
-        kp=cfg.kp,
-        ki=cfg.ki,
-        kd=cfg.kd,
-    )
+def _constraint_from(values: Mapping[str, Any]) -> ConstraintConfig:
+    """``values`` (field -> value) over :func:`text_constraint`; unknown keys refused."""
+    known = {f.name for f in fields(ConstraintConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"constraint.{unknown[0]}: unknown config key; expected one of {sorted(known)}"
+        )
+    return replace(text_constraint(), **values)
 
 
 def group_normalise(
@@ -161,7 +163,7 @@ class GRPOTrainer:
         predictors: SLM predictor(s) (one, or a dict observer type -> predictor).
         config: :class:`GRPOConfig`.
         ref_policy: Frozen reference (default: a copy of ``policy`` at start).
-        multiplier: Shared multiplier (default: :func:`make_multiplier`).
+        multiplier: Shared multiplier (default: ``config.constraint.make_multiplier()``).
         reviewer: Object with ``estimate_batch(prompt_ids, prompts, completions)``
             for the review gate (default: the cost computed from ``predictors``).
         verifier: ``verifier(completion, task) -> {"reward", "correct", "format_ok"}``.
@@ -194,9 +196,11 @@ class GRPOTrainer:
         self.views = parse_views(self.cfg.views)
         self.ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
         self.ref_policy.eval().requires_grad_(False)
-        self.multiplier = multiplier if multiplier is not None else make_multiplier(self.cfg)
-        if self.cfg.constraint in ("lagrangian", "pid") and self.multiplier is None:
-            raise ValueError(f"multiplier: constraint {self.cfg.constraint!r} needs one")
+        if multiplier is None:
+            multiplier = self.cfg.constraint.make_multiplier()
+        self.multiplier = multiplier
+        if self.cfg.constraint.mode in ("lagrangian", "pid") and self.multiplier is None:
+            raise ValueError(f"multiplier: constraint {self.cfg.constraint.mode!r} needs one")
         self.reviewer = reviewer
         self.verifier = verifier if verifier is not None else ArithmeticVerifier()
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=self.cfg.lr, weight_decay=0.0)
@@ -322,9 +326,9 @@ class GRPOTrainer:
                 valid &= ~flagged
 
         lam = float(self.multiplier.value) if self.multiplier is not None else 0.0
-        if cfg.constraint == "shaping":
-            adv = group_normalise(shaped_reward(reward, cost, cfg.cost_weight), groups, valid)
-        elif cfg.constraint in ("lagrangian", "pid"):
+        if cfg.constraint.mode == "shaping":
+            adv = group_normalise(shaped_reward(reward, cost, cfg.constraint.weight), groups, valid)
+        elif cfg.constraint.mode in ("lagrangian", "pid"):
             a_r = group_normalise(reward, groups, valid)
             a_c = group_normalise(cost, groups, valid)
             adv = combine_advantages(a_r, a_c, lam)

@@ -112,13 +112,16 @@ def test_log_lagrange_floor_refuses_bad_values(floor, match):
 
 
 def test_make_multiplier_floor_only_for_lagrangian():
-    from bystander.envs.constraints import make_multiplier
+    from bystander.envs.constraint_config import ConstraintConfig
 
-    m = make_multiplier("lagrangian", 0.25, lr=5.0, init=0.1, min=0.05)
+    m = ConstraintConfig(
+        mode="lagrangian", budget=0.25, lambda_lr=5.0, lambda_init=0.1, lambda_min=0.05
+    ).make_multiplier()
     assert isinstance(m, LagrangeMultiplier) and m.min == 0.05
-    assert isinstance(make_multiplier("pid", 0.25, min=0.0), PIDLagrangeMultiplier)
+    m = ConstraintConfig(mode="pid", budget=0.25, lambda_min=0.0).make_multiplier()
+    assert isinstance(m, PIDLagrangeMultiplier)
     with pytest.raises(ValueError, match="lambda_min.*'pid'"):
-        make_multiplier("pid", 0.25, min=0.05)
+        ConstraintConfig(mode="pid", budget=0.25, lambda_min=0.05).make_multiplier()
 
 
 def test_pid_lagrange_updates_hand_computed():
@@ -295,7 +298,7 @@ def test_wrapper_bad_inputs():
 def test_vec_shells_apply_the_same_rules_as_the_gym_wrappers():
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from bystander.envs.constraints import LagrangianVecReward, ShapedVecReward
+    from bystander.envs.vector import LagrangianVecReward, ShapedVecReward
 
     mult = LagrangeMultiplier(budget=0.5, init=0.5)
     for vec_cls, gym_cls, arg in (
@@ -318,9 +321,12 @@ def test_vec_shells_apply_the_same_rules_as_the_gym_wrappers():
 
 
 def test_make_multiplier_by_mode():
-    from bystander.envs.constraints import make_multiplier
+    from bystander.envs.constraint_config import ConstraintConfig
 
-    assert isinstance(make_multiplier("lagrangian", 1.0, lr=0.1), LagrangeMultiplier)
+    def make_multiplier(mode, budget, **kw):
+        return ConstraintConfig(mode=mode, budget=budget, **kw).make_multiplier()
+
+    assert isinstance(make_multiplier("lagrangian", 1.0, lambda_lr=0.1), LagrangeMultiplier)
     assert isinstance(make_multiplier("pid", 1.0, kp=0.2), PIDLagrangeMultiplier)
     assert make_multiplier("shaping", 1.0) is None and make_multiplier("none", 1.0) is None
     with pytest.raises(ValueError, match="mode"):

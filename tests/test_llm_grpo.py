@@ -112,12 +112,12 @@ def test_generation_edge_cases(tok):
     with pytest.raises(ValueError, match="group_size"):
         GRPOConfig(group_size=1)
     with pytest.raises(ValueError, match="constraint"):
-        GRPOConfig(constraint="hard")
+        GRPOConfig(constraint={"mode": "hard"})
 
 
 def test_grpo_steps_change_policy_and_move_the_multiplier(tok, tmp_path):
     trainer = make_trainer(
-        tok, run_dir=tmp_path, constraint="lagrangian", budget=0.5, lambda_lr=0.2
+        tok, run_dir=tmp_path, constraint={"mode": "lagrangian", "budget": 0.5, "lambda_lr": 0.2}
     )
     before = params(trainer.policy)
     logs = trainer.train(2)
@@ -135,14 +135,14 @@ def test_grpo_steps_change_policy_and_move_the_multiplier(tok, tmp_path):
 
 
 def test_checkpoint_resume_is_exact(tok, tmp_path):
-    straight = make_trainer(tok, constraint="pid", budget=0.5, co_train=True)
+    straight = make_trainer(tok, constraint={"mode": "pid", "budget": 0.5}, co_train=True)
     logs = straight.train(3)
-    first = make_trainer(tok, constraint="pid", budget=0.5, co_train=True)
+    first = make_trainer(tok, constraint={"mode": "pid", "budget": 0.5}, co_train=True)
     first.train(2)
     first.save_checkpoint(tmp_path / "ck.pt")
     assert not (tmp_path / "ck.pt.tmp").exists()
     torch.manual_seed(123)  # whatever happens in between must not matter
-    resumed = make_trainer(tok, constraint="pid", budget=0.5, co_train=True)
+    resumed = make_trainer(tok, constraint={"mode": "pid", "budget": 0.5}, co_train=True)
     resumed.load_checkpoint(tmp_path / "ck.pt")
     log = resumed.step()
     assert torch.equal(params(resumed.policy), params(straight.policy))
@@ -161,7 +161,9 @@ def test_review_gate_withholds_or_flags_and_counts(tok):
     assert log["escalations"] == 6 and log["withheld"] == 6 and withhold.escalations == 6
     assert torch.equal(before, params(withhold.policy))  # everything withheld: no update
     assert len(withhold.review_queue) == 6 and withhold.review_queue[0]["withheld"]
-    flag = make_trainer(tok, review_threshold=0.0, review_mode="flag", constraint="lagrangian")
+    flag = make_trainer(
+        tok, review_threshold=0.0, review_mode="flag", constraint={"mode": "lagrangian"}
+    )
     log = flag.step()
     assert log["escalations"] == 6 and log["withheld"] == 0
     assert not torch.equal(before, params(flag.policy))
@@ -171,7 +173,10 @@ def test_review_gate_withholds_or_flags_and_counts(tok):
 
 def test_shaping_and_min_length_guard(tok):
     trainer = make_trainer(
-        tok, constraint="shaping", cost_weight=0.1, min_length=1000, length_penalty=0.5
+        tok,
+        constraint={"mode": "shaping", "weight": 0.1},
+        min_length=1000,
+        length_penalty=0.5,
     )
     log = trainer.step()
     assert log["reward"] == pytest.approx(log["task_reward"] - 0.5)
@@ -190,9 +195,12 @@ def test_empty_completions_get_the_worst_cost_not_zero(tok):
 
 
 def test_lambda_min_reaches_the_shared_multiplier():
-    from bystander.llm.grpo import make_multiplier
+    def make_multiplier(cfg):
+        return cfg.constraint.make_multiplier()
 
-    m = make_multiplier(GRPOConfig(constraint="lagrangian", lambda_init=1.0, lambda_min=0.1))
+    m = make_multiplier(
+        GRPOConfig(constraint={"mode": "lagrangian", "lambda_init": 1.0, "lambda_min": 0.1})
+    )
     assert m is not None and m.min == 0.1
     with pytest.raises(ValueError, match="lambda_min"):
-        make_multiplier(GRPOConfig(constraint="pid", lambda_min=0.1))
+        make_multiplier(GRPOConfig(constraint={"mode": "pid", "lambda_min": 0.1}))

@@ -119,7 +119,7 @@ def test_subprocess_envs_get_the_updated_lambda(tmp_path: Path) -> None:
             "constraint.lambda_init=0.1",
             "constraint.lambda_max=5.0",
             "constraint.delay=0",
-            "constraint.lr=0.05",
+            "constraint.lambda_lr=0.05",
             "train.total_timesteps=384",
             "env.config.max_cycles=40",
         ]

@@ -54,7 +54,7 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
 
     The budget points use ``frontier.cost_normalization`` (``sum``: metres per episode,
     ``per_step``: metres per env step) and the multiplier settings
-    ``frontier.lagrangian_set`` (config overrides, e.g. ``constraint.lr=5.0``).
+    ``frontier.lagrangian_set`` (config overrides, e.g. ``constraint.lambda_lr=5.0``).
     """
     s = sl.section(preset, NAME)
     norm = _budget_unit(preset)

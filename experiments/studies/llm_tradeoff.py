@@ -54,8 +54,9 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
                   "eval_prompts": int(s.get("eval_prompts", 16)), "grpo": grpo,
                   "policy": s.get("policy", "tiny-policy"),
                   "observers": list(s.get("observers", ["tiny-slm"]))}  # fmt: skip
-            point = {"name": pt["name"], "constraint": grpo.get("constraint", "none"),
-                     "views": grpo["views"], "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
+            mode = dict(grpo.get("constraint", {})).get("mode", "none")
+            point = {"name": pt["name"], "constraint": mode, "views": grpo["views"],
+                     "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
             trials.append(Trial(NAME, point, ov, seed))
     return trials
 

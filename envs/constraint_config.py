@@ -1,0 +1,191 @@
+"""One constraint config for both domains: :class:`ConstraintConfig`.
+
+The driving run config (``RunConfig.constraint``, YAML section ``constraint:``) and the
+text trainer's config (``GRPOConfig.constraint``) embed this one dataclass, so a field
+has the same name in both: ``constraint.mode``, ``constraint.lambda_lr``,
+``constraint.weight``... Each domain supplies its own default values (a cost in metres
+of observer ADE per episode is not a cost in nats/token); the class defaults below are
+the core's (those of :class:`~bystander.envs.multipliers.LagrangeMultiplier` and
+:class:`~bystander.envs.multipliers.PIDLagrangeMultiplier`).
+
+Each field's ``metadata`` holds its ``help`` text and, where the command lines have a
+shortcut for it, its ``flag`` (and ``choices``); both CLIs generate their flags from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bystander.envs.constraints import COST_NORMALIZATIONS
+from bystander.envs.multipliers import LagrangeMultiplier, Multiplier, PIDLagrangeMultiplier
+
+__all__ = ["CONSTRAINT_MODES", "ConstraintConfig"]
+
+CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
+"""``none`` (cost only logged), ``shaping`` (``r - weight * c``), ``lagrangian`` (Safe RLHF
+log-lambda ascent) or ``pid`` (PID-Lagrangian)."""
+
+
+def _check(cond: bool, field_path: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
+
+
+@dataclass
+class ConstraintConfig:
+    """How a cost enters training: shaping weight, or budget and multiplier settings.
+
+    Units: ``weight`` is reward units per cost unit; ``budget`` is in the unit of the
+    cost the multiplier sees (driving: metres of observer ADE per episode or per env
+    step, see ``cost_normalization``; text: nats/token). Bad values raise
+    :class:`ValueError` naming ``constraint.<field>`` and the expected value.
+
+    Attributes:
+        mode: One of :data:`CONSTRAINT_MODES`.
+        channel: Cost channel constrained (``info["costs"][channel]``); ``None`` for the
+            total ``info["cost"]``. The GRPO trainer has one cost and needs ``None``.
+        weight: Shaping weight >= 0 (mode ``shaping``).
+        budget: Cost budget d >= 0 of the multiplier.
+        cost_normalization: How a finished episode's summed cost is put in the
+            budget's unit: ``sum`` (as is) or ``per_step`` (divided by the episode
+            length in env steps), see
+            :func:`bystander.envs.constraints.episode_cost_for_budget`. ``per_step``
+            makes the budget independent of episode length, so an ego cannot meet it
+            by ending episodes early. The GRPO trainer's cost is already a rate
+            (nats/token) and needs ``sum``.
+        lambda_lr: Step size > 0 of log-lambda ascent (mode ``lagrangian``).
+        lambda_init: Initial lambda >= 0 (> 0 for ``lagrangian``: log-parametrised).
+        lambda_max: Upper clamp on lambda (>= ``lambda_init``), ``None`` for none.
+        lambda_min: Lambda floor of mode ``lagrangian``, in [0, ``lambda_init``]; 0 keeps
+            the plain update. Why it exists:
+            :class:`~bystander.envs.multipliers.LagrangeMultiplier`. Must be 0 for ``pid``.
+        kp: PID proportional gain >= 0 (mode ``pid``).
+        ki: PID integral gain >= 0.
+        kd: PID derivative gain >= 0.
+        delay: Multiplier updates that only record the cost before lambda moves (>= 0).
+        window: Episode costs averaged into each multiplier update (>= 1).
+    """
+
+    mode: str = field(
+        default="none",
+        metadata={"help": "constraint mode", "flag": "--constraint", "choices": CONSTRAINT_MODES},
+    )
+    channel: str | None = field(
+        default=None, metadata={"help": "cost channel constrained, None: the total cost"}
+    )
+    weight: float = field(
+        default=1.0, metadata={"help": "shaping weight (reward per cost unit)", "flag": "--weight"}
+    )
+    budget: float = field(
+        default=0.0, metadata={"help": "cost budget of the multiplier", "flag": "--budget"}
+    )
+    cost_normalization: str = field(
+        default="sum",
+        metadata={
+            "help": "budget unit: summed episode cost or cost per step",
+            "flag": "--cost-normalization",
+            "choices": COST_NORMALIZATIONS,
+        },
+    )
+    lambda_lr: float = field(
+        default=0.05, metadata={"help": "Lagrangian learning rate", "flag": "--lambda-lr"}
+    )
+    lambda_init: float = field(
+        default=1.0, metadata={"help": "initial lambda", "flag": "--lambda-init"}
+    )
+    lambda_max: float | None = field(
+        default=None, metadata={"help": "upper clamp on lambda", "flag": "--lambda-max"}
+    )
+    lambda_min: float = field(
+        default=0.0,
+        metadata={"help": "lambda floor of mode lagrangian, 0: none", "flag": "--lambda-min"},
+    )
+    kp: float = field(default=0.1, metadata={"help": "PID gain", "flag": "--kp"})
+    ki: float = field(default=0.01, metadata={"help": "PID gain", "flag": "--ki"})
+    kd: float = field(default=0.0, metadata={"help": "PID gain", "flag": "--kd"})
+    delay: int = field(default=0, metadata={"help": "multiplier updates before lambda moves"})
+    window: int = field(default=1, metadata={"help": "episode costs averaged per update"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = "constraint") -> None:
+        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
+        _check(
+            self.mode in CONSTRAINT_MODES, f"{path}.mode", f"one of {CONSTRAINT_MODES}", self.mode
+        )
+        _check(self.weight >= 0, f"{path}.weight", "a number >= 0", self.weight)
+        _check(self.budget >= 0, f"{path}.budget", "a number >= 0", self.budget)
+        _check(
+            self.cost_normalization in COST_NORMALIZATIONS,
+            f"{path}.cost_normalization",
+            f"one of {COST_NORMALIZATIONS}",
+            self.cost_normalization,
+        )
+        _check(self.lambda_lr > 0, f"{path}.lambda_lr", "a number > 0", self.lambda_lr)
+        init = self.lambda_init
+        _check(init >= 0, f"{path}.lambda_init", "a number >= 0", init)
+        if self.lambda_max is not None:
+            _check(
+                self.lambda_max >= init,
+                f"{path}.lambda_max",
+                f"a number >= {path}.lambda_init ({init}) or null",
+                self.lambda_max,
+            )
+        _check(
+            0 <= self.lambda_min <= init,
+            f"{path}.lambda_min",
+            f"a number in [0, {path}.lambda_init ({init})]",
+            self.lambda_min,
+        )
+        if self.mode == "pid":
+            _check(
+                self.lambda_min == 0,
+                f"{path}.lambda_min",
+                "0 for mode 'pid' (the floor is for log-lambda ascent, mode 'lagrangian')",
+                self.lambda_min,
+            )
+        if self.mode == "lagrangian":
+            _check(
+                init > 0,
+                f"{path}.lambda_init",
+                "a number > 0 for mode 'lagrangian' (log-parametrised)",
+                init,
+            )
+        _check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
+        _check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
+        for gain in ("kp", "ki", "kd"):
+            value = getattr(self, gain)
+            _check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
+
+    def make_multiplier(self) -> Multiplier | None:
+        """The multiplier of this config's mode, as both training loops use it.
+
+        ``lagrangian``: :class:`~bystander.envs.multipliers.LagrangeMultiplier`
+        (``lambda_lr``, floor ``lambda_min``); ``pid``:
+        :class:`~bystander.envs.multipliers.PIDLagrangeMultiplier` (``kp``, ``ki``,
+        ``kd``); ``none`` / ``shaping``: ``None``.
+        """
+        if self.mode == "lagrangian":
+            return LagrangeMultiplier(
+                budget=self.budget,
+                lr=self.lambda_lr,
+                init=self.lambda_init,
+                max=self.lambda_max,
+                delay=self.delay,
+                window=self.window,
+                min=self.lambda_min,
+            )
+        if self.mode == "pid":
+            return PIDLagrangeMultiplier(
+                budget=self.budget,
+                kp=self.kp,
+                ki=self.ki,
+                kd=self.kd,
+                init=self.lambda_init,
+                max=self.lambda_max,
+                delay=self.delay,
+                window=self.window,
+            )
+        return None
