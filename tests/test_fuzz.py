@@ -81,7 +81,7 @@ def test_gymnasium_env_over_fuzzed_configs(overrides, seed):
     env = IntersectionEnv(config=cfg)
     obs, _ = env.reset(seed=seed)
     _finite(obs)
-    for t in range(cfg.max_cycles):
+    for _ in range(cfg.max_cycles):
         action = env.action_space.sample()
         obs, reward, term, trunc, info = env.step(action)
         _finite(obs, reward, info["cost"])
