@@ -29,6 +29,22 @@ import numpy as np
 
 from bystander.config import RunConfig
 
+__all__ = [
+    "RATE_METRICS",
+    "EvalResult",
+    "PredictionOverlay",
+    "evaluate_policy",
+    "evaluate_run",
+    "format_summary",
+    "latest_predictions",
+    "mean_ci",
+    "render_policy",
+    "render_run",
+    "summarize",
+    "t_critical_95",
+    "wilson_ci",
+]
+
 RATE_METRICS = ("success", "collision")
 
 # Two-sided 95 % Student-t critical values, df = 1..30 (then 1.96 beyond 120).
