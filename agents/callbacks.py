@@ -4,8 +4,8 @@
   SB3's logger (TensorBoard/CSV) once per rollout: task return, success and collision
   rate, predictability, each cost channel, escalations, lambda.
 - :class:`MultiplierCallback`: ``multiplier.update(mean episode cost)`` once per
-  rollout (the only place lambda changes), then syncs every env's copy through
-  ``env_method("bystander_sync", ...)`` (works for SubprocVecEnv workers).
+  rollout (the only place lambda changes), then syncs every env's copy through the
+  trainer's :class:`~bystander.agents.hooks.VecHooks` (SubprocVecEnv workers included).
 - :class:`PredictorCoTrainingCallback`: the GAN-like loop: after each rollout, update
   the learned predictor on the (view, truth) pairs the envs scored, then sync its
   weights into the envs.
@@ -27,6 +27,14 @@ from bystander.envs.contract import Views
 
 if TYPE_CHECKING:  # pragma: no cover
     from bystander.agents.training import Trainer
+
+__all__ = [
+    "EpisodeMetricsCallback",
+    "MultiplierCallback",
+    "PredictorCoTrainingCallback",
+    "build_callbacks",
+    "concat_views",
+]
 
 
 class EpisodeMetricsCallback(BaseCallback):
@@ -130,7 +138,7 @@ class MultiplierCallback(BaseCallback):
 
     Args:
         trainer: The :class:`~bystander.agents.training.Trainer` (master multipliers,
-            vec env).
+            the stacks' hooks).
     """
 
     def __init__(self, trainer: Trainer) -> None:
@@ -178,7 +186,7 @@ class MultiplierCallback(BaseCallback):
         if changed:
             self.updates += 1
             state = {k: m.state_dict() for k, m in self.trainer.multipliers.items()}
-            self.training_env.env_method("bystander_sync", state, None)
+            self.trainer.hooks.sync(state, None)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "pending_costs": self.costs}
@@ -210,7 +218,7 @@ class PredictorCoTrainingCallback(BaseCallback):
     """After each rollout: ``predictor.update`` on fresh scored pairs, then sync weights.
 
     The envs keep the (view, truth) pairs their tracker scored during the rollout
-    (``TrainingHooks``); this callback gathers them, keeps the newest
+    (:class:`~bystander.agents.hooks.StackHooks`); this callback gathers them, keeps the newest
     ``predictor.buffer_size`` in a buffer, runs ``predictor.updates_per_rollout``
     Adam steps on random minibatches of ``predictor.batch_size`` (seeded with
     ``train.seed``), and loads the new weights into every env's predictor copy.
@@ -230,8 +238,7 @@ class PredictorCoTrainingCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         p = self.trainer.cfg.predictor
         predictor = self.trainer.predictor
-        per_env = self.training_env.env_method("bystander_pop_scored")
-        batches = [pair for env_pairs in per_env for pair in env_pairs]
+        batches = self.trainer.hooks.pop_scored()
         if self.buffer is not None:
             batches = [self.buffer, *batches]
         merged = concat_views(batches)
@@ -253,7 +260,7 @@ class PredictorCoTrainingCallback(BaseCallback):
             self.logger.record("predictor/loss", float(np.mean(losses)))
             self.last_stats["predictor_loss"] = float(np.mean(losses))
         self.logger.record("predictor/buffer", float(len(views)))
-        self.training_env.env_method("bystander_sync", {}, predictor.net.state_dict())
+        self.trainer.hooks.sync({}, predictor.net.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "buffer": self.buffer, "rng": self.rng.bit_generator.state}

@@ -8,8 +8,9 @@ to continue a run exactly where it stopped:
                        the last observation and episode-start flags, episode buffers.
 ``replay_buffer.pkl``  Off-policy algorithms only (SAC, DQN).
 ``vecnormalize.pkl``   ``VecNormalize`` statistics (when the run normalises).
-``envs.pkl``           One snapshot per env (``EnvSnapshot`` wrapper): the simulator
-                       mid-episode, the predictability tracker, env RNGs.
+``envs.pkl``           One snapshot per env index (``StackHooks.snapshot``): the
+                       simulator mid-episode, the trackers, env RNGs, the env's
+                       multiplier and predictor copies.
 ``multipliers.json``   ``state_dict()`` of each constraint multiplier, by channel.
 ``predictor_<k>.*``    Weights and optimizer of each learned predictor (its own ``save``).
 ``rng.pkl``            Python ``random``, NumPy global and torch RNG states.
@@ -47,6 +48,22 @@ import torch
 
 from bystander.atomic import atomic_open
 from bystander.config import RunConfig, config_from_dict, save_config
+
+__all__ = [
+    "COMPATIBILITY_KEYS",
+    "FORMAT_VERSION",
+    "LATEST",
+    "MANIFEST",
+    "Checkpoint",
+    "CheckpointError",
+    "capture_rng",
+    "check_compatible",
+    "find_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -169,7 +186,8 @@ def save_checkpoint(
         multipliers: Constraint multipliers by cost channel (``state_dict()``).
         predictors: Learned predictors by key; each must have ``save(path)``.
         vec_normalize: A ``VecNormalize`` to store the statistics of, or ``None``.
-        env_snapshots: Per-env snapshots (bytes) from ``EnvSnapshot``.
+        env_snapshots: Per-env snapshots (bytes), from
+            :meth:`~bystander.agents.hooks.VecHooks.snapshot`.
         state: Picklable training-loop state (e.g. callbacks' ``state_dict``).
         keep: Keep only the newest ``keep`` checkpoints (``None``: keep all).
 

@@ -30,6 +30,19 @@ import numpy as np
 from bystander.config import RunConfig
 from bystander.stats import mean_ci, wilson_ci
 
+__all__ = [
+    "RATE_METRICS",
+    "EvalResult",
+    "PredictionOverlay",
+    "evaluate_policy",
+    "evaluate_run",
+    "format_summary",
+    "latest_predictions",
+    "render_policy",
+    "render_run",
+    "summarize",
+]
+
 RATE_METRICS = ("success", "collision")
 
 
@@ -157,7 +170,10 @@ def evaluate_policy(
             depends on them; default: fresh ones from the config).
         max_steps: Safety cap on steps per episode.
     """
-    from bystander.agents.training import build_multipliers, build_predictor, make_env
+    from bystander.agents.stack import make_env
+    from bystander.agents.training import build_multipliers, build_predictor
+    from bystander.envs.contract import find_layer
+    from bystander.envs.predictability import PredictabilityReward
 
     n = episodes if episodes is not None else cfg.eval.episodes
     first = seed if seed is not None else cfg.eval.seed
@@ -169,9 +185,7 @@ def evaluate_policy(
     env = make_env(cfg, predictor=predictor, multipliers=multipliers or build_multipliers(cfg))
     log = _ScoredLog()
     if predictor is not None:
-        from bystander.agents.training import _tracker_of
-
-        _tracker_of(env).tracker.on_scored = log
+        find_layer(env, PredictabilityReward).tracker.on_scored = log
     rows: list[dict[str, float]] = []
     try:
         for i in range(n):
@@ -416,7 +430,10 @@ def render_policy(
     Returns:
         The written path (or ``None``) and ``{"steps", "return", "arrived", "crashed"}``.
     """
-    from bystander.agents.training import _tracker_of, build_multipliers, build_predictor, make_env
+    from bystander.agents.stack import make_env
+    from bystander.agents.training import build_multipliers, build_predictor
+    from bystander.envs.contract import find_layer
+    from bystander.envs.predictability import PredictabilityReward
 
     if not human and out is None:
         raise ValueError("out: expected a .gif or .mp4 path (or human=True)")
@@ -432,7 +449,9 @@ def render_policy(
         multipliers=multipliers or build_multipliers(cfg),
         render_mode="human" if human else "rgb_array",
     )
-    overlay = PredictionOverlay(_tracker_of(env).tracker) if predictor is not None else None
+    overlay = None
+    if predictor is not None:
+        overlay = PredictionOverlay(find_layer(env, PredictabilityReward).tracker)
     base = env.unwrapped
     if overlay is not None:
         if not hasattr(base, "add_overlay"):

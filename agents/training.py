@@ -1,62 +1,64 @@
-"""SB3 training of driving egos: env stack, vectorised env, algorithm, train loop, resume.
+"""SB3 training of driving egos: objects, algorithm, train loop, resume.
 
 Read top to bottom:
 
 1. :func:`build_predictor` / :func:`build_multipliers` turn config sections into the
    shared objects (predictors from :mod:`bystander.agents`, multipliers from
    :mod:`bystander.envs.constraints`).
-2. :func:`make_env` builds one fully wrapped env. Wrappers, inner to outer::
-
-       gymnasium.make(env.id, config=env.config)
-       [TimeLimit]                 env.max_episode_steps
-       PredictabilityReward        info["predictability"], info["costs"]["predictability"]
-       [ReviewGate]                review.enabled
-       Monitor                     SB3 episode stats of the *task* reward
-       [ShapedReward | LagrangianReward]   constraint.mode
-       TrainingHooks               snapshot/restore, lambda and predictor sync
-
-   Monitor sits below the constraint wrapper so ``rollout/ep_rew_mean`` is the task
-   return in every constraint mode (comparable across runs).
-3. :func:`build_vec_env`: ``DummyVecEnv`` or ``SubprocVecEnv`` (``train.vec_env``) of
-   ``train.n_envs`` such envs, seeded ``seed + rank``, optionally ``VecNormalize``.
+2. :func:`~bystander.agents.stack.build_vec_env` (:mod:`bystander.agents.stack`, the one
+   builder of the driving wrapper stack) gives the training VecEnv of ``train.n_envs``
+   worlds, seeded ``seed + rank``, optionally under ``VecNormalize``.
+3. :func:`build_model`: the SB3 algorithm with the resolved hyperparameters.
 4. :class:`Trainer`: builds or resumes the algorithm, runs ``model.learn`` in chunks of
    whole rollouts (so checkpoints and the wall-time limit fall on rollout boundaries,
    which is what makes resume exact), writes checkpoints, and returns a summary.
 
-The main process owns the *master* multipliers and predictors; every env (in this
+The main process owns the *master* multipliers and predictors; every stack (in this
 process or a subprocess) holds a copy, synced by the callbacks through
-``VecEnv.env_method("bystander_sync", ...)`` after each update, so DummyVecEnv and
-SubprocVecEnv behave the same.
+:class:`~bystander.agents.hooks.VecHooks` after each update, so DummyVecEnv,
+SubprocVecEnv and the batched stack behave the same.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-import bystander.envs  # noqa: F401  (registers the Gymnasium ids)
 from bystander.agents import checkpoint as ckpt_mod
+from bystander.agents.callbacks import build_callbacks
+from bystander.agents.hooks import VecHooks
+from bystander.agents.stack import build_vec_env
 from bystander.config import RunConfig, resolved_hyperparams, save_config
-from bystander.envs.constraints import LagrangianReward, Multiplier, ShapedReward
+from bystander.envs.constraints import Multiplier, multiplier_key
+
+__all__ = [
+    "ALGO_CLASSES",
+    "TrainResult",
+    "Trainer",
+    "build_model",
+    "build_multipliers",
+    "build_predictor",
+    "load_obs_normalizer",
+    "load_policy",
+    "new_run_dir",
+    "seed_everything",
+    "train",
+]
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
 
@@ -102,240 +104,11 @@ def build_predictor(cfg: RunConfig) -> Any | None:
     return pred
 
 
-def multiplier_key(channel: str | None) -> str:
-    """Key of a multiplier: its cost channel, or ``"cost"`` for the total cost."""
-    return "cost" if channel is None else channel
-
-
 def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
     """Multipliers by cost channel for ``lagrangian`` / ``pid`` modes (else empty)."""
     c = cfg.constraint
     m = c.make_multiplier()
     return {} if m is None else {multiplier_key(c.channel): m}
-
-
-# ----------------------------------------------------------------------- env stack
-
-
-class HookCopies:
-    """One process's copies of the master multipliers and predictor, and the scored
-    (views, truth) pairs it keeps for co-training: the state behind both hook wrappers
-    (:class:`TrainingHooks` per env, :class:`~bystander.agents.batched.BatchedHooks`
-    for the batched stack).
-
-    Args:
-        multipliers: The copies the constraint wrapper reads, by key.
-        predictor: The predictor copy (or ``None``).
-        max_scored: Views kept between two :meth:`pop_scored` calls, at most.
-    """
-
-    def __init__(
-        self,
-        multipliers: Mapping[str, Multiplier] | None,
-        predictor: Any,
-        max_scored: int = 8192,
-    ) -> None:
-        self.multipliers = dict(multipliers or {})
-        self.predictor = predictor
-        self.max_scored = max_scored
-        self.scored: list[tuple[Any, np.ndarray]] = []
-        self.n_scored = 0
-
-    def on_scored(self, predictor: Any, views: Any, truth: np.ndarray, errors: Any) -> None:
-        """The trackers' co-training hook: keep the pair while there is room."""
-        if self.n_scored < self.max_scored:
-            self.scored.append((views, np.asarray(truth)))
-            self.n_scored += len(views)
-
-    def pop_scored(self) -> list[tuple[Any, np.ndarray]]:
-        """The pairs kept since the last call (emptied)."""
-        out, self.scored, self.n_scored = self.scored, [], 0
-        return out
-
-    def sync(self, multipliers: Mapping[str, Mapping[str, Any]], predictor_state: Any) -> None:
-        """Load the master multipliers' ``state_dict`` and, when given, the master
-        predictor's weights into the copies."""
-        for key, state in multipliers.items():
-            self.multipliers[key].load_state_dict(state)
-        if predictor_state is not None and self.predictor is not None:
-            self.predictor.net.load_state_dict(predictor_state)
-
-
-class TrainingHooks(gym.Wrapper):
-    """Outermost wrapper: what the training loop needs from an env in any process.
-
-    Methods are reached through ``VecEnv.env_method``:
-
-    - ``bystander_snapshot() -> bytes``: the whole wrapped env (simulator mid-episode,
-      trackers, RNGs, the env's multiplier and predictor copies), cloudpickled.
-    - ``bystander_restore(blob)``: the inverse (identity between the env and its
-      multiplier / predictor copies survives, they are pickled together).
-    - ``bystander_sync(multipliers, predictor_state)``: load the master multipliers'
-      ``state_dict`` and, when given, the master predictor's weights into the copies.
-    - ``bystander_pop_scored() -> list``: (views, truth) pairs the predictability
-      tracker scored since the last call (co-training), emptied by the call.
-
-    Args:
-        env: The wrapped env.
-        multipliers: This env's copies of the multipliers (the ones its constraint
-            wrapper reads), by key.
-        predictor: This env's copy of the predictor (or ``None``).
-        collect_scored: Keep scored (views, truth) pairs for co-training.
-    """
-
-    def __init__(
-        self,
-        env: gym.Env,
-        multipliers: Mapping[str, Multiplier] | None = None,
-        predictor: Any = None,
-        collect_scored: bool = False,
-        max_scored: int = 8192,
-    ) -> None:
-        super().__init__(env)
-        self.copies = HookCopies(multipliers, predictor, max_scored)
-        self.collect_scored = collect_scored
-        if collect_scored:
-            _tracker_of(env).tracker.on_scored = self.copies.on_scored
-
-    def bystander_snapshot(self) -> bytes:
-        # one pickle: the env's wrappers and the copies keep sharing the same objects
-        return cloudpickle.dumps((self.env, self.copies))
-
-    def bystander_restore(self, blob: bytes) -> None:
-        self.env, self.copies = cloudpickle.loads(blob)
-
-    def bystander_sync(
-        self, multipliers: Mapping[str, Mapping[str, Any]], predictor_state: Any = None
-    ) -> None:
-        self.copies.sync(multipliers, predictor_state)
-
-    def bystander_pop_scored(self) -> list[tuple[Any, np.ndarray]]:
-        return self.copies.pop_scored()
-
-
-def _tracker_of(env: gym.Env) -> Any:
-    """The ``PredictabilityReward`` layer of a wrapper stack (for its scored-pairs hook)."""
-    from bystander.envs.predictability import PredictabilityReward
-
-    e = env
-    while True:
-        if isinstance(e, PredictabilityReward):
-            return e
-        if not hasattr(e, "env"):
-            raise ValueError("co-training needs a PredictabilityReward in the env stack")
-        e = e.env
-
-
-def make_env(
-    cfg: RunConfig,
-    *,
-    predictor: Any = None,
-    multipliers: Mapping[str, Multiplier] | None = None,
-    render_mode: str | None = None,
-    collect_scored: bool = False,
-) -> TrainingHooks:
-    """One env with the full wrapper stack of the module docstring.
-
-    Args:
-        cfg: Run config (``env``, ``predictor``, ``constraint``, ``review`` sections).
-        predictor: Predictor for all observer types (``None``: no predictability wrapper).
-        multipliers: Multipliers by key for ``lagrangian``/``pid`` (this env reads them).
-        render_mode: Passed to ``gymnasium.make``.
-        collect_scored: Keep scored (views, truth) pairs for co-training.
-    """
-    kwargs: dict[str, Any] = {}
-    if cfg.env.config:
-        kwargs["config"] = dict(cfg.env.config)
-    if render_mode is not None:
-        kwargs["render_mode"] = render_mode
-    env: gym.Env = gym.make(cfg.env.id, **kwargs)
-    if cfg.env.max_episode_steps is not None:
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=cfg.env.max_episode_steps)
-    if predictor is not None:
-        from bystander.envs.predictability import PredictabilityReward
-
-        env = PredictabilityReward(env, predictor)
-    if cfg.review.enabled:
-        env = _review_gate(env, cfg, predictor)
-    env = Monitor(env)
-    c = cfg.constraint
-    multipliers = dict(multipliers or {})
-    if c.mode == "shaping":
-        env = ShapedReward(env, weight=c.weight, channel=c.channel)
-    elif c.mode in ("lagrangian", "pid"):
-        key = multiplier_key(c.channel)
-        if key not in multipliers:
-            raise ValueError(f"constraint.mode={c.mode!r} needs a multiplier for {key!r}")
-        env = LagrangianReward(env, multipliers[key], channel=c.channel)
-    return TrainingHooks(env, multipliers, predictor, collect_scored=collect_scored)
-
-
-def _review_gate(env: gym.Env, cfg: RunConfig, predictor: Any) -> gym.Env:
-    from bystander.agents.reviewers import build_driving_reviewer
-    from bystander.envs.review import ReviewGate
-
-    reviewer, fallback = build_driving_reviewer(env, predictor)
-    return ReviewGate(env, reviewer, cfg.review.threshold, fallback, mode=cfg.review.mode)
-
-
-class _EnvFactory:
-    """Picklable thunk for ``SubprocVecEnv``: builds the predictor/multiplier copies
-    from their pickled state in the worker."""
-
-    def __init__(self, cfg: RunConfig, payload: bytes, collect_scored: bool) -> None:
-        self.cfg = cfg
-        self.payload = payload
-        self.collect_scored = collect_scored
-
-    def __call__(self) -> gym.Env:
-        torch.set_num_threads(1)
-        predictor, multipliers = cloudpickle.loads(self.payload)
-        return make_env(
-            self.cfg,
-            predictor=predictor,
-            multipliers=multipliers,
-            collect_scored=self.collect_scored,
-        )
-
-
-def build_vec_env(
-    cfg: RunConfig,
-    predictor: Any,
-    multipliers: Mapping[str, Multiplier],
-    *,
-    n_envs: int | None = None,
-    vec_env: str | None = None,
-) -> VecEnv:
-    """``train.n_envs`` envs in a ``DummyVecEnv``/``SubprocVecEnv``, seeded ``seed + rank``
-    (or the batched simulator for ``batched``, see :mod:`bystander.agents.batched`).
-
-    Each env gets its own copy of ``predictor`` and ``multipliers`` (also in
-    DummyVecEnv, so both kinds behave the same); ``VecNormalize`` on top when
-    ``train.normalize``.
-    """
-    n = n_envs or cfg.train.n_envs
-    kind = vec_env or cfg.train.vec_env
-    if kind == "batched":
-        from bystander.agents.batched import build_batched_vec_env
-
-        if n != cfg.train.n_envs:
-            raise ValueError("n_envs: the batched vec env uses train.n_envs")
-        venv = build_batched_vec_env(cfg, predictor, multipliers)
-        if cfg.train.normalize:
-            venv = VecNormalize(venv, gamma=resolved_hyperparams(cfg.train).get("gamma", 0.99))
-        return venv
-    payload = cloudpickle.dumps((predictor, dict(multipliers)))
-    collect = cfg.predictor.kind == "cotrained"
-    fns = [_EnvFactory(cfg, payload, collect) for _ in range(n)]
-    venv: VecEnv
-    if kind == "subproc":
-        venv = SubprocVecEnv(fns, start_method="fork" if os.name == "posix" else None)
-    else:
-        venv = DummyVecEnv(fns)
-    venv.seed(cfg.train.seed)
-    if cfg.train.normalize:
-        venv = VecNormalize(venv, gamma=resolved_hyperparams(cfg.train).get("gamma", 0.99))
-    return venv
 
 
 def build_model(cfg: RunConfig, venv: VecEnv) -> BaseAlgorithm:
@@ -352,8 +125,6 @@ def build_model(cfg: RunConfig, venv: VecEnv) -> BaseAlgorithm:
             )
     net = list(cfg.train.net_arch)
     policy_kwargs: dict[str, Any] = {"net_arch": net}
-    if cfg.train.algo == "sac":
-        policy_kwargs = {"net_arch": net}
     return cls(
         cfg.train.policy,
         venv,
@@ -421,6 +192,12 @@ class Trainer:
             must match ``cfg`` (see :data:`~bystander.agents.checkpoint.COMPATIBILITY_KEYS`);
             the run continues in ``resume``'s run directory unless ``run_dir`` is given.
         callbacks: Extra SB3 callbacks.
+
+    Attributes:
+        predictor, multipliers: The master objects (the stacks hold copies).
+        venv: The training VecEnv (:func:`~bystander.agents.stack.build_vec_env`).
+        hooks: Its :class:`~bystander.agents.hooks.VecHooks`: snapshot / restore of the
+            stacks, sync of their copies, the scored pairs for co-training.
     """
 
     def __init__(
@@ -430,8 +207,6 @@ class Trainer:
         resume: str | Path | None = None,
         callbacks: list[Any] | None = None,
     ) -> None:
-        from bystander.agents.callbacks import build_callbacks
-
         self.cfg = cfg.validate()
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
@@ -450,6 +225,7 @@ class Trainer:
         if checkpoint is not None:
             self._restore_objects(checkpoint)
         self.venv = build_vec_env(cfg, self.predictor, self.multipliers)
+        self.hooks = VecHooks(self.venv)
         cls = ALGO_CLASSES[cfg.train.algo]
         self.callback_state: dict[str, Any] = {}
         if checkpoint is None:
@@ -499,8 +275,7 @@ class Trainer:
                     f"checkpoint {checkpoint.path} has {len(checkpoint.env_snapshots)} env "
                     f"snapshots, this run has {self.venv.num_envs} envs"
                 )
-            for i, blob in enumerate(checkpoint.env_snapshots):
-                self.venv.env_method("bystander_restore", blob, indices=[i])
+            self.hooks.restore(checkpoint.env_snapshots)
         model = cls.load(checkpoint.model_path, env=self.venv, device=self.cfg.train.device)
         rb = checkpoint.file("replay_buffer.pkl")
         if rb is not None:
@@ -522,7 +297,7 @@ class Trainer:
         if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
             pstate = self.predictor.net.state_dict()
         if state or pstate is not None:
-            self.venv.env_method("bystander_sync", state, pstate)
+            self.hooks.sync(state, pstate)
 
     @property
     def rollout_size(self) -> int:
@@ -536,7 +311,7 @@ class Trainer:
     def save_checkpoint(self, keep: int | None = 3) -> Path:
         """Write a complete checkpoint of the current state (see :mod:`...checkpoint`)."""
         vn = self.venv if isinstance(self.venv, VecNormalize) else None
-        snapshots = self.venv.env_method("bystander_snapshot")
+        snapshots = self.hooks.snapshot()
         preds = {}
         if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
             preds["main"] = self.predictor

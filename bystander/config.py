@@ -276,7 +276,7 @@ class TrainSection:
             2 cores). Use fewer with ``dummy``/``subproc`` (one Python env each).
         vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or
             ``batched`` (intersection only: all envs in one vectorised simulator, see
-            :mod:`bystander.agents.batched`).
+            :mod:`bystander.agents.stack`).
         seed: Seed of the algorithm, the envs and every RNG.
         normalize: Wrap the vec env in ``VecNormalize`` (observations and rewards).
         policy: SB3 policy name.

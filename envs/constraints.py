@@ -57,6 +57,7 @@ __all__ = [
     "combine_advantages",
     "episode_cost_for_budget",
     "lagrangian_reward",
+    "multiplier_key",
     "shaped_reward",
 ]
 
@@ -89,6 +90,11 @@ COST_NORMALIZATIONS = ("sum", "per_step")
 """How an episode's cost is put in the budget's unit before a multiplier sees it:
 ``"sum"`` (the episode cost as summed by the env, cost units per episode) or
 ``"per_step"`` (that sum divided by the episode length, cost units per step)."""
+
+
+def multiplier_key(channel: str | None) -> str:
+    """Key of a multiplier: its cost channel, or ``"cost"`` for the total cost."""
+    return "cost" if channel is None else channel
 
 
 def episode_cost_for_budget(cost: float, length: float | None, normalization: str = "sum") -> float:
@@ -273,7 +279,7 @@ class LagrangianRule:
         new_reward = (float(reward) - weighted) / (1.0 + sum(lams.values()))
         info = dict(info)
         add_penalty(info, new_reward - float(reward))
-        info["lambdas"] = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
+        info["lambdas"] = {multiplier_key(ch): lam for ch, lam in lams.items()}
         return new_reward, info
 
     def apply_arrays(
@@ -285,7 +291,7 @@ class LagrangianRule:
             lam * _read_cost_array(arrays, ch, "LagrangianVecReward") for ch, lam in lams.items()
         )
         new = (rewards - weighted) / (1.0 + sum(lams.values()))
-        lambdas = {("cost" if ch is None else ch): lam for ch, lam in lams.items()}
+        lambdas = {multiplier_key(ch): lam for ch, lam in lams.items()}
         return new, {"penalty": new - rewards, "lambdas": lambdas}
 
 

@@ -33,11 +33,27 @@ text). Lower is better; the wrappers turn it into cost and ``predictability = -e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+
+__all__ = [
+    "EGO_STEP_KEY",
+    "FRAMES",
+    "STEP_ARRAYS_ATTR",
+    "EgoBatch",
+    "EgoStep",
+    "FrameTransform",
+    "IdentityFrame",
+    "Predictor",
+    "RigidFrame2D",
+    "Views",
+    "find_layer",
+    "iter_layers",
+    "step_arrays",
+]
 
 EGO_STEP_KEY = "ego_step"
 """``info`` key under which a predictable environment reports its :class:`EgoStep`."""
@@ -179,20 +195,42 @@ STEP_ARRAYS_ATTR = "step_arrays"
 """Attribute in which batched VecEnvs and their wrappers keep the last step's per-world
 values as arrays (see :func:`step_arrays`)."""
 
+LayerT = TypeVar("LayerT")
+
+
+def iter_layers(stack: Any) -> Iterator[Any]:
+    """Every layer of a wrapper stack, outermost first, down to the base env.
+
+    Walks the layers' own ``env`` (Gymnasium wrappers) or ``venv`` (SB3 VecEnv
+    wrappers) attribute; instance attributes only, because both kinds forward unknown
+    attribute lookups to the layer below (so every layer would seem to have them).
+    """
+    layer = stack
+    while layer is not None:
+        yield layer
+        own = getattr(layer, "__dict__", {})
+        layer = own.get("venv", own.get("env"))
+
+
+def find_layer(stack: Any, cls: type[LayerT]) -> LayerT | None:
+    """The outermost layer of ``stack`` (a Gymnasium env or an SB3 VecEnv, wrapped or
+    not) that is an instance of ``cls``, or None when none is (see :func:`iter_layers`).
+    """
+    for layer in iter_layers(stack):
+        if isinstance(layer, cls):
+            return layer
+    return None
+
 
 def step_arrays(venv: Any) -> Mapping[str, Any] | None:
     """The last step's per-world values as arrays, from the outermost layer of a VecEnv
-    stack that keeps them (:data:`STEP_ARRAYS_ATTR`), or None when no layer does.
-
-    Walks ``venv.venv`` down the stack by instance attributes (SB3's ``VecEnvWrapper``
-    forwards attribute lookups and refuses names defined at several levels).
+    stack that keeps them (:data:`STEP_ARRAYS_ATTR`, non-empty), or None when no layer
+    does (see :func:`iter_layers`).
     """
-    v = venv
-    while v is not None:
-        own = vars(v) if hasattr(v, "__dict__") else {}
-        if own.get(STEP_ARRAYS_ATTR):
-            return own[STEP_ARRAYS_ATTR]
-        v = own.get("venv")
+    for layer in iter_layers(venv):
+        arrays = getattr(layer, "__dict__", {}).get(STEP_ARRAYS_ATTR)
+        if arrays:
+            return arrays
     return None
 
 

@@ -17,8 +17,11 @@ from bystander.agents.evaluation import (
     render_policy,
     summarize,
 )
-from bystander.agents.training import _tracker_of, build_predictor, make_env
+from bystander.agents.stack import make_env
+from bystander.agents.training import build_predictor
 from bystander.config import load_config
+from bystander.envs.contract import find_layer
+from bystander.envs.predictability import PredictabilityReward
 from bystander.report import EgoEntry, write_report
 from bystander.stats import mean_ci, t_critical_95, wilson_ci
 
@@ -111,7 +114,7 @@ def test_eval_csv(keep_eval, tmp_path: Path) -> None:
 def test_latest_predictions_are_world_frame_and_start_near_the_ego() -> None:
     cfg = load_config(overrides=[*SHORT, "env.config.n_cars=5", "env.config.n_pedestrians=4"])
     env = make_env(cfg, predictor=build_predictor(cfg))
-    tracker = _tracker_of(env).tracker
+    tracker = find_layer(env, PredictabilityReward).tracker
     env.reset(seed=5)
     found = False
     for _ in range(60):
@@ -143,7 +146,7 @@ def test_render_gif_with_overlay_and_hud(tmp_path: Path) -> None:
 
     # the overlay draws something: frames differ from the env's own rendering
     env = make_env(cfg, predictor=build_predictor(cfg), render_mode="rgb_array")
-    overlay = PredictionOverlay(_tracker_of(env).tracker)
+    overlay = PredictionOverlay(find_layer(env, PredictabilityReward).tracker)
     env.reset(seed=5)
     for _ in range(12):
         _, r, _, _, info = env.step(1)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bystander.agents.evaluation import evaluate_policy
-from bystander.agents.training import Trainer, build_vec_env, make_env
+from bystander.agents.stack import build_vec_env, make_env
+from bystander.agents.training import Trainer
 from bystander.config import load_config
 
 FAST = [

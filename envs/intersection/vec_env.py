@@ -40,18 +40,19 @@ Batched outputs (for wrappers that work on arrays rather than per-world dicts):
   more than the simulator; the training stack uses ``"lean"``. Default ``"full"``:
   every world's info as the Gymnasium view's.
 
-Factory for training stacks: :func:`make_intersection_vec_env`.
+The training stacks over it are built by :mod:`bystander.agents.stack` (e.g.
+:func:`~bystander.agents.stack.make_intersection_vec_env`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
 from bystander.envs.contract import EGO_STEP_KEY, EgoBatch, EgoStep
@@ -65,7 +66,7 @@ from bystander.envs.intersection.sim import (
 )
 from bystander.envs.intersection.views import COST_CHANNEL, make_spaces, seed_from
 
-__all__ = ["IntersectionVecEnv", "make_intersection_vec_env"]
+__all__ = ["INFO_MODES", "IntersectionVecEnv"]
 
 _NO_UID = np.iinfo(np.int64).max
 _TYPE_NAMES = tuple(str(t) for t in OBSERVER_TYPES)
@@ -593,55 +594,3 @@ class IntersectionVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         """One frame per world (costly for large ``N``: prefer :meth:`render`)."""
         return [self.render_frame(w) for w in range(self.num_envs)]
-
-
-def make_intersection_vec_env(
-    n_envs: int,
-    config: Mapping[str, Any] | IntersectionConfig | None = None,
-    seed: int | None = None,
-    *,
-    predictors: Any = None,
-    channel: str = "predictability",
-    on_scored: Callable | None = None,
-    monitor: bool = True,
-    wrappers: Iterable[Callable[[VecEnv], VecEnv]] = (),
-    render_mode: str | None = None,
-    info_mode: str = "lean",
-) -> VecEnv:
-    """The batched training stack over ``n_envs`` worlds, innermost first:
-
-    ``IntersectionVecEnv`` -> ``PredictabilityVecWrapper(predictors)`` (when
-    ``predictors`` is given: one predictor call per step for all worlds) -> ``VecMonitor``
-    (episode return / length of the task reward, when ``monitor``) -> each of
-    ``wrappers`` in order (e.g. a vectorised constraint wrapper,
-    ``lambda v: VecConstraint(v, ...)``).
-
-    Args:
-        n_envs: Number of worlds.
-        config: Env config overrides.
-        seed: World ``i`` is seeded ``seed + i`` (same episodes as ``n_envs`` single envs
-            seeded that way).
-        predictors: ``None`` (no predictability scoring), a ``Predictor`` or a dict
-            observer type -> predictor (as ``PredictabilityReward``).
-        channel, on_scored: Passed to ``PredictabilityVecWrapper``.
-        monitor: Add ``VecMonitor``.
-        wrappers: Callables ``venv -> venv`` applied last, in order.
-        render_mode: As :class:`IntersectionVecEnv`.
-        info_mode: As :class:`IntersectionVecEnv`; default ``"lean"`` (info dicts at
-            episode end only, per-step values in ``step_arrays``), the fast choice for
-            training.
-    """
-    venv: VecEnv = IntersectionVecEnv(
-        n_envs, config, seed=seed, render_mode=render_mode, info_mode=info_mode
-    )
-    if predictors is not None:
-        from bystander.envs.predictability import PredictabilityVecWrapper
-
-        venv = PredictabilityVecWrapper(venv, predictors, channel=channel, on_scored=on_scored)
-    if monitor:
-        venv = VecMonitor(venv)
-    for wrap in wrappers:
-        if not callable(wrap):
-            raise TypeError(f"wrappers: expected callables venv -> venv, got {wrap!r}")
-        venv = wrap(venv)
-    return venv

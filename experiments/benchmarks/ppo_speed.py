@@ -3,7 +3,7 @@
 Both learners use the same SB3 ``PPO("MlpPolicy")`` hyperparameters (the project's PPO
 defaults, :data:`bystander.config.ALGO_DEFAULTS`), the same number of envs (default:
 the training default ``train.n_envs``), one torch thread and ``VecMonitor``. The
-intersection runs as :func:`~bystander.envs.intersection.vec_env.make_intersection_vec_env`
+intersection runs as :func:`~bystander.agents.stack.make_intersection_vec_env`
 builds it for training, on the training env config
 (:data:`bystander.config.DEFAULT_ENV_CONFIG`): ``IntersectionVecEnv`` (N worlds in one
 simulator call, lean infos) + the constant-velocity predictability wrapper (array
@@ -36,8 +36,8 @@ import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor  # noqa: E402
 
+from bystander.agents.stack import make_intersection_vec_env  # noqa: E402
 from bystander.config import ALGO_DEFAULTS, DEFAULT_ENV_CONFIG, TrainSection  # noqa: E402
-from bystander.envs.intersection.vec_env import make_intersection_vec_env  # noqa: E402
 
 TARGET = 0.8
 
