@@ -21,11 +21,15 @@ SubprocVecEnv and the batched stack behave the same.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import pickle
 import random
+import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,18 +40,25 @@ import numpy as np
 import torch
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    Logger,
+    TensorBoardOutputFormat,
+    configure,
+)
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from bystander.agents import checkpoint as ckpt_mod
 from bystander.agents.callbacks import build_callbacks
 from bystander.agents.hooks import VecHooks
 from bystander.agents.stack import build_vec_env
+from bystander.atomic import RunDirLock, atomic_open
 from bystander.config import RunConfig, resolved_hyperparams, save_config
 from bystander.envs.constraints import Multiplier, multiplier_key
 
 __all__ = [
     "ALGO_CLASSES",
+    "ContinuedCSV",
     "TrainResult",
     "Trainer",
     "build_model",
@@ -216,7 +227,19 @@ class Trainer:
             if run_dir is None:
                 run_dir = checkpoint.path.parent.parent
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        created = not self.run_dir.exists()
+        # one writer per run directory: a second process refuses, naming the holder
+        self.lock = RunDirLock(self.run_dir)
+        try:
+            self._build(checkpoint, callbacks)
+        except BaseException:
+            self.lock.release()
+            if created:  # a rejected run leaves no empty run directory behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _build(self, checkpoint: ckpt_mod.Checkpoint | None, callbacks: list[Any] | None) -> None:
+        cfg = self.cfg
         save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.train.seed)
 
@@ -232,7 +255,7 @@ class Trainer:
             self.model = build_model(cfg, self.venv)
         else:
             self.model = self._load_model(cls, checkpoint)
-        self.model.set_logger(self._make_logger())
+        self.model.set_logger(self._make_logger(None if checkpoint is None else checkpoint.step))
         self.callbacks = build_callbacks(self) + list(callbacks or [])
         if checkpoint is not None:
             self._sync_envs()
@@ -287,9 +310,17 @@ class Trainer:
 
     # ---------------------------------------------------------------- helpers
 
-    def _make_logger(self) -> Any:
-        formats = ["csv"] + (["tensorboard"] if self.cfg.train.tensorboard else [])
-        return configure(str(self.run_dir / "logs"), formats)
+    def _make_logger(self, resumed_step: int | None) -> Logger:
+        """SB3's logger: ``logs/progress.csv`` (and TensorBoard). On resume the CSV is
+        continued, not rewritten: its rows up to ``resumed_step`` are kept."""
+        folder = self.run_dir / "logs"
+        if resumed_step is None:
+            tb = ["tensorboard"] if self.cfg.train.tensorboard else []
+            return configure(str(folder), ["csv", *tb])
+        formats: list[Any] = [ContinuedCSV(folder / "progress.csv", resumed_step)]
+        if self.cfg.train.tensorboard:
+            formats.append(TensorBoardOutputFormat(str(folder)))
+        return Logger(str(folder), formats)
 
     def _sync_envs(self) -> None:
         state = {k: m.state_dict() for k, m in self.multipliers.items()}
@@ -378,7 +409,8 @@ class Trainer:
         wall = time.perf_counter() - t0
         if last_ckpt is None or not last_ckpt.name.endswith(f"{self.model.num_timesteps:09d}"):
             last_ckpt = self.save_checkpoint()
-        self.model.save(self.run_dir / "model.zip")
+        with atomic_open(self.run_dir / "model.zip") as f:
+            self.model.save(f)
         if isinstance(self.venv, VecNormalize):
             self.venv.save(str(self.run_dir / "vecnormalize.pkl"))
         if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
@@ -396,7 +428,7 @@ class Trainer:
             lambdas={k: m.value for k, m in self.multipliers.items()},
             stats=stats,
         )
-        with open(self.run_dir / "train_summary.json", "w", encoding="utf-8") as f:
+        with atomic_open(self.run_dir / "train_summary.json", "w", encoding="utf-8") as f:
             json.dump(
                 {
                     "steps": result.steps,
@@ -414,8 +446,54 @@ class Trainer:
         return result
 
     def close(self) -> None:
-        """Close the vec env (subprocesses)."""
-        self.venv.close()
+        """Close the vec env (subprocesses) and release the run directory."""
+        try:
+            self.venv.close()
+        finally:
+            self.lock.release()
+
+
+class ContinuedCSV(CSVOutputFormat):
+    """SB3's CSV log continued across a resume instead of reopened for writing.
+
+    The existing file's rows up to ``until_step`` (``time/total_timesteps``) are kept;
+    later rows (written after the checkpoint by a run that then died) and a row cut
+    short by a kill are dropped, since the resumed run writes those steps again. The
+    kept part is rewritten atomically; new rows are appended with SB3's own writer.
+
+    Args:
+        path: ``logs/progress.csv``.
+        until_step: The resumed checkpoint's step.
+    """
+
+    def __init__(self, path: str | Path, until_step: int) -> None:
+        path = Path(path)
+        header: list[str] = []
+        rows: list[list[str]] = []
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+                reader = csv.reader(f)
+                header = next(reader, [])
+                col = header.index("time/total_timesteps") if header else -1
+                for row in reader:
+                    if len(row) != len(header) or col < 0:
+                        continue  # cut short by a kill, or no step to judge it by
+                    try:
+                        step = float(row[col])
+                    except ValueError:
+                        continue
+                    if step <= until_step:
+                        rows.append(row)
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            if header:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(header)
+                writer.writerows(rows)
+        self.file = open(path, "r+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self.file.seek(0, os.SEEK_END)
+        self.keys = list(header)
+        self.separator = ","
+        self.quotechar = '"'
 
 
 class _Progress:
@@ -464,7 +542,13 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm
             raise FileNotFoundError(f"run directory {run_dir} has no config.yaml")
         cfg = load_config(cfg_path)
     cls = ALGO_CLASSES[cfg.train.algo]
-    model = cls.load(model_path, device=device)
+    try:
+        model = cls.load(model_path, device=device)
+    except (AssertionError, EOFError, KeyError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{model_path}: not a loadable {cfg.train.algo.upper()} model "
+            f"({type(err).__name__}: {err}); retrain, or resume from a checkpoint"
+        ) from None
     return model, cfg
 
 

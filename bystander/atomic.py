@@ -1,19 +1,27 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file behind.
+"""Atomic file writes and run-directory locks, for both trainers.
 
-Every writer of checkpoints, weights, datasets, configs and results goes through
-:func:`atomic_open`, so there is one mechanism to get right.
+- :func:`atomic_open`: a crash mid-write never leaves a half-written file behind. Every
+  writer of checkpoints, weights, datasets, configs and results goes through it, so
+  there is one mechanism to get right.
+- :class:`RunDirLock`: one writer per run directory; a second process refuses and names
+  the holder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open"]
+__all__ = ["RunDirBusyError", "RunDirLock", "atomic_open"]
 
 
 @contextmanager
@@ -43,3 +51,70 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process holds the lock of a run directory."""
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory, so that two processes never write one run.
+
+    The lock is an ``flock`` on ``RUN_DIR/.lock``: the operating system drops it when the
+    holding process ends, however it ends (``kill -9`` included), so a stale lock never
+    blocks a resume. The file names its holder (pid, host, command, start time) for the
+    error message of the next process that tries.
+
+    Use as a context manager or call :meth:`release`; the lock is re-entrant within one
+    object only (a second :class:`RunDirLock` on the same directory refuses, also in the
+    same process).
+
+    Raises:
+        RunDirBusyError: The directory is locked by another holder; the message names it.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self._fd: int | None = None
+        self.path = Path(run_dir) / self.FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", errors="replace").strip()
+            os.close(fd)
+            raise RunDirBusyError(
+                f"run directory {str(self.path.parent)!r} is in use by another process "
+                f"({holder or 'holder unknown'}); wait for it to finish or choose another "
+                "run directory"
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:300],
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunDirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bystander.atomic import RunDirBusyError
 from bystander.config import RunConfig
 from bystander.dataconfig import add_flags, config_flags, flag_overrides
 
@@ -246,8 +247,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bystander`` script; returns the exit status.
 
-    Config errors (bad values, unknown keys, corrupt checkpoints) print one clear line
-    to stderr and exit with status 2 (``BYSTANDER_DEBUG=1`` re-raises them instead).
+    Config errors (bad values, unknown keys, corrupt checkpoints, a run directory in use)
+    print one clear line to stderr and exit with status 2 (``BYSTANDER_DEBUG=1`` re-raises them instead).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, RunDirBusyError) as e:
         if os.environ.get("BYSTANDER_DEBUG"):
             raise
         print(f"bystander {args.command}: error: {e}", file=sys.stderr)

@@ -142,8 +142,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: expected a UTF-8 YAML file ({err.reason} at byte {err.start})"
+        ) from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level")
     data = _numbers(data)

@@ -205,3 +205,18 @@ def test_demo_egos_use_the_shipped_constraint_configs() -> None:
     assert egos["lagrangian"].constraint == load_config(CONFIGS / "lagrangian.yaml").constraint
     assert egos["unconstrained"].constraint.mode == "none"
     assert egos["unconstrained"].env == egos["lagrangian"].env  # same world, comparable ADE
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"train: [1, 2\n", ["invalid YAML"]), (b"name: \xff\xfe\n", ["UTF-8"])],
+    ids=["invalid-yaml", "not-utf8"],
+)
+def test_a_bad_config_file_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: list[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    assert main(["config", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and all(w in err for w in words)
