@@ -48,12 +48,14 @@ import torch
 
 from bystander.atomic import atomic_open
 from bystander.config import RunConfig, config_from_dict, save_config
+from bystander.dataconfig import read_yaml
 
 __all__ = [
     "COMPATIBILITY_KEYS",
     "FORMAT_VERSION",
     "LATEST",
     "MANIFEST",
+    "REQUIRED_FILES",
     "Checkpoint",
     "CheckpointError",
     "capture_rng",
@@ -67,6 +69,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+REQUIRED_FILES = ("model.zip", "config.yaml", "multipliers.json", "rng.pkl", "state.pkl")
+"""Files every checkpoint holds (the manifest must list them)."""
 LATEST = "latest"
 
 COMPATIBILITY_KEYS: tuple[str, ...] = (
@@ -199,6 +203,10 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:09d}"
+    # Leftovers of writes a kill interrupted (the run directory's lock makes this
+    # process the only writer, so none of them is in progress).
+    for stale in [*directory.glob(".tmp-*"), *directory.glob(".old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-"))
     try:
         model.save(tmp / "model.zip")
@@ -339,7 +347,24 @@ def load_checkpoint(path: str | Path, config: RunConfig | None = None) -> Checkp
         raise CheckpointError(
             f"checkpoint {ckpt}: unsupported format {got!r}, expected {FORMAT_VERSION}"
         )
-    for name, meta in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(meta, dict)
+        and isinstance(meta.get("bytes"), int)
+        and isinstance(meta.get("sha256"), str)
+        and isinstance(name, str)
+        and name == Path(name).name
+        for name, meta in files.items()
+    ):
+        raise CheckpointError(
+            f"checkpoint {ckpt} is corrupt: {MANIFEST} 'files' must map file names to "
+            "{'bytes': int, 'sha256': str}"
+        )
+    missing = [n for n in REQUIRED_FILES if n not in files]
+    if missing or not isinstance(manifest.get("step"), int):
+        what = f"no entry for {missing}" if missing else "no int 'step'"
+        raise CheckpointError(f"checkpoint {ckpt} is corrupt: {MANIFEST} has {what}")
+    for name, meta in files.items():
         fp = ckpt / name
         if not fp.is_file():
             raise CheckpointError(f"checkpoint {ckpt} is corrupt: file {name} is missing")
@@ -355,9 +380,7 @@ def load_checkpoint(path: str | Path, config: RunConfig | None = None) -> Checkp
                 f"checkpoint {ckpt} is corrupt: checksum of {name} is {digest[:12]}..., "
                 f"manifest says {meta['sha256'][:12]}..."
             )
-    import yaml
-
-    stored_cfg = config_from_dict(yaml.safe_load((ckpt / "config.yaml").read_text()))
+    stored_cfg = config_from_dict(read_yaml(ckpt / "config.yaml"))
     if config is not None:
         check_compatible(stored_cfg, config, where=str(ckpt))
     with open(ckpt / "rng.pkl", "rb") as f:

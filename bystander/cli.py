@@ -164,13 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bystander.agents.training import Trainer
 
     if args.resume:
-        import yaml
-
-        from bystander.agents.checkpoint import find_checkpoint
+        from bystander.agents.checkpoint import load_checkpoint
         from bystander.config import load_config
 
-        ck = find_checkpoint(args.resume)
-        saved = yaml.safe_load((ck / "config.yaml").read_text())
+        saved = load_checkpoint(args.resume).config.to_dict()  # verified before it is read
         cfg = load_config(
             args.config, overrides=_flag_overrides(args) + list(args.overrides), base=saved
         )

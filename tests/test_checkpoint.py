@@ -210,3 +210,44 @@ def test_rewriting_the_same_step_replaces_it(straight_run, tmp_path: Path) -> No
     p2 = ck.save_checkpoint(d, model=trainer.model, config=cfg, step=5, state={"x": 1})
     assert p1 == p2 and ck.load_checkpoint(d).state["x"] == 1
     assert sorted(p.name for p in d.iterdir()) == ["latest", "step_000000005"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [(lambda m: m.pop("files"), "'files' must map"),
+     (lambda m: m["files"]["model.zip"].pop("bytes"), "'files' must map"),
+     (lambda m: m["files"].update({"../escape": m["files"]["rng.pkl"]}), "'files' must map"),
+     (lambda m: m["files"].pop("config.yaml"), r"no entry for \['config.yaml'\]"),
+     (lambda m: m.update(step="256"), "no int 'step'")],
+    ids=["no-files", "no-bytes", "path", "no-config", "step-str"],
+)  # fmt: skip
+def test_a_malformed_manifest_is_refused(straight_run, tmp_path: Path, edit, match) -> None:
+    _, result, _ = straight_run
+    bad = _copy(result.checkpoint, tmp_path / "step_000000256")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    edit(manifest)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ck.CheckpointError, match=match):
+        ck.load_checkpoint(bad)
+
+
+def test_the_cli_verifies_a_checkpoint_before_reading_its_config(
+    straight_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bystander.cli import main
+
+    _, result, _ = straight_run
+    bad = _copy(result.checkpoint, tmp_path / "run" / "checkpoints" / "step_000000256")
+    (bad / "config.yaml").write_bytes(b"train: [\xff")
+    assert main(["train", "--resume", str(bad), "--no-evaluate"]) == 2
+    assert "is corrupt: file config.yaml has 9 bytes" in capsys.readouterr().err
+
+
+def test_leftovers_of_interrupted_writes_are_removed_by_the_next_write(
+    straight_run, tmp_path: Path
+) -> None:
+    trainer, _, _ = straight_run
+    (tmp_path / ".tmp-killed" / "x").mkdir(parents=True)
+    (tmp_path / ".old-killed").mkdir()
+    ck.save_checkpoint(tmp_path, model=trainer.model, config=trainer.cfg, step=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000000001"]
