@@ -20,24 +20,20 @@ to continue a run exactly where it stopped:
                        config fingerprint. Written last.
 =====================  ==================================================================
 
-Atomicity: everything is written into a hidden temporary directory next to the
-target, fsynced, then moved into place with one ``os.replace``; ``RUN_DIR/checkpoints/
-latest`` (a one-line text file naming the newest checkpoint) is replaced the same way
-afterwards. A crash mid-write leaves at most a stray ``.tmp-*`` directory, never a
-checkpoint that loads wrong. Loading re-hashes every file against the manifest and
-compares the config's structural fields with the current run; any difference raises
-:class:`CheckpointError` with the file or field at fault.
+Writing and verifying go through :mod:`bystander.checkpointing` (the mechanism the
+GRPO trainer uses too): an atomic directory move, the manifest written last, every file
+re-hashed on load. ``RUN_DIR/checkpoints/latest`` (a one-line text file naming the
+newest checkpoint) is replaced atomically afterwards. Loading also compares the config's
+structural fields with the current run; any difference raises :class:`CheckpointError`
+with the file or field at fault.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
 import random
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +43,13 @@ import numpy as np
 import torch
 
 from bystander.atomic import atomic_open
+from bystander.checkpointing import (
+    MANIFEST,
+    CheckpointError,
+    config_differences,
+    read_checkpoint_dir,
+    write_checkpoint_dir,
+)
 from bystander.config import RunConfig, config_from_dict, save_config
 from bystander.dataconfig import read_yaml
 
@@ -68,7 +71,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.zip", "config.yaml", "multipliers.json", "rng.pkl", "state.pkl")
 """Files every checkpoint holds (the manifest must list them)."""
 LATEST = "latest"
@@ -89,29 +91,6 @@ COMPATIBILITY_KEYS: tuple[str, ...] = (
     "constraint.channel",
 )
 """Config fields that must match between a checkpoint and the run that resumes it."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not fit the run that loads it."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -203,12 +182,15 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:09d}"
-    # Leftovers of writes a kill interrupted (the run directory's lock makes this
-    # process the only writer, so none of them is in progress).
-    for stale in [*directory.glob(".tmp-*"), *directory.glob(".old-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-"))
-    try:
+    predictor_names = {key: f"predictor_{key}.pt" for key in (predictors or {})}
+    manifest = {
+        "format": FORMAT_VERSION,
+        "step": int(step),
+        "algo": config.train.algo,
+        "config_fingerprint": config.fingerprint(COMPATIBILITY_KEYS),
+        "predictors": predictor_names,
+    }
+    with write_checkpoint_dir(final, manifest) as tmp:
         model.save(tmp / "model.zip")
         if hasattr(model, "replay_buffer") and getattr(model, "replay_buffer", None) is not None:
             model.save_replay_buffer(tmp / "replay_buffer.pkl")
@@ -225,11 +207,8 @@ def save_checkpoint(
             json.dump(
                 {k: _jsonable(m.state_dict()) for k, m in (multipliers or {}).items()}, f, indent=1
             )
-        predictor_names: dict[str, str] = {}
         for key, pred in (predictors or {}).items():
-            name = f"predictor_{key}.pt"
-            pred.save(tmp / name)
-            predictor_names[key] = name
+            pred.save(tmp / predictor_names[key])
         with open(tmp / "rng.pkl", "wb") as f:
             pickle.dump(capture_rng(), f, protocol=pickle.HIGHEST_PROTOCOL)
         with open(tmp / "state.pkl", "wb") as f:
@@ -237,40 +216,6 @@ def save_checkpoint(
                 {"step": int(step), **dict(state or {})}, f, protocol=pickle.HIGHEST_PROTOCOL
             )
         save_config(config, tmp / "config.yaml")
-
-        files = {}
-        for p in sorted(tmp.iterdir()):
-            if p.is_file():
-                files[p.name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "step": int(step),
-            "algo": config.train.algo,
-            "config_fingerprint": config.fingerprint(COMPATIBILITY_KEYS),
-            "predictors": predictor_names,
-            "files": files,
-        }
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if final.exists():
-            # Same step written twice: move the old one aside first (os.replace cannot
-            # overwrite a non-empty directory), then drop it.
-            old = Path(tempfile.mkdtemp(dir=directory, prefix=".old-"))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _write_latest(directory, final.name)
     if keep is not None and keep >= 1:
         for old_ckpt in sorted(directory.glob("step_*"))[:-keep]:
@@ -330,56 +275,7 @@ def load_checkpoint(path: str | Path, config: RunConfig | None = None) -> Checkp
             format, or an incompatible config (the message names the file or field).
     """
     ckpt = find_checkpoint(path)
-    mpath = ckpt / MANIFEST
-    if not mpath.is_file():
-        raise CheckpointError(
-            f"checkpoint {ckpt} is incomplete or corrupt: {MANIFEST} is missing "
-            "(was the write interrupted?)"
-        )
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt} is corrupt: {MANIFEST} is not valid JSON ({e})"
-        ) from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise CheckpointError(
-            f"checkpoint {ckpt}: unsupported format {got!r}, expected {FORMAT_VERSION}"
-        )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(
-        isinstance(meta, dict)
-        and isinstance(meta.get("bytes"), int)
-        and isinstance(meta.get("sha256"), str)
-        and isinstance(name, str)
-        and name == Path(name).name
-        for name, meta in files.items()
-    ):
-        raise CheckpointError(
-            f"checkpoint {ckpt} is corrupt: {MANIFEST} 'files' must map file names to "
-            "{'bytes': int, 'sha256': str}"
-        )
-    missing = [n for n in REQUIRED_FILES if n not in files]
-    if missing or not isinstance(manifest.get("step"), int):
-        what = f"no entry for {missing}" if missing else "no int 'step'"
-        raise CheckpointError(f"checkpoint {ckpt} is corrupt: {MANIFEST} has {what}")
-    for name, meta in files.items():
-        fp = ckpt / name
-        if not fp.is_file():
-            raise CheckpointError(f"checkpoint {ckpt} is corrupt: file {name} is missing")
-        size = fp.stat().st_size
-        if size != meta["bytes"]:
-            raise CheckpointError(
-                f"checkpoint {ckpt} is corrupt: file {name} has {size} bytes, "
-                f"manifest says {meta['bytes']}"
-            )
-        digest = _sha256(fp)
-        if digest != meta["sha256"]:
-            raise CheckpointError(
-                f"checkpoint {ckpt} is corrupt: checksum of {name} is {digest[:12]}..., "
-                f"manifest says {meta['sha256'][:12]}..."
-            )
+    manifest = read_checkpoint_dir(ckpt, format_version=FORMAT_VERSION, required=REQUIRED_FILES)
     stored_cfg = config_from_dict(read_yaml(ckpt / "config.yaml"))
     if config is not None:
         check_compatible(stored_cfg, config, where=str(ckpt))
@@ -406,22 +302,11 @@ def load_checkpoint(path: str | Path, config: RunConfig | None = None) -> Checkp
 
 def check_compatible(stored: RunConfig, current: RunConfig, where: str = "checkpoint") -> None:
     """Raise :class:`CheckpointError` naming every structural field that differs."""
-    a, b = stored.to_dict(), current.to_dict()
-    diffs = []
-    for key in COMPATIBILITY_KEYS:
-        va, vb = _dig(a, key), _dig(b, key)
-        if va != vb:
-            diffs.append(f"{key}: checkpoint has {va!r}, this run has {vb!r}")
+    diffs = config_differences(stored.to_dict(), current.to_dict(), COMPATIBILITY_KEYS)
     if diffs:
         raise CheckpointError(
             f"{where} does not match this run's config; cannot resume:\n  " + "\n  ".join(diffs)
         )
-
-
-def _dig(d: dict[str, Any], key: str) -> Any:
-    for p in key.split("."):
-        d = d[p]
-    return d
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
