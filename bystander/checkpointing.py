@@ -64,7 +64,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def write_checkpoint_dir(final: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Iterator[Path]:
+def write_checkpoint_dir(
+    final: str | os.PathLike[str], manifest: Mapping[str, Any]
+) -> Iterator[Path]:
     """Yield an empty temporary directory to write a checkpoint's files into; on a clean
     exit, add ``files`` (name -> ``{"sha256", "bytes"}``) to ``manifest``, write it as
     ``manifest.json`` and move the directory onto ``final`` atomically (replacing an

@@ -14,7 +14,7 @@ local path, or the built-in ``tiny-policy``/``tiny-slm``; ``--observer`` repeats
 ``--views``, ``--combine``, ``--review-threshold``/``--review-mode``, GRPO sizes.
 
 A run directory holds ``config.json``, ``log.jsonl`` (one line per step),
-``checkpoint.pt`` (exact resume), ``policy/`` (``save_pretrained``),
+``checkpoint/`` (verified, exact resume), ``policy/`` (``save_pretrained``),
 ``eval_before.json`` / ``eval_after.json``.
 """
 
@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bystander.atomic import RunDirLock, atomic_open
 from bystander.dataconfig import add_flags, config_flags
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.predictability import COMBINE
@@ -220,16 +222,39 @@ def llm_train(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
         run_dir = Path(opts["resume"])
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"--resume: no config.json in {str(run_dir)!r}")
-        config = json.loads((run_dir / "config.json").read_text())
     else:
         run_dir = Path(opts["run_dir"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-llm")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    created = not run_dir.exists()
+    lock = RunDirLock(run_dir)  # one writer per run directory
+    try:
+        return _train_locked(config, run_dir, opts, steps)
+    except BaseException:
+        if created and not (run_dir / "checkpoint").exists():
+            lock.release()  # a run rejected before its first checkpoint leaves nothing
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    config: dict[str, Any], run_dir: Path, opts: dict[str, Any], steps: int
+) -> dict[str, Any]:
+    if opts["resume"]:
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{run_dir / 'config.json'}: not a valid JSON config ({err})"
+            ) from None
+    else:
+        with atomic_open(run_dir / "config.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(config, indent=2))
     trainer = build_trainer(config, run_dir)
     heldout = _heldout(config)
     before = None
     if opts["resume"]:
-        trainer.load_checkpoint(run_dir / "checkpoint.pt")
+        trainer.load_checkpoint(run_dir / "checkpoint")
     elif config["eval_prompts"]:
         before = trainer.evaluate(heldout)
         (run_dir / "eval_before.json").write_text(json.dumps(before, indent=2))
@@ -239,8 +264,8 @@ def llm_train(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
         last = trainer.step()
         print(_fmt(last), flush=True)
         if every and trainer.step_count % every == 0:
-            trainer.save_checkpoint(run_dir / "checkpoint.pt")
-    trainer.save_checkpoint(run_dir / "checkpoint.pt")
+            trainer.save_checkpoint(run_dir / "checkpoint")
+    trainer.save_checkpoint(run_dir / "checkpoint")
     trainer.policy.save_pretrained(run_dir / "policy")
     trainer.tokenizer.save_pretrained(run_dir / "policy")
     after = None

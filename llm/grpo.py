@@ -28,13 +28,15 @@ accuracy, format rate, predictability (nats/token) per observer and combined,
 lambda, KL, completion length (mean/min, empty fraction: watch for the short-output
 hack), escalations, timings. Checkpoints (:meth:`save_checkpoint`) hold the policy,
 reference, optimiser, multiplier, co-trained observers, all RNG states and the step,
-written atomically; :meth:`load_checkpoint` resumes exactly.
+in a verified checkpoint directory (:mod:`bystander.checkpointing`, as the driving
+trainer's); :meth:`load_checkpoint` checks it and resumes exactly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +48,12 @@ import numpy as np
 import torch
 
 from bystander.atomic import atomic_open
+from bystander.checkpointing import (
+    CheckpointError,
+    config_differences,
+    read_checkpoint_dir,
+    write_checkpoint_dir,
+)
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.constraints import combine_advantages, shaped_reward
 from bystander.envs.predictability import COMBINE
@@ -430,7 +438,7 @@ class GRPOTrainer:
                     self._writer.add_scalar(f"llm/{k}", v, self.step_count)
 
     def train(self, steps: int, checkpoint_every: int = 0) -> list[dict[str, Any]]:
-        """Run ``steps`` updates; checkpoint to ``run_dir/checkpoint.pt`` every N steps."""
+        """Run ``steps`` updates; checkpoint to ``run_dir/checkpoint`` every N steps."""
         logs = []
         for _ in range(int(steps)):
             logs.append(self.step())
@@ -439,7 +447,7 @@ class GRPOTrainer:
                 and self.run_dir is not None
                 and self.step_count % checkpoint_every == 0
             ):
-                self.save_checkpoint(self.run_dir / "checkpoint.pt")
+                self.save_checkpoint(self.run_dir / "checkpoint")
         return logs
 
     # --------------------------------------------------------------- evaluate
@@ -504,25 +512,53 @@ class GRPOTrainer:
         }
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`state_dict` atomically (temp file, then ``os.replace``)."""
+        """Write :meth:`state_dict` as a verified checkpoint directory ``path`` (``state.pt``
+        and a manifest with its checksum, the step and this trainer's config), atomically
+        (:func:`bystander.checkpointing.write_checkpoint_dir`)."""
         path = Path(path)
-        with atomic_open(path) as fh:
-            torch.save(self.state_dict(), fh)
+        manifest = {
+            "format": CHECKPOINT_FORMAT,
+            "step": int(self.step_count),
+            "config": _jsonable_config(self.cfg),
+        }
+        with write_checkpoint_dir(path, manifest) as tmp:
+            torch.save(self.state_dict(), tmp / "state.pt")
         return path
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`.
+        """Restore a checkpoint written by :meth:`save_checkpoint`, after verifying its
+        files and that it was written with this trainer's config.
+
+        The run's ``log.jsonl`` keeps its rows up to the checkpoint's step (later rows,
+        written by a run that went on and then died, are dropped: they come again).
 
         Raises:
-            FileNotFoundError: No file at ``path``.
+            FileNotFoundError: Nothing at ``path``.
+            CheckpointError: A damaged checkpoint, or one written under another config
+                (the message names the differing fields).
         """
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        self.policy.load_state_dict(state["policy"])
-        self.ref_policy.load_state_dict(state["ref_policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        manifest = read_checkpoint_dir(
+            path, format_version=CHECKPOINT_FORMAT, required=("state.pt",)
+        )
+        diffs = config_differences(manifest.get("config") or {}, _jsonable_config(self.cfg))
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {path} was written under another config; cannot resume:\n  "
+                + "\n  ".join(diffs)
+            )
+        try:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+            self.policy.load_state_dict(state["policy"])
+            self.ref_policy.load_state_dict(state["ref_policy"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as err:
+            raise CheckpointError(
+                f"checkpoint {path}: state.pt does not fit this trainer's models "
+                f"({type(err).__name__}: {err})"
+            ) from None
         if self.multiplier is not None and state.get("multiplier") is not None:
             self.multiplier.load_state_dict(state["multiplier"])
         if state.get("predictors"):
@@ -533,6 +569,33 @@ class GRPOTrainer:
         random.setstate(state["rng"]["python"])
         self.step_count = int(state["step"])
         self.escalations = int(state["escalations"])
+        if self.run_dir is not None:
+            _truncate_log(self.run_dir / "log.jsonl", self.step_count)
+
+
+CHECKPOINT_FORMAT = 1
+"""Format version of GRPO checkpoint directories."""
+
+
+def _jsonable_config(cfg: GRPOConfig) -> dict[str, Any]:
+    """``cfg`` as plain JSON values (what a manifest stores and compares)."""
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of a ``log.jsonl`` up to ``step`` (and no row cut short by a kill)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(kept)
 
 
 def _distinct(predictors: Any) -> list[Any]:

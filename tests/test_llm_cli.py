@@ -31,7 +31,9 @@ def test_train_resume_and_evaluate(models, tmp_path, capsys):
     assert cli.main(["train", *common, "--steps", "2", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
     assert "lambda=" in out and "accuracy=" in out
-    assert (run / "checkpoint.pt").is_file() and (run / "policy" / "config.json").is_file()
+    assert (run / "checkpoint" / "manifest.json").is_file() and (
+        run / "policy" / "config.json"
+    ).is_file()
     before = json.loads((run / "eval_before.json").read_text())
     assert {"accuracy", "nats/full", "nats/prefix:0.5", "length_mean"} <= set(before)
     assert cli.main(["train", "--resume", str(run), "--steps", "3"]) == 0
@@ -53,3 +55,58 @@ def test_mounted_in_the_main_cli(capsys):
 
     args = build_parser().parse_args(["llm", "train", "--constraint", "pid", "--kp", "0.5"])
     assert args.constraint == "pid" and args.kp == 0.5 and args.func is not None
+
+
+def _common(models):
+    return ["--policy", str(models / "policy"), "--observer", str(models / "slm"),
+            "--views", "full", "--group-size", "2", "--prompts-per-step", "2",
+            "--max-new-tokens", "8", "--eval-prompts", "0", "--num-tasks", "8"]  # fmt: skip
+
+
+def test_resume_refuses_an_edited_config_naming_the_field(models, tmp_path):
+    from bystander.checkpointing import CheckpointError
+
+    run = tmp_path / "run"
+    assert cli.main(["train", *_common(models), "--steps", "1", "--run-dir", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["grpo"]["constraint"] = {"mode": "lagrangian"}
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(
+        CheckpointError, match=r"(?s)another config.*constraint\.mode: checkpoint has .none."
+    ):
+        cli.main(["train", "--resume", str(run), "--steps", "2"])
+
+
+def test_resume_refuses_a_damaged_checkpoint(models, tmp_path):
+    from bystander.checkpointing import CheckpointError
+
+    run = tmp_path / "run"
+    assert cli.main(["train", *_common(models), "--steps", "1", "--run-dir", str(run)]) == 0
+    state = run / "checkpoint" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"corrupt: checksum of state\.pt"):
+        cli.main(["train", "--resume", str(run), "--steps", "2"])
+
+
+def test_resume_drops_log_rows_after_the_checkpoint(models, tmp_path):
+    run = tmp_path / "run"
+    args = [*_common(models), "--checkpoint-every", "1"]
+    assert cli.main(["train", *args, "--steps", "2", "--run-dir", str(run)]) == 0
+    log = run / "log.jsonl"
+    rows = log.read_text().splitlines()
+    # a run that went on to step 3 without a checkpoint, then died mid-line
+    log.write_text("\n".join([*rows, rows[-1].replace('"step": 2', '"step": 3'), rows[0][:9]]))
+    assert cli.main(["train", "--resume", str(run), "--steps", "3"]) == 0
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_second_llm_run_on_one_directory_is_refused(models, tmp_path):
+    from bystander.atomic import RunDirBusyError, RunDirLock
+
+    run = tmp_path / "run"
+    with RunDirLock(run):
+        with pytest.raises(RunDirBusyError, match="in use by another process"):
+            cli.main(["train", *_common(models), "--steps", "1", "--run-dir", str(run)])
+    assert not (run / "config.json").exists()
