@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="output file .gif or .mp4 (default RUN_DIR/episode.gif)")
     p.add_argument("--seed", type=int, help="episode seed (default render.seed)")
-    p.add_argument("--max-steps", type=int, help="frames at most (default render.max_steps)")
+    p.add_argument(
+        "--max-steps", type=_positive_int, help="frames at most (default render.max_steps)"
+    )
     p.add_argument("--human", action="store_true", help="open a window instead of writing a file")
     p.set_defaults(func=cmd_render)
 
@@ -151,6 +153,17 @@ def _mount_llm(sub: Any) -> None:
             llm_cli.build_parser(sub)
         except Exception as e:  # pragma: no cover - a broken plug-in must not break the CLI
             print(f"warning: bystander llm unavailable: {e}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
 
 
 def _resolve(args: argparse.Namespace) -> Any:
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, RunDirBusyError) as e:
+    except (ValueError, TypeError, OSError, RunDirBusyError) as e:
         if os.environ.get("BYSTANDER_DEBUG"):
             raise
         print(f"bystander {args.command}: error: {e}", file=sys.stderr)

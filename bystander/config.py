@@ -37,6 +37,10 @@ from bystander.dataconfig import (
     set_dotted,
 )
 from bystander.envs.constraint_config import ConstraintConfig
+from bystander.envs.intersection.config import IntersectionConfig
+
+INTERSECTION_ID = "bystander/Intersection-v0"
+"""Gymnasium id of the intersection env (its ``env.config`` is checked here)."""
 
 __all__ = [
     "ALGOS",
@@ -140,7 +144,7 @@ class EnvSection:
         max_episode_steps: Optional extra ``TimeLimit`` in env steps; ``None`` keeps the env's.
     """
 
-    id: str = "bystander/Intersection-v0"
+    id: str = INTERSECTION_ID
     config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_CONFIG))
     max_episode_steps: int | None = None
 
@@ -157,6 +161,14 @@ class EnvSection:
                 "an int >= 1 or null",
                 self.max_episode_steps,
             )
+        if self.id == INTERSECTION_ID:
+            try:  # the env's own checks, so that a config is refused before any run
+                IntersectionConfig.from_dict(self.config)
+            except (ValueError, TypeError) as err:
+                msg = str(err)
+                raise ValueError(
+                    f"{path}.{msg}" if msg.startswith("config.") else f"{path}.config: {msg}"
+                ) from None
 
 
 @dataclass
@@ -460,7 +472,7 @@ class RunConfig:
                     "with train.vec_env='batched' (use 'dummy' or 'subproc')"
                 )
             _check(
-                self.env.id == "bystander/Intersection-v0",
+                self.env.id == INTERSECTION_ID,
                 "train.vec_env",
                 "'dummy' or 'subproc' for envs other than bystander/Intersection-v0 ('batched' is its simulator)",
                 self.train.vec_env,

@@ -220,3 +220,18 @@ def test_a_bad_config_file_exits_2_naming_the_file(
     assert main(["config", "-c", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and all(w in err for w in words)
+
+
+def test_config_refuses_an_invalid_env_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--set", "env.config.dt=-1"]) == 2
+    assert "env.config.dt: expected a finite number > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["render", "RUN", "--max-steps", "-1"],
+                                 ["render", "RUN", "--max-steps", "0"]])  # fmt: skip
+def test_render_refuses_a_non_positive_frame_count(
+    cmd: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(cmd)
+    assert e.value.code == 2 and "expected an int >= 1" in capsys.readouterr().err

@@ -78,3 +78,15 @@ def test_continuous_actions_must_be_real_numbers(action):
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"^action: expected 2 floats"):
         env.step(action)
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [np.array([[True, False]] * 2), np.array([[1 + 1j, 0.0]] * 2), np.array([["0.5", "0.1"]] * 2)],
+    ids=["bool", "complex", "str"],
+)
+def test_vec_env_continuous_actions_must_be_real_numbers(actions):
+    venv = IntersectionVecEnv(2, {"action_type": "continuous"}, seed=0)
+    venv.reset()
+    with pytest.raises(ValueError, match=r"^actions: expected .*real numbers"):
+        venv.step(actions)

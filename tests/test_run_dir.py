@@ -102,3 +102,22 @@ def test_a_truncated_model_is_refused_with_its_path(tmp_path: Path) -> None:
     model.write_bytes(model.read_bytes()[:500])
     with pytest.raises(ValueError, match=r"model\.zip.*not a loadable"):
         load_policy(run)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [["render", "{run}", "--out", "{blocker}/ep.gif", "--max-steps", "3"],
+     ["evaluate", "{run}", "--csv-dir", "{blocker}/csv", "--episodes", "1"]],
+    ids=["render-out", "evaluate-csv-dir"],
+)  # fmt: skip
+def test_an_output_path_under_a_regular_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cmd: list[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--timesteps", "256", "--run-dir", str(run), *TINY]) == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    rc = main([c.format(run=run, blocker=blocker) for c in cmd])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"bystander {cmd[0]}: error:" in err and str(blocker) in err

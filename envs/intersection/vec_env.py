@@ -64,7 +64,7 @@ from bystander.envs.intersection.sim import (
     IntersectionSim,
     StepResult,
 )
-from bystander.envs.intersection.views import COST_CHANNEL, make_spaces, seed_from
+from bystander.envs.intersection.views import COST_CHANNEL, make_spaces, real_array, seed_from
 
 __all__ = ["INFO_MODES", "IntersectionVecEnv"]
 
@@ -305,8 +305,8 @@ class IntersectionVecEnv(VecEnv):
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         n = self.num_envs
-        arr = np.asarray(actions)
         if self.continuous:
+            arr = real_array(actions, "actions", f"({n}, 2) floats (acceleration, steering)")
             if arr.shape not in ((n, 2), (n, 1, 2)):
                 raise ValueError(
                     f"actions: expected shape ({n}, 2) (acceleration, steering) per world, "
@@ -316,6 +316,7 @@ class IntersectionVecEnv(VecEnv):
             if not np.isfinite(arr).all():
                 raise ValueError("actions: expected finite values")
             return np.clip(arr, -1.0, 1.0)
+        arr = np.asarray(actions)
         if arr.shape not in ((n,), (n, 1)):
             raise ValueError(f"actions: expected shape ({n},) meta-actions, got {arr.shape}")
         if not np.issubdtype(arr.dtype, np.integer):
