@@ -49,7 +49,7 @@ import numpy as np
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-__all__ = ["CLEAR", "Outcome", "is_clear_error", "main", "valid_action"]
+__all__ = ["CLEAR", "Outcome", "is_clear_error", "main", "valid_action", "valid_vec_actions"]
 
 CLEAR = (ValueError, TypeError, RuntimeError, OSError)
 """Exception types a clear refusal may have (its message must also name the input)."""
@@ -78,6 +78,24 @@ def valid_action(action: Any, action_type: str) -> bool:
         return arr.shape == () and 0 <= int(arr) < 6
     arr = arr.astype(np.float64)
     return arr.shape == (2,) and bool(np.isfinite(arr).all()) and bool((abs(arr) <= 1).all())
+
+
+def valid_vec_actions(actions: Any, n: int, action_type: str) -> bool:
+    """The VecEnv's documented contract for a batch of ``n`` worlds: meta-actions of
+    shape ``(n,)`` or ``(n, 1)``, ints or integral floats in [0, 6); or real numbers of
+    shape ``(n, 2)`` or ``(n, 1, 2)``, finite, in [-1, 1]."""
+    try:
+        arr = np.asarray(actions)
+    except (TypeError, ValueError):
+        return False
+    if action_type == "discrete":
+        if arr.shape not in ((n,), (n, 1)) or arr.dtype.kind not in "iuf":
+            return False
+        return bool(np.all(arr == np.round(arr)) and np.all((arr >= 0) & (arr < 6)))
+    if arr.shape not in ((n, 2), (n, 1, 2)) or arr.dtype.kind not in "iuf":
+        return False
+    arr = arr.astype(np.float64)
+    return bool(np.isfinite(arr).all() and (abs(arr) <= 1).all())
 
 
 def is_clear_error(err: BaseException, *names: str) -> bool:
@@ -194,7 +212,14 @@ def action_cases(n: int, seed: int) -> Iterator[tuple[str, Outcome]]:
         kind = ("discrete", "continuous")[i % 2]
         api = ("gym", "vec", "pettingzoo")[(i // 2) % 3]
         action = rng.choice(pool) if rng.random() < 0.7 else rng.randint(-2, 8)
-        valid = valid_action(action, kind)
+        if api == "vec":
+            try:
+                action = np.stack([np.asarray(action)] * 2)
+            except (TypeError, ValueError):
+                action = [action, action]
+            valid = valid_vec_actions(action, 2, kind)
+        else:
+            valid = valid_action(action, kind)
         key = (api, kind)
         if key not in envs:
             cfg = {**TINY, "action_type": kind, "max_cycles": 10_000}
@@ -219,11 +244,7 @@ def action_cases(n: int, seed: int) -> Iterator[tuple[str, Outcome]]:
                     env.reset(seed=i)
                 return _finite(obs, r, info["cost"], info["predictability"])
             if api == "vec":
-                try:
-                    batch = np.stack([np.asarray(action)] * 2)
-                except (TypeError, ValueError):
-                    batch = [action, action]
-                obs, r, _, _ = env.step(batch)
+                obs, r, _, _ = env.step(action)
                 return _finite(obs, r)
             if not env.agents:
                 env.reset(seed=i)
@@ -435,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smoke run: a few cases of each kind")
-    p.add_argument("--cases", type=int, default=600, help="fuzzed configs and actions, each")
+    p.add_argument("--cases", type=int, default=620, help="fuzzed configs and actions, each")
     p.add_argument("--kills", type=int, default=13)
     p.add_argument("--corruptions", type=int, default=36)
     p.add_argument("--soak-steps", type=int, default=0, help="world-steps of the soak (0: none)")
