@@ -8,7 +8,7 @@ per world. The wrappers are the vectorised equivalents of the per-env stack in
 
     IntersectionVecEnv            (bystander.envs.intersection.vec_env) obs (N, F);
                                   info per world as the Gymnasium view's
-    PredictabilityVecWrapper      (bystander.envs.predictability) ONE predictor call
+    PredictabilityVecWrapper      (bystander.envs.vector) ONE predictor call
                                   per step for all worlds and observers
     VecMonitor                    episode stats of the task reward
     ShapedVecReward /             the constraint module's VecEnv shells: the same
@@ -129,7 +129,7 @@ def build_batched_vec_env(
     cfg: Any, predictor: Any, multipliers: Mapping[str, Multiplier]
 ) -> VecEnv:
     """The batched stack of the module docstring for ``cfg`` (``train.vec_env='batched'``)."""
-    from bystander.envs.predictability import PredictabilityVecWrapper
+    from bystander.envs.vector import PredictabilityVecWrapper
 
     if cfg.env.id != "bystander/Intersection-v0":
         raise ValueError(

@@ -39,6 +39,21 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+__all__ = [
+    "EGO_STEP_KEY",
+    "FRAMES",
+    "STEP_ARRAYS_ATTR",
+    "EgoBatch",
+    "EgoBatchReporter",
+    "EgoStep",
+    "FrameTransform",
+    "IdentityFrame",
+    "Predictor",
+    "RigidFrame2D",
+    "Views",
+    "step_arrays",
+]
+
 EGO_STEP_KEY = "ego_step"
 """``info`` key under which a predictable environment reports its :class:`EgoStep`."""
 
@@ -173,6 +188,22 @@ class EgoBatch:
     frame: str = "rigid2d"
     episode_start: bool = False
     context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EgoBatchReporter(Protocol):
+    """A batched VecEnv that reports its worlds' ego states as :class:`EgoBatch` es (as
+    :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` does), so that the
+    vector predictability wrapper can take the array path.
+
+    Attributes:
+        ego_batch: After each step, the batch of every world (before auto-reset).
+        reset_ego_batch: After ``reset``, the batch of every world; after a step, the
+            batch of the worlds reset since (their first states), or None when none.
+    """
+
+    ego_batch: EgoBatch | None
+    reset_ego_batch: EgoBatch | None
 
 
 STEP_ARRAYS_ATTR = "step_arrays"

@@ -25,7 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from bystander.envs.predictability import COMBINE
+from bystander.envs.scoring import COMBINE
 from bystander.llm.grpo import CONSTRAINT_MODES
 
 __all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]

@@ -55,11 +55,11 @@ from bystander.envs.constraints import (
 from bystander.envs.constraints import (
     make_multiplier as build_multiplier,
 )
-from bystander.envs.predictability import COMBINE
+from bystander.envs.scoring import COMBINE, combine_errors
 from bystander.envs.text_tasks import ArithmeticVerifier, Task, format_prompt
 from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import completion_logprobs, generate_group
-from bystander.llm.observers import build_views, combine_errors, score_observers
+from bystander.llm.observers import build_views, score_observers
 from bystander.llm.tokens import decode, encode
 
 __all__ = ["CONSTRAINT_MODES", "GRPOConfig", "GRPOTrainer", "group_normalise", "make_multiplier"]

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.scoring import combine_errors
 from bystander.envs.text_tasks import ArithmeticVerifier, Task
 from bystander.envs.text_v0 import ObserverView, parse_views
-from bystander.llm.observers import combine_errors, score_observers
+from bystander.llm.observers import score_observers
 from bystander.llm.tokens import encode
 
 __all__ = [

@@ -10,7 +10,8 @@ import bystander.envs  # noqa: F401 - registers bystander/Intersection-v0
 from bystander.agents.predictors import ConstantVelocityPredictor
 from bystander.envs.contract import EGO_STEP_KEY, EgoStep, step_arrays
 from bystander.envs.intersection.vec_env import IntersectionVecEnv, make_intersection_vec_env
-from bystander.envs.predictability import PredictabilityReward, PredictabilityVecWrapper
+from bystander.envs.predictability import PredictabilityReward
+from bystander.envs.vector import PredictabilityVecWrapper
 
 # max_cycles 40 with these seeds gives both time-outs and terminations within 120 steps
 CONFIG = {"max_cycles": 40}
