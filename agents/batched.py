@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 from bystander.agents.training import HookCopies
 from bystander.envs.constraints import LagrangianVecReward, Multiplier, ShapedVecReward
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
+from bystander.envs.vector import PredictabilityVecWrapper
 
 
 class BatchedHooks(VecEnvWrapper):
@@ -116,9 +117,7 @@ def _layer_state(layer: Any) -> dict[str, Any]:
 def _predictability_layer(venv: VecEnv) -> Any:
     v = venv
     while True:
-        # vars(), not hasattr(): VecEnvWrapper forwards unknown attributes to the venv
-        # below, so every layer above the predictability wrapper "has" its trackers.
-        if "trackers" in vars(v):
+        if isinstance(v, PredictabilityVecWrapper):
             return v
         if not hasattr(v, "venv"):
             raise ValueError("co-training needs a PredictabilityVecWrapper in the vec env stack")
@@ -129,8 +128,6 @@ def build_batched_vec_env(
     cfg: Any, predictor: Any, multipliers: Mapping[str, Multiplier]
 ) -> VecEnv:
     """The batched stack of the module docstring for ``cfg`` (``train.vec_env='batched'``)."""
-    from bystander.envs.vector import PredictabilityVecWrapper
-
     if cfg.env.id != "bystander/Intersection-v0":
         raise ValueError(
             f"train.vec_env: 'batched' is for bystander/Intersection-v0, got env.id={cfg.env.id!r}"
