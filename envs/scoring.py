@@ -71,8 +71,7 @@ in the views' frame; ``predictions`` None for ``score`` calls). A
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,11 +202,10 @@ class PredictorTable:
 # ------------------------------------------------------------------------- figures
 
 
-@dataclass
 class Figures:
     """One step's predictability figures of ``N`` streams (one stream: ``N = 1``).
 
-    Attributes:
+    Args / attributes:
         error_sum: ``(N, T)`` sum of the errors scored this step per stream and observer
             type (``T = len(type_names)``; unit of the predictor: metres, nats/token...).
         count: ``(N, T)`` int, number of predictions scored.
@@ -215,13 +213,83 @@ class Figures:
             tracker keeps it only when ``combine == "worst"``, else zeros).
         type_names: Observer type of each column.
         combine: One of :data:`COMBINE`.
+
+    The three figures may be given as arrays or as nested Python lists (what the
+    per-stream tracker has at hand: building arrays for one stream per step costs more
+    than the rest of its bookkeeping); the attributes are arrays either way, made on
+    first read, and :meth:`row` reads the lists directly.
     """
 
-    error_sum: np.ndarray
-    count: np.ndarray
-    worst: np.ndarray
-    type_names: tuple[str, ...]
-    combine: str = "mean"
+    __slots__ = ("_count", "_error_sum", "_lists", "_worst", "combine", "type_names")
+
+    def __init__(
+        self,
+        error_sum: np.ndarray | list[list[float]],
+        count: np.ndarray | list[list[int]],
+        worst: np.ndarray | list[float],
+        type_names: tuple[str, ...],
+        combine: str = "mean",
+    ) -> None:
+        self._error_sum, self._count, self._worst = error_sum, count, worst
+        self._lists: tuple[Any, Any, Any] | None = None  # the three as Python lists
+        self.type_names = type_names
+        self.combine = combine
+
+    @classmethod
+    def stack(cls, figs: Sequence[Figures]) -> Figures:
+        """The figures of ``len(figs)`` streams in one (columns: the union of their
+        types, in order of appearance)."""
+        col: dict[str, int] = {}
+        for f in figs:
+            for t in f.type_names:
+                col.setdefault(t, len(col))
+        n_cols = len(col)
+        sums: list[list[float]] = []
+        counts: list[list[int]] = []
+        worst: list[float] = []
+        for f in figs:
+            f_sums, f_counts, f_worst = f._error_sum, f._count, f._worst
+            if isinstance(f_sums, np.ndarray):
+                f_sums, f_counts, f_worst = f_sums.tolist(), f.count.tolist(), f.worst.tolist()
+            worst.extend(f_worst)
+            if len(f.type_names) == n_cols and all(
+                col[t] == k for k, t in enumerate(f.type_names)
+            ):  # the same columns: rows as they are
+                sums.extend(f_sums)
+                counts.extend(f_counts)
+                continue
+            cols = [col[t] for t in f.type_names]
+            for es, cs in zip(f_sums, f_counts, strict=True):
+                row_s, row_c = [0.0] * n_cols, [0] * n_cols
+                for k, c in enumerate(cols):
+                    row_s[c], row_c[c] = es[k], cs[k]
+                sums.append(row_s)
+                counts.append(row_c)
+        names = tuple(col)
+        return cls(sums, counts, worst, names, figs[0].combine if figs else "mean")
+
+    @property
+    def error_sum(self) -> np.ndarray:
+        """``(N, T)`` float64 (see class doc)."""
+        if not isinstance(self._error_sum, np.ndarray):
+            shape = (len(self._worst), len(self.type_names))
+            self._error_sum = np.array(self._error_sum, dtype=np.float64).reshape(shape)
+        return self._error_sum
+
+    @property
+    def count(self) -> np.ndarray:
+        """``(N, T)`` int64 (see class doc)."""
+        if not isinstance(self._count, np.ndarray):
+            shape = (len(self._worst), len(self.type_names))
+            self._count = np.array(self._count, dtype=np.int64).reshape(shape)
+        return self._count
+
+    @property
+    def worst(self) -> np.ndarray:
+        """``(N,)`` float64 (see class doc)."""
+        if not isinstance(self._worst, np.ndarray):
+            self._worst = np.array(self._worst, dtype=np.float64)
+        return self._worst
 
     @property
     def observers_scored(self) -> np.ndarray:
@@ -244,26 +312,24 @@ class Figures:
     @property
     def error_by_type(self) -> list[dict[str, float]]:
         """Per stream, observer type -> mean error (types scored this step only)."""
-        return [by_type for _, _, _, by_type in self.rows(range(len(self.worst)))]
+        return [self.row(i)[2] for i in range(len(self._worst))]
 
-    def rows(self, worlds: Iterable[int]) -> Iterator[tuple[int, float, int, dict[str, float]]]:
-        """``(i, error, observers_scored, error by type)`` of each stream ``i`` in
-        ``worlds``, as Python numbers (the values of :attr:`error` etc.)."""
-        idx = list(worlds)
-        if not idx:
-            return
-        names = self.type_names
-        if idx == list(range(len(self.worst))):  # every stream (one stream: N = 1)
-            sums, counts, worst = self.error_sum.tolist(), self.count.tolist(), self.worst.tolist()
-        else:
-            sums = self.error_sum[idx].tolist()
-            counts = self.count[idx].tolist()
-            worst = self.worst[idx].tolist()
-        for i, es, cs, w in zip(idx, sums, counts, worst, strict=True):
-            n = sum(cs)
-            error = step_cost(sum(es), n, w, self.combine)
-            by_type = {t: s / c for t, s, c in zip(names, es, cs, strict=True) if c}
-            yield i, error, n, by_type
+    def row(self, i: int) -> tuple[float, int, dict[str, float]]:
+        """Stream ``i``'s ``(error, observers_scored, error by type)`` as Python numbers
+        (the values of :attr:`error` etc.: sums of fewer than 8 types add up in the
+        same order)."""
+        lists = self._lists
+        if lists is None:
+            s, c, w = self._error_sum, self._count, self._worst
+            lists = self._lists = (
+                s.tolist() if isinstance(s, np.ndarray) else s,
+                c.tolist() if isinstance(c, np.ndarray) else c,
+                w.tolist() if isinstance(w, np.ndarray) else w,
+            )
+        es, cs = lists[0][i], lists[1][i]
+        n = sum(cs)
+        by_type = {t: s / c for t, s, c in zip(self.type_names, es, cs, strict=False) if c}
+        return step_cost(sum(es), n, lists[2][i], self.combine), n, by_type
 
 
 def env_costs(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -500,13 +500,8 @@ class PredictabilityTracker:
         for t, n in counts.items():
             self._ep_err_sum[t] = self._ep_err_sum.get(t, 0.0) + sums[t]
             self._ep_err_n[t] = self._ep_err_n.get(t, 0) + n
-        k = len(sums)
         return Figures(
-            np.array(list(sums.values()), dtype=np.float64).reshape(1, k),
-            np.array(list(counts.values()), dtype=np.int64).reshape(1, k),
-            np.array([worst]),
-            tuple(sums),
-            self.combine,
+            [list(sums.values())], [list(counts.values())], [worst], tuple(sums), self.combine
         )
 
     def step(self, ego: EgoStep, done: bool = False) -> Figures:
@@ -521,7 +516,7 @@ class PredictabilityTracker:
         """Return a copy of a step's ``info`` with the figures and cost channels added
         (:func:`~bystander.envs.scoring.step_info`; at episode end also
         :meth:`episode_info`)."""
-        ((_, error, n, by_type),) = figs.rows([0])
+        error, n, by_type = figs.row(0)
         costs = env_costs(info)
         info = step_info(info, costs, self.channel, error, n, by_type)
         episode_costs = self.episode_costs

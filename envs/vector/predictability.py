@@ -193,37 +193,23 @@ class StreamBackend(TrackerBackend):
                 figs.append(f)
                 if req.done:
                     ended[i] = tracker.episode_errors()
-        return _stack(figs), ended
+        return Figures.stack(figs), ended
 
     def env_costs(
         self, base: Any, infos: Sequence[Mapping[str, Any]]
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         n = len(infos)
-        costs: dict[str, np.ndarray] = {}
-        seen: dict[str, np.ndarray] = {}
+        costs: dict[str, list[float]] = {}
+        seen: dict[str, list[bool]] = {}
         for i, info in enumerate(infos):
             for ch, c in env_costs(info).items():
                 if ch not in costs:
-                    costs[ch], seen[ch] = np.zeros(n), np.zeros(n, dtype=bool)
+                    costs[ch], seen[ch] = [0.0] * n, [False] * n
                 costs[ch][i], seen[ch][i] = float(c), True
-        return costs, seen
-
-
-def _stack(figs: Sequence[Figures]) -> Figures:
-    """One :class:`~bystander.envs.scoring.Figures` of ``len(figs)`` worlds from one-stream
-    figures (columns: the union of their types, in order of appearance)."""
-    names = list(dict.fromkeys(t for f in figs for t in f.type_names))
-    col = {t: k for k, t in enumerate(names)}
-    sums = np.zeros((len(figs), len(names)))
-    counts = np.zeros((len(figs), len(names)), dtype=np.int64)
-    for i, f in enumerate(figs):
-        if f.type_names:
-            cols = [col[t] for t in f.type_names]
-            sums[i, cols] = f.error_sum[0]
-            counts[i, cols] = f.count[0]
-    worst = np.array([f.worst[0] for f in figs], dtype=np.float64)
-    combine = figs[0].combine if figs else "mean"
-    return Figures(sums, counts, worst, tuple(names), combine)
+        return (
+            {ch: np.array(c, dtype=np.float64) for ch, c in costs.items()},
+            {ch: np.array(s, dtype=bool) for ch, s in seen.items()},
+        )
 
 
 class PredictabilityVecWrapper(VecEnvWrapper):
@@ -326,24 +312,31 @@ class PredictabilityVecWrapper(VecEnvWrapper):
         env_costs, seen = self.backend.env_costs(base, infos)
         figs, ended = self.backend.step(base, infos, dones)
         n = len(dones)
+        error, count = figs.error, figs.observers_scored
         costs = dict(env_costs)
-        costs[self.channel] = figs.error
+        costs[self.channel] = error
         arrays = dict(getattr(base, "step_arrays", None) or {})
         arrays.update(
             costs=costs,
             cost=np.sum(list(costs.values()), axis=0) if costs else np.zeros(n),
-            predictability=figs.predictability,
-            observers_scored=figs.observers_scored,
+            predictability=np.where(count > 0, -error, 0.0),
+            observers_scored=count,
         )
         self.step_arrays = arrays
         self._add_episode_costs(costs, seen)
         worlds = range(n) if self._full_infos else sorted(ended)
+        # Python numbers, read per world below
+        cost_lists = {ch: c.tolist() for ch, c in env_costs.items()} if worlds else {}
+        seen_lists = None if seen is None else {ch: s.tolist() for ch, s in seen.items()}
         infos = list(infos)
-        for i, error, n_i, by_type in figs.rows(worlds):
+        for i in worlds:
+            error_i, n_i, by_type = figs.row(i)
             step_costs = {
-                ch: float(c[i]) for ch, c in env_costs.items() if seen is None or seen[ch][i]
+                ch: float(c[i])
+                for ch, c in cost_lists.items()
+                if seen_lists is None or seen_lists[ch][i]
             }
-            info = step_info(infos[i], step_costs, self.channel, error, n_i, by_type)
+            info = step_info(infos[i], step_costs, self.channel, error_i, n_i, by_type)
             if i in ended:
                 info.update(episode_summary(self._episode_totals(i), *ended[i]))
             infos[i] = info
