@@ -93,7 +93,7 @@ __all__ = [
     "step_info",
 ]
 
-OnScored = Callable[[Predictor, Views, np.ndarray, "np.ndarray | None", np.ndarray], None]
+OnScored = Callable[[Predictor, Views, np.ndarray, np.ndarray | None, np.ndarray], None]
 """Co-training hook ``(predictor, views, truth, predictions, errors)``: ``views`` and
 ``truth`` ``(B, H, ...)`` in the observers' frames, ``predictions`` as returned by
 ``predict`` (None for ``score`` calls), ``errors`` ``(B,)``."""
@@ -214,10 +214,11 @@ class Figures:
         type_names: Observer type of each column.
         combine: One of :data:`COMBINE`.
 
-    The three figures may be given as arrays or as nested Python lists (what the
-    per-stream tracker has at hand: building arrays for one stream per step costs more
-    than the rest of its bookkeeping); the attributes are arrays either way, made on
-    first read, and :meth:`row` reads the lists directly.
+    The three figures may be given as arrays (the array tracker) or as nested Python
+    lists (the per-stream tracker, which runs per world per step: three small arrays
+    there and reading them back cost about as much as the rest of its info writing);
+    the attributes are arrays either way, made on first read, and :meth:`row` reads
+    Python lists.
     """
 
     __slots__ = ("_count", "_error_sum", "_lists", "_worst", "combine", "type_names")

@@ -4,6 +4,6 @@ Importing this package imports Stable-Baselines3 (and torch); the single-env and
 PettingZoo wrappers in :mod:`bystander.envs` do not.
 """
 
-from bystander.envs.vector.predictability import PredictabilityVecWrapper
+from .predictability import PredictabilityVecWrapper
 
 __all__ = ["PredictabilityVecWrapper"]
