@@ -221,7 +221,7 @@ class Figures:
     Python lists.
     """
 
-    __slots__ = ("_count", "_error_sum", "_lists", "_worst", "combine", "type_names")
+    __slots__ = ("_count", "_error_sum", "_worst", "combine", "type_names")
 
     def __init__(
         self,
@@ -232,7 +232,6 @@ class Figures:
         combine: str = "mean",
     ) -> None:
         self._error_sum, self._count, self._worst = error_sum, count, worst
-        self._lists: tuple[Any, Any, Any] | None = None  # the three as Python lists
         self.type_names = type_names
         self.combine = combine
 
@@ -319,18 +318,14 @@ class Figures:
         """Stream ``i``'s ``(error, observers_scored, error by type)`` as Python numbers
         (the values of :attr:`error` etc.: sums of fewer than 8 types add up in the
         same order)."""
-        lists = self._lists
-        if lists is None:
-            s, c, w = self._error_sum, self._count, self._worst
-            lists = self._lists = (
-                s.tolist() if isinstance(s, np.ndarray) else s,
-                c.tolist() if isinstance(c, np.ndarray) else c,
-                w.tolist() if isinstance(w, np.ndarray) else w,
-            )
-        es, cs = lists[0][i], lists[1][i]
+        sums, counts, worst = self._error_sum, self._count, self._worst
+        # one row of the arrays (e.g. the few worlds that ended of many), or of the lists
+        es = sums[i].tolist() if isinstance(sums, np.ndarray) else sums[i]
+        cs = counts[i].tolist() if isinstance(counts, np.ndarray) else counts[i]
+        wi = float(worst[i]) if isinstance(worst, np.ndarray) else worst[i]
         n = sum(cs)
-        by_type = {t: s / c for t, s, c in zip(self.type_names, es, cs, strict=False) if c}
-        return step_cost(sum(es), n, lists[2][i], self.combine), n, by_type
+        by_type = {t: e / k for t, e, k in zip(self.type_names, es, cs, strict=False) if k}
+        return step_cost(sum(es), n, wi, self.combine), n, by_type
 
 
 def env_costs(info: Mapping[str, Any]) -> dict[str, Any]:
