@@ -200,12 +200,12 @@ class PredictabilityTracker:
     Args:
         predictors: One predictor for every observer, or a dict observer type ->
             predictor (key ``"*"``: default for other types; a ``None`` value: that
-            type is not scored).
+            type is not scored; :class:`~bystander.envs.scoring.PredictorTable`).
         channel: Cost channel name written by :meth:`write_info`.
         dt: Seconds between consecutive ego states, passed as ``Views.dt``. ``None``:
             the ``"dt"`` entry of the first ``EgoStep.context`` that has one, else 1.0
             (the only context entry the wrappers read).
-        on_scored: Optional co-training hook (see module doc).
+        on_scored: Optional co-training hook (:data:`~bystander.envs.scoring.OnScored`).
         combine: How the errors of the observers scored in a step make its cost:
             ``"mean"`` (default) or ``"worst"`` (the least convinced observer).
             ``info["predictability"]`` is minus that cost either way.
