@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bystander.config import RunConfig
+from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
 
 __all__ = [
@@ -102,22 +103,31 @@ def summarize(episodes: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-class _ScoredLog:
-    """Tracker ``on_scored`` hook: per-type ADE (the scored error) and FDE of an episode."""
+class _ScoredLog(ScoredReplay):
+    """Tracker ``on_scored`` collector: per-type ADE (the scored error) and FDE of an
+    episode, from the predictions handed over."""
 
     def __init__(self) -> None:
+        super().__init__(capacity=None)
         self.reset()
 
     def reset(self) -> None:
         self.ade: dict[str, list[np.ndarray]] = defaultdict(list)
         self.fde: dict[str, list[np.ndarray]] = defaultdict(list)
 
-    def __call__(self, predictor: Any, views: Any, truth: np.ndarray, errors: np.ndarray) -> None:
+    def keep(
+        self,
+        predictor: Any,
+        views: Any,
+        truth: np.ndarray,
+        predictions: np.ndarray | None,
+        errors: np.ndarray,
+    ) -> None:
         from bystander.agents.metrics import fde
 
-        if getattr(predictor, "horizon", None) is None:
-            return  # text predictors: no displacement
-        pred = np.asarray(predictor.predict(views))
+        if predictions is None:
+            return  # text predictors (score calls): no displacement
+        pred = np.asarray(predictions)
         truth = np.asarray(truth)
         if pred.ndim == truth.ndim + 1:  # k modes: minFDE_k
             fin = np.linalg.norm(pred[..., -1, :2] - truth[:, None, -1, :2], axis=-1).min(axis=1)
@@ -322,7 +332,7 @@ def latest_predictions(tracker: Any) -> list[dict[str, Any]]:
     One dict per observer that saw the ego at that state: ``observer_id``,
     ``observer_type``, ``pose`` ``(3,)`` (x [m], y [m], heading [rad]) and ``path``
     ``(H, 2)`` metres (first mode of a multi-modal prediction). See
-    :meth:`bystander.envs.predictability.PredictabilityTracker.latest_predictions`.
+    :meth:`bystander.envs.tracker.PredictabilityTracker.latest_predictions`.
     """
     preds = tracker.latest_predictions()
     for p in preds:

@@ -29,7 +29,9 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrappe
 
 from bystander.envs.constraints import Multiplier, multiplier_key
 from bystander.envs.contract import find_layer, iter_layers
-from bystander.envs.predictability import PredictabilityReward, PredictabilityVecWrapper
+from bystander.envs.predictability import PredictabilityReward
+from bystander.envs.scoring import ScoredReplay
+from bystander.envs.vector import PredictabilityVecWrapper
 
 __all__ = ["BatchedHooks", "HookCopies", "StackHooks", "TrainingHooks", "VecHooks"]
 
@@ -58,19 +60,17 @@ class HookCopies:
         self.multipliers = dict(multipliers or {})
         self.predictor = predictor
         self.max_scored = max_scored
-        self.scored: list[tuple[Any, np.ndarray]] = []
-        self.n_scored = 0
+        self.replay = ScoredReplay(max_scored)
 
-    def on_scored(self, predictor: Any, views: Any, truth: np.ndarray, errors: Any) -> None:
+    def on_scored(
+        self, predictor: Any, views: Any, truth: np.ndarray, predictions: Any, errors: Any
+    ) -> None:
         """The trackers' co-training hook: keep the pair while there is room."""
-        if self.n_scored < self.max_scored:
-            self.scored.append((views, np.asarray(truth)))
-            self.n_scored += len(views)
+        self.replay(predictor, views, truth, predictions, errors)
 
     def pop_scored(self) -> list[tuple[Any, np.ndarray]]:
         """The pairs kept since the last call (emptied)."""
-        out, self.scored, self.n_scored = self.scored, [], 0
-        return out
+        return [(views, truth) for _, views, truth in self.replay.drain()]
 
     def sync(self, multipliers: Mapping[str, Mapping[str, Any]], predictor_state: Any) -> None:
         """Load the master multipliers' ``state_dict`` and, when given, the master

@@ -29,6 +29,7 @@ import numpy as np
 from bystander.agents.metrics import summarize
 from bystander.atomic import atomic_open
 from bystander.envs.contract import FRAMES, Predictor, Views
+from bystander.envs.scoring import ScoredReplay
 
 __all__ = [
     "POLICIES",
@@ -153,7 +154,7 @@ class TrajectoryDataset:
     @classmethod
     def from_batches(cls, batches: Sequence[tuple[Any, ...]]) -> TrajectoryDataset:
         """Concatenate scored batches: ``(views, truth)`` pairs or the ``(predictor, views,
-        truth)`` triples of :meth:`bystander.envs.predictability.ScoredReplay.drain`."""
+        truth)`` triples of :meth:`bystander.envs.scoring.ScoredReplay.drain`."""
         parts = [cls.from_views(*b[-2:]) for b in batches if len(b[-2])]
         return cls.concat(parts)
 
@@ -283,14 +284,23 @@ def synthetic_dataset(
     )
 
 
-class _Collector:
-    """``on_scored`` hook that keeps every scored (views, truth) pair, tagged by episode."""
+class _Collector(ScoredReplay):
+    """``on_scored`` collector that keeps every scored (views, truth) pair, tagged by
+    episode."""
 
     def __init__(self) -> None:
+        super().__init__(capacity=None)
         self.parts: list[TrajectoryDataset] = []
         self.episode = 0
 
-    def __call__(self, predictor: Any, views: Views, truth: np.ndarray, errors: np.ndarray) -> None:
+    def keep(
+        self,
+        predictor: Any,
+        views: Views,
+        truth: np.ndarray,
+        predictions: np.ndarray | None,
+        errors: np.ndarray,
+    ) -> None:
         if len(views):
             self.parts.append(TrajectoryDataset.from_views(views, truth, self.episode))
 

@@ -58,9 +58,9 @@ from bystander.envs.constraints import (
 )
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
-from bystander.envs.predictability import PredictabilityReward, PredictabilityVecWrapper
+from bystander.envs.predictability import PredictabilityReward
 from bystander.envs.review import ReviewGate
-from bystander.envs.vector import LagrangianVecReward, ShapedVecReward
+from bystander.envs.vector import LagrangianVecReward, PredictabilityVecWrapper, ShapedVecReward
 
 if TYPE_CHECKING:  # pragma: no cover
     from bystander.config import ConstraintSection, ReviewSection

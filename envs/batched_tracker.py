@@ -1,9 +1,9 @@
 """Predictability bookkeeping for ``N`` worlds at once, in arrays.
 
 :class:`BatchedTracker` is the array twin of
-:class:`~bystander.envs.predictability.PredictabilityTracker`: the same scoring rules
-(see :mod:`bystander.envs.predictability`), the same predictor calls, the same
-figures, but the state of every world lives in arrays with a world axis and is fed
+:class:`~bystander.envs.tracker.PredictabilityTracker`: the same scoring rules
+(see :mod:`bystander.envs.scoring`), the same predictor calls, the same
+:class:`~bystander.envs.scoring.Figures`, but the state of every world lives in arrays with a world axis and is fed
 with :class:`~bystander.envs.contract.EgoBatch` reports instead of one
 :class:`~bystander.envs.contract.EgoStep` per world. A step costs a few dozen numpy
 operations whatever the number of worlds, instead of a Python pass per world.
@@ -36,53 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.checks import check_errors, check_predictions
 from bystander.envs.contract import FRAMES, EgoBatch, Predictor, Views
-from bystander.envs.predictability import _check_errors, _check_predictions
+from bystander.envs.scoring import Figures, OnScored, PredictorTable, check_combine
 
-__all__ = ["BatchedFigures", "BatchedTracker", "supports_batched"]
-
-
-def supports_batched(predictors: Mapping[str, Any]) -> bool:
-    """Whether every predictor in ``predictors`` (type -> predictor or None) has an
-    integer ``horizon`` and ``history`` (what :class:`BatchedTracker` serves)."""
-    return all(
-        p is None or (p.horizon is not None and p.history is not None) for p in predictors.values()
-    )
+__all__ = ["BatchedTracker", "supports_batched"]
 
 
-@dataclass
-class BatchedFigures:
-    """One step's predictability figures for ``N`` worlds.
-
-    Attributes:
-        error_sum: ``(N, T)`` sum of the errors scored this step per world and observer
-            type (``T`` = ``len(type_names)``; unit of the predictor, e.g. metres).
-        count: ``(N, T)`` number of predictions scored.
-        worst: ``(N,)`` largest error scored this step (0.0 where none; only kept when
-            ``combine == "worst"``, else zeros).
-        type_names: Observer type of each column.
-        combine: ``"mean"`` or ``"worst"`` (as the tracker's).
-    """
-
-    error_sum: np.ndarray
-    count: np.ndarray
-    worst: np.ndarray
-    type_names: tuple[str, ...]
-    combine: str = "mean"
-
-    @property
-    def observers_scored(self) -> np.ndarray:
-        """``(N,)`` int: predictions scored this step."""
-        return self.count.sum(axis=1)
-
-    @property
-    def error(self) -> np.ndarray:
-        """``(N,)`` the step's cost: mean error (or worst) of the predictions scored; 0.0
-        where none."""
-        if self.combine == "worst":
-            return self.worst
-        n = self.observers_scored
-        return np.where(n > 0, self.error_sum.sum(axis=1) / np.maximum(n, 1), 0.0)
+def supports_batched(predictors: PredictorTable) -> bool:
+    """Whether every predictor of ``predictors`` has an integer ``horizon`` and
+    ``history`` (what :class:`BatchedTracker` serves)."""
+    return all(p.horizon is not None and p.history is not None for p in predictors.unique)
 
 
 @dataclass(slots=True)
@@ -104,43 +68,50 @@ class BatchedTracker:
     """Predictability bookkeeping for ``n_worlds`` streams (see module docstring).
 
     Args:
-        predictors: Observer type -> predictor (``"*"``: default; None: not scored), as
-            :class:`~bystander.envs.predictability.PredictabilityTracker` resolves them;
+        predictors: One predictor, or observer type -> predictor (``"*"``: default;
+            None: not scored; see :class:`~bystander.envs.scoring.PredictorTable`);
             every predictor needs an integer ``horizon`` and ``history``.
         n_worlds: Number of worlds ``N``.
         dt: Seconds between ego states (``Views.dt``); None: the batches' context
             ``"dt"``, else 1.0.
-        on_scored: Co-training hook ``(predictor, views, truth, errors)`` after each
-            batched error call.
+        on_scored: Co-training hook ``(predictor, views, truth, predictions, errors)``
+            after each batched error call (:data:`~bystander.envs.scoring.OnScored`).
         combine: ``"mean"`` or ``"worst"``.
 
     Use: :meth:`step` with each step's batch of all worlds and their ``done`` flags,
     then :meth:`start` with the batch of the worlds reset since (their first states).
+    The episode figures of the worlds whose episode ended with a step are in
+    :attr:`episode_error_sum` / :attr:`episode_count` between the two calls.
+
+    Attributes:
+        episode_error_sum: ``(N, T)`` sum of the errors scored in each world's current
+            episode per observer type (columns :attr:`type_names`).
+        episode_count: ``(N, T)`` int, predictions scored in each world's episode.
+        type_names: Observer type of each column (set by the first batch).
     """
 
     def __init__(
         self,
-        predictors: Mapping[str, Predictor | None],
+        predictors: Predictor | Mapping[str, Predictor | None] | PredictorTable,
         n_worlds: int,
         *,
         dt: float | None = None,
-        on_scored: Any = None,
+        on_scored: OnScored | None = None,
         combine: str = "mean",
     ) -> None:
-        if not supports_batched(predictors):
+        self.table = PredictorTable(predictors)
+        if not supports_batched(self.table):
             raise ValueError(
                 "predictors: BatchedTracker needs integer horizon and history for every "
                 "predictor (horizon=None predictors use PredictabilityTracker)"
             )
-        self.predictors = dict(predictors)
-        self.groups: list[Any] = list(
-            {id(p): p for p in self.predictors.values() if p is not None}.values()
-        )
+        self.predictors = self.table.predictors
+        self.groups: list[Any] = self.table.unique
         self.n_worlds = int(n_worlds)
         self._all = np.arange(self.n_worlds)
         self.dt = dt
         self.on_scored = on_scored
-        self.combine = combine
+        self.combine = check_combine(combine)
         self.ring = max(int(p.history) + int(p.horizon) for p in self.groups)
         self._pending: list[deque[_Pending]] = [deque() for _ in self.groups]
         self._tables_for: tuple[str, ...] | None = None
@@ -169,7 +140,7 @@ class BatchedTracker:
         group_of = {id(p): g for g, p in enumerate(self.groups)}
         groups = []
         for t in type_names:
-            p = self.predictors.get(t, self.predictors.get("*"))
+            p = self.table.for_type(t)
             groups.append(-1 if p is None else group_of[id(p)])
         self._group = np.array(groups, dtype=np.int64)
         # one predictor scores every type: no per-slot group lookup on the hot path
@@ -214,7 +185,7 @@ class BatchedTracker:
         self.vis[row, w] = batch.visible & present
         return w
 
-    def step(self, batch: EgoBatch, done: np.ndarray) -> BatchedFigures:
+    def step(self, batch: EgoBatch, done: np.ndarray) -> Figures:
         """Take in every world's new state (``batch.worlds`` must be ``0..N-1``), score
         the predictions due, predict for worlds whose episode goes on.
 
@@ -244,7 +215,7 @@ class BatchedTracker:
         w = self._ingest(batch)
         self._predict(batch, w, None)
 
-    def _score(self, batch: EgoBatch) -> BatchedFigures:
+    def _score(self, batch: EgoBatch) -> Figures:
         n = self.n_worlds
         ncol = len(self.type_names)
         sums = np.zeros(n * ncol)
@@ -280,17 +251,17 @@ class BatchedTracker:
                 rows = (self.t - horizon + 1 + np.arange(horizon)) % self.ring
                 truth = self.ego[rows[None, :], world[:, None]]
                 truth = np.asarray(FRAMES[batch.frame].to_frame(truth, poses))
-                errors = _check_errors(
+                errors = check_errors(
                     predictor.error(preds, truth, views), len(world), predictor, "error"
                 )
                 if self.on_scored is not None:
-                    self.on_scored(predictor, views, truth, errors)
+                    self.on_scored(predictor, views, truth, preds, errors)
                 flat = world * ncol + tcol
                 sums += np.bincount(flat, errors, minlength=n * ncol)
                 counts += np.bincount(flat, minlength=n * ncol)
                 if self.combine == "worst":  # ufunc.at is slow: only when it is read
                     np.maximum.at(worst, world, errors)
-        figs = BatchedFigures(
+        figs = Figures(
             sums.reshape(n, ncol), counts.reshape(n, ncol), worst, self.type_names, self.combine
         )
         self.episode_error_sum += figs.error_sum
@@ -332,7 +303,7 @@ class BatchedTracker:
                 dt=dt,
                 context=[ctx] * len(world),
             )
-            preds = _check_predictions(predictor.predict(views), views, predictor)
+            preds = check_predictions(predictor.predict(views), views, predictor)
             self._pending[g].append(
                 _Pending(
                     due=self.t + int(predictor.horizon),
@@ -346,23 +317,3 @@ class BatchedTracker:
                     poses=poses,
                 )
             )
-
-    # ----------------------------------------------------------------- episode figures
-    def episode_figures(self, worlds: np.ndarray) -> list[dict[str, Any]]:
-        """Episode prediction figures of ``worlds`` (the keys ``PredictabilityTracker``
-        adds at episode end, cost totals aside)."""
-        out = []
-        sums = self.episode_error_sum[worlds]
-        counts = self.episode_count[worlds]
-        for s, c in zip(sums, counts, strict=True):
-            n = int(c.sum())
-            out.append(
-                {
-                    "episode_prediction_error": float(s.sum() / n) if n else 0.0,
-                    "episode_observers_scored": n,
-                    "episode_prediction_error_by_type": {
-                        t: float(s[k] / c[k]) for k, t in enumerate(self.type_names) if c[k]
-                    },
-                }
-            )
-        return out

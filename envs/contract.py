@@ -44,6 +44,7 @@ __all__ = [
     "FRAMES",
     "STEP_ARRAYS_ATTR",
     "EgoBatch",
+    "EgoBatchReporter",
     "EgoStep",
     "FrameTransform",
     "IdentityFrame",
@@ -189,6 +190,22 @@ class EgoBatch:
     frame: str = "rigid2d"
     episode_start: bool = False
     context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EgoBatchReporter(Protocol):
+    """A batched VecEnv that reports its worlds' ego states as :class:`EgoBatch` es (as
+    :class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` does), so that the
+    vector predictability wrapper can take the array path.
+
+    Attributes:
+        ego_batch: After each step, the batch of every world (before auto-reset).
+        reset_ego_batch: After ``reset``, the batch of every world; after a step, the
+            batch of the worlds reset since (their first states), or None when none.
+    """
+
+    ego_batch: EgoBatch | None
+    reset_ego_batch: EgoBatch | None
 
 
 STEP_ARRAYS_ATTR = "step_arrays"

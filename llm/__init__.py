@@ -6,10 +6,13 @@ live with the text env, in :mod:`bystander.envs.text_tokens`.
 - :mod:`bystander.llm.models`: ``load_causal_lm`` (hub id / local path / built-in
   tiny models), ``tiny_pair`` (pretrained and cached), batched ``generate_group``.
 - :mod:`bystander.llm.observers`: ``SLMPredictor`` (a ``Predictor`` with
-  ``horizon=None``, nats/token), ``score_observers``, ``combine_errors``.
+  ``horizon=None``, nats/token), ``score_observers`` (costs combine with
+  :func:`bystander.envs.scoring.combine_errors`).
 - :mod:`bystander.llm.reviewer`: ``SLMReviewer`` for ``ReviewGate`` and the trainer.
 - :mod:`bystander.llm.scorers`: reward / cost models (sequence classifiers).
 - :mod:`bystander.llm.grpo`: ``GRPOTrainer``, ``GRPOConfig``.
 - :mod:`bystander.llm.trl_adapter`: TRL ``GRPOTrainer`` reward functions and callback.
 - :mod:`bystander.llm.cli`: ``bystander llm train|evaluate``.
 """
+
+__all__: list[str] = []

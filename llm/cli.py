@@ -32,7 +32,7 @@ from typing import Any
 from bystander.atomic import RunDirLock, atomic_open
 from bystander.dataconfig import add_flags, config_flags
 from bystander.envs.constraint_config import ConstraintConfig
-from bystander.envs.predictability import COMBINE
+from bystander.envs.scoring import COMBINE
 from bystander.llm.grpo import text_constraint
 
 __all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]

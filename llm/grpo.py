@@ -56,12 +56,12 @@ from bystander.checkpointing import (
 )
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.constraints import combine_advantages, shaped_reward
-from bystander.envs.predictability import COMBINE
+from bystander.envs.scoring import COMBINE, combine_errors
 from bystander.envs.text_tasks import ArithmeticVerifier, Task, format_prompt
 from bystander.envs.text_tokens import decode, encode
 from bystander.envs.text_v0 import parse_views
 from bystander.llm.models import completion_logprobs, generate_group
-from bystander.llm.observers import build_views, combine_errors, score_observers
+from bystander.llm.observers import build_views, score_observers
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "group_normalise", "text_constraint"]
 

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from bystander.envs.contract import Views
+from bystander.envs.scoring import PredictorTable
 from bystander.envs.text_tokens import char_spans, decode, encode_with_offsets, same_tokenizer
 from bystander.envs.text_v0 import ObserverView, view_masks
 from bystander.llm.models import max_context
 
-__all__ = ["SLMPredictor", "build_views", "combine_errors", "score_observers"]
+__all__ = ["SLMPredictor", "build_views", "score_observers"]
 
 
 class _Row:
@@ -383,17 +384,15 @@ def score_observers(
     """Error of each observer on each completion, ``(N, M)`` nats/token (batched).
 
     ``predictors``: one predictor for every observer, or a dict observer type ->
-    predictor (``"*"`` = default), as the shared wrapper takes. One ``score`` call
-    per distinct predictor. Entries whose view reads or scores nothing are NaN.
+    predictor (``"*"`` = default; no entry or None: not scored), as the shared wrapper
+    takes (:class:`~bystander.envs.scoring.PredictorTable`). One ``score`` call per
+    distinct predictor. Entries whose view reads or scores nothing are NaN, and so are
+    the entries of observers that no predictor scores.
     """
     batch, truth = build_views(views, completions, prompt_ids, prompts, rng)
     m = len(views)
     errors = np.full(len(batch), np.nan)
-    groups: dict[int, tuple[Any, list[int]]] = {}
-    for b, obs_type in enumerate(batch.observer_types):
-        pred = _pick(predictors, str(obs_type))
-        groups.setdefault(id(pred), (pred, []))[1].append(b)
-    for pred, rows in groups.values():
+    for pred, rows in PredictorTable(predictors).groups(batch.observer_types):
         sub = Views(
             states=batch.states[rows],
             mask=batch.mask[rows],
@@ -411,32 +410,3 @@ def score_observers(
     )
     errors[~(seen & scored)] = np.nan
     return errors.reshape(len(completions), m)
-
-
-def _pick(predictors: Any, obs_type: str) -> Any:
-    if isinstance(predictors, Mapping):
-        if obs_type in predictors:
-            return predictors[obs_type]
-        if "*" in predictors:
-            return predictors["*"]
-        raise KeyError(f"predictors: no predictor for observer type {obs_type!r} and no '*'")
-    return predictors
-
-
-def combine_errors(errors: np.ndarray, mode: str = "mean") -> np.ndarray:
-    """Combine observers' errors ``(N, M)`` into one cost per completion ``(N,)``.
-
-    ``mean`` (over observers that scored, as the shared wrapper does) or ``worst``
-    (the maximum). A completion no observer scored gets 0.0.
-    """
-    from bystander.envs.predictability import COMBINE
-
-    if mode not in COMBINE:
-        raise ValueError(f"combine: expected one of {COMBINE}, got {mode!r}")
-    errors = np.asarray(errors, dtype=np.float64)
-    valid = ~np.isnan(errors)
-    filled = np.where(valid, errors, 0.0)
-    if mode == "mean":
-        return filled.sum(1) / np.maximum(valid.sum(1), 1)
-    worst = np.where(valid, errors, -np.inf).max(axis=1)
-    return np.where(valid.any(axis=1), worst, 0.0)

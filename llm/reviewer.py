@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from bystander.envs.scoring import combine_errors
 from bystander.envs.text_v0 import ObserverView, parse_views
-from bystander.llm.observers import combine_errors, score_observers
+from bystander.llm.observers import score_observers
 
 __all__ = ["SLMReviewer"]
 

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.scoring import combine_errors
 from bystander.envs.text_tasks import ArithmeticVerifier, Task
 from bystander.envs.text_tokens import encode
 from bystander.envs.text_v0 import ObserverView, parse_views
-from bystander.llm.observers import combine_errors, score_observers
+from bystander.llm.observers import score_observers
 
 __all__ = [
     "ConstraintCallback",

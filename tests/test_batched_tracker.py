@@ -10,7 +10,8 @@ from bystander.agents.predictors import ConstantTurnRatePredictor, ConstantVeloc
 from bystander.envs.batched_tracker import BatchedTracker
 from bystander.envs.contract import step_arrays
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
-from bystander.envs.predictability import PredictabilityVecWrapper, ScoredReplay
+from bystander.envs.scoring import ScoredReplay
+from bystander.envs.vector import PredictabilityVecWrapper
 
 N = 6
 STEP_KEYS = ("cost", "predictability", "observers_scored")

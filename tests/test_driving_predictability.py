@@ -23,7 +23,8 @@ from bystander.agents.rollouts import (
     stop_and_go,
     weaving,
 )
-from bystander.envs.predictability import PredictabilityReward, ScoredReplay
+from bystander.envs.predictability import PredictabilityReward
+from bystander.envs.scoring import ScoredReplay
 
 MAX_CYCLES = 120
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from bystander.envs.contract import Predictor, Views
+from bystander.envs.scoring import combine_errors
 from bystander.envs.text_tokens import byte_tokenizer, char_spans, encode, encode_with_offsets
 from bystander.envs.text_v0 import ObserverView, TextEnv, parse_views
 from bystander.llm.models import TinyConfig, tiny_model
-from bystander.llm.observers import SLMPredictor, build_views, combine_errors, score_observers
+from bystander.llm.observers import SLMPredictor, build_views, score_observers
 from bystander.llm.reviewer import SLMReviewer
 
 

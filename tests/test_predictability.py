@@ -26,13 +26,9 @@ from toy_env import (
 )
 
 from bystander.envs.contract import EGO_STEP_KEY, FRAMES, EgoStep, Views
-from bystander.envs.predictability import (
-    PredictabilityParallelWrapper,
-    PredictabilityReward,
-    PredictabilityTracker,
-    ScoredReplay,
-    run_requests,
-)
+from bystander.envs.predictability import PredictabilityParallelWrapper, PredictabilityReward
+from bystander.envs.scoring import ScoredReplay
+from bystander.envs.tracker import PredictabilityTracker, run_requests
 
 
 def run_episode(env: gym.Env, policy, max_steps: int = 1000) -> list[dict]:
@@ -225,7 +221,7 @@ def test_text_like_horizon_none_scored_once_at_episode_end():
     pred = UnigramPredictor(vocab=8)
     seen = []
     env = PredictabilityReward(
-        ToyTokenEnv(chunk=3, n_steps=4), pred, on_scored=lambda p, v, t, e: seen.append((v, t))
+        ToyTokenEnv(chunk=3, n_steps=4), pred, on_scored=lambda p, v, t, pr, e: seen.append((v, t))
     )
     env.reset()
     infos = [env.step(np.array([1, 1, 2]))[4] for _ in range(4)]
@@ -263,7 +259,7 @@ def test_cotraining_replay_gets_scored_pairs():
 def test_vec_wrapper_batches_all_worlds_into_one_call_and_matches_single():
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-    from bystander.envs.predictability import PredictabilityVecWrapper
+    from bystander.envs.vector import PredictabilityVecWrapper
 
     n, steps = 3, 15
     pred = LinearPredictor(3, 4)

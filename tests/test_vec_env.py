@@ -11,7 +11,8 @@ from bystander.agents.predictors import ConstantVelocityPredictor
 from bystander.agents.stack import make_intersection_vec_env
 from bystander.envs.contract import EGO_STEP_KEY, EgoStep, step_arrays
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
-from bystander.envs.predictability import PredictabilityReward, PredictabilityVecWrapper
+from bystander.envs.predictability import PredictabilityReward
+from bystander.envs.vector import PredictabilityVecWrapper
 
 # max_cycles 40 with these seeds gives both time-outs and terminations within 120 steps
 CONFIG = {"max_cycles": 40}

@@ -5,7 +5,7 @@
 one :class:`~bystander.envs.intersection.sim.IntersectionSim` with ``n_worlds = N``, one
 controlled car per world. Per world, observations, rewards and ``info`` dicts carry the
 same keys and values as the single env (:data:`~bystander.envs.intersection.views.INFO_KEYS`,
-``ego_step`` included, so :class:`~bystander.envs.predictability.PredictabilityVecWrapper`
+``ego_step`` included, so :class:`~bystander.envs.vector.PredictabilityVecWrapper`
 runs on it with one predictor call per step for all worlds and observers).
 
 SB3 ``VecEnv`` contract:
@@ -28,7 +28,7 @@ Batched outputs (for wrappers that work on arrays rather than per-world dicts):
 - :attr:`IntersectionVecEnv.ego_batch`: an :class:`~bystander.envs.contract.EgoBatch` of
   every world after the last step (before auto-reset), and
   :attr:`IntersectionVecEnv.reset_ego_batch` one of the worlds reset since (their first
-  state). :class:`~bystander.envs.predictability.PredictabilityVecWrapper` scores all
+  state). :class:`~bystander.envs.vector.PredictabilityVecWrapper` scores all
   worlds from these in a few array operations.
 - :attr:`IntersectionVecEnv.step_arrays`: the per-step info values as arrays over worlds
   (``"cost"`` ``(N,)``, ``"costs"`` channel -> ``(N,)``, ``"rewards"`` name -> ``(N,)``,

@@ -1,12 +1,13 @@
 """SB3 VecEnv twins of the shared wrappers (mirroring Gymnasium's ``wrappers/vector``).
 
-Each module here imports Stable-Baselines3 (and so torch) at its top; the single-env
-wrappers in :mod:`bystander.envs` never do, so code that only needs those does not pay
-for SB3.
+Each module here imports Stable-Baselines3 (and so torch) at its top; the single-env and
+PettingZoo wrappers in :mod:`bystander.envs` never do, so code that only needs those
+does not pay for SB3.
 """
 
 from __future__ import annotations
 
 from .constraints import LagrangianVecReward, ShapedVecReward
+from .predictability import PredictabilityVecWrapper
 
-__all__ = ["LagrangianVecReward", "ShapedVecReward"]
+__all__ = ["LagrangianVecReward", "PredictabilityVecWrapper", "ShapedVecReward"]

@@ -74,7 +74,7 @@ def make_stepper(variant: str, n: int, config: dict, seed: int = 0) -> Callable[
     info_mode = "full" if variant == "vec-full" else "lean"
     venv = IntersectionVecEnv(n, config, seed=seed, info_mode=info_mode)
     if variant.startswith("vec+"):
-        from bystander.envs.predictability import PredictabilityVecWrapper
+        from bystander.envs.vector import PredictabilityVecWrapper
 
         venv = PredictabilityVecWrapper(venv, _predictor(variant.split("+")[1]))
     venv.reset()
@@ -167,7 +167,7 @@ def profile_breakdown(n: int, steps: int, config: dict) -> str:
     tracker's array bookkeeping, the predictor calls and the wrapper's remaining work.
     """
     from bystander.agents.predictors import ConstantVelocityPredictor
-    from bystander.envs.predictability import PredictabilityVecWrapper
+    from bystander.envs.vector import PredictabilityVecWrapper
 
     spent: dict[str, float] = {}
 
@@ -188,7 +188,7 @@ def profile_breakdown(n: int, steps: int, config: dict) -> str:
     rng = np.random.default_rng(0)
     for _ in range(5):
         venv.step(rng.integers(0, 6, size=n))
-    tracker = venv.batched_tracker
+    tracker = venv.backend.tracker
     base.sim.step = timed("sim", base.sim.step)
     base.sim.reset = timed("sim", base.sim.reset)
     base.step_wait = timed("vec", base.step_wait)

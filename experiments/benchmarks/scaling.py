@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from bystander.agents.predictors import ConstantVelocityPredictor  # noqa: E402
 from bystander.envs.intersection.vec_env import IntersectionVecEnv  # noqa: E402
-from bystander.envs.predictability import PredictabilityVecWrapper  # noqa: E402
+from bystander.envs.vector import PredictabilityVecWrapper  # noqa: E402
 
 GRIDS = {10: (1, 1), 50: (2, 2), 200: (4, 4)}
 

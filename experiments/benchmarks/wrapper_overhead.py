@@ -8,7 +8,7 @@ the bare env (targets: 1.3x with constant velocity, 2x with the learned predicto
 Each figure is the best (minimum) of ``--repeats`` interleaved runs, which is the
 least disturbed by other processes on a shared machine.
 With ``--worlds N > 1`` it also times SB3 ``DummyVecEnv`` of N envs, bare vs wrapped
-with :class:`~bystander.envs.predictability.PredictabilityVecWrapper` (one predictor
+with :class:`~bystander.envs.vector.PredictabilityVecWrapper` (one predictor
 call per step for all worlds).
 
 Usage::
@@ -110,7 +110,7 @@ def main() -> None:
         print(f"  {name:20s} {1e3 * t:8.3f} ms/step   {t / bare:5.2f}x bare")
 
     if args.worlds > 1:
-        from bystander.envs.predictability import PredictabilityVecWrapper
+        from bystander.envs.vector import PredictabilityVecWrapper
 
         vec = {
             "bare": None,
