@@ -449,6 +449,8 @@ def render_policy(
         raise ValueError("out: expected a .gif or .mp4 path (or human=True)")
     if out is not None and Path(out).suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"out: expected a .gif or .mp4 file name, got {str(out)!r}")
+    if out is not None:  # before the episode is rolled out: an OSError naming the path
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     seed = cfg.render.seed if seed is None else seed
     max_steps = cfg.render.max_steps if max_steps is None else max_steps
     if predictor is None and cfg.predictor.kind != "none":

@@ -250,18 +250,28 @@ def save_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int =
     if not frames:
         raise ValueError("frames: expected at least one frame, got none")
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".gif":
-        imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
-    elif ext == ".mp4":
+    if ext not in (".gif", ".mp4"):
+        raise ValueError(f"path: expected a .gif or .mp4 file name, got {path!r}")
+    if ext == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError as err:
             raise RuntimeError(
                 "save_video: .mp4 needs the imageio-ffmpeg package; use .gif"
             ) from err
-        imageio.mimwrite(path, list(frames), fps=fps)
-    else:
-        raise ValueError(f"path: expected a .gif or .mp4 file name, got {path!r}")
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)  # an OSError naming the path if it cannot be
+    tmp = os.path.join(folder, f".{name}.tmp{ext}")  # written whole, then moved in place
+    try:
+        if ext == ".gif":
+            imageio.mimsave(tmp, list(frames), duration=1000.0 / fps, loop=0)
+        else:
+            imageio.mimwrite(tmp, list(frames), fps=fps)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
 
 
