@@ -18,6 +18,9 @@ called directly; only ``SubprocVecEnv`` workers are reached through
 
 from __future__ import annotations
 
+import inspect
+import io
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,7 +31,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from bystander.envs.constraints import Multiplier, multiplier_key
-from bystander.envs.contract import find_layer, iter_layers
+from bystander.envs.contract import find_layer
 from bystander.envs.predictability import PredictabilityReward
 from bystander.envs.scoring import ScoredReplay
 from bystander.envs.vector import PredictabilityVecWrapper
@@ -190,10 +193,12 @@ class BatchedHooks(VecEnvWrapper, StackHooks):
         return self.venv.step_wait()
 
     def snapshot(self) -> bytes:
-        return _dump_layer_states(self)
+        # one pickle: the layers below keep sharing the copies (the constraint layer's
+        # multipliers, the trackers' hook) after a restore
+        return _pickle_stack((self.venv, self.copies))
 
     def restore(self, blob: bytes) -> None:
-        _load_layer_states(self, blob)
+        self.venv, self.copies = _unpickle_stack(blob)
 
     def env_method(
         self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any
@@ -203,29 +208,41 @@ class BatchedHooks(VecEnvWrapper, StackHooks):
         return self.venv.env_method(method_name, *args, indices=indices, **kwargs)
 
 
-# The batched stack is snapshot as its layers' states, not the layers: some VecEnv
-# wrapper classes are built at run time and cannot be pickled by reference. Once they
-# are module-level classes, these two become ``cloudpickle.dumps((self.venv,
-# self.copies))`` and its inverse, as in TrainingHooks.
-_NOT_STATE = ("venv", "class_attributes")
+def _pickle_stack(obj: tuple[VecEnv, HookCopies]) -> bytes:
+    """Pickle a VecEnv stack and its copies in one pickle (shared objects stay shared)."""
+    buf = io.BytesIO()
+    _StackPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
 
 
-def _dump_layer_states(top: VecEnvWrapper) -> bytes:
-    """Every layer's ``__dict__`` (less the link to the layer below), in one pickle so
-    shared objects stay shared (the trackers' hook is a method of the copies)."""
-    layers = list(iter_layers(top))
-    return cloudpickle.dumps(
-        [{k: v for k, v in vars(x).items() if k not in _NOT_STATE} for x in layers]
-    )
+def _unpickle_stack(blob: bytes) -> tuple[VecEnv, HookCopies]:
+    """The inverse of :func:`_pickle_stack`."""
+    return cloudpickle.loads(blob)
 
 
-def _load_layer_states(top: VecEnvWrapper, blob: bytes) -> None:
-    """The inverse of :func:`_dump_layer_states` on a stack of the same layers."""
-    states, layers = cloudpickle.loads(blob), list(iter_layers(top))
-    if len(states) != len(layers):
-        raise ValueError(f"snapshot has {len(states)} layers, this vec env has {len(layers)}")
-    for layer, state in zip(layers, states, strict=True):
-        layer.__dict__.update(state)
+class _StackPickler(cloudpickle.Pickler):
+    """cloudpickle, with SB3's ``VecEnvWrapper`` s pickled as class + instance state.
+
+    Plain pickling fails on them twice over: ``class_attributes`` caches the class's
+    members (an ABC's ``_abc_impl`` among them, which does not pickle), and on load
+    ``VecEnvWrapper.__getattr__`` recurses while the instance has no ``venv`` yet. The
+    state is set after the instance is created and memoised, so cycles are fine.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, VecEnvWrapper):
+            state = {k: v for k, v in vars(obj).items() if k != "class_attributes"}
+            return _new_vec_wrapper, (type(obj),), state, None, None, _set_vec_wrapper_state
+        return super().reducer_override(obj)
+
+
+def _new_vec_wrapper(cls: type) -> Any:
+    return object.__new__(cls)
+
+
+def _set_vec_wrapper_state(obj: Any, state: dict[str, Any]) -> None:
+    obj.__dict__.update(state)
+    obj.class_attributes = dict(inspect.getmembers(type(obj)))  # as VecEnvWrapper builds it
 
 
 class VecHooks:
