@@ -10,7 +10,7 @@ live with the text env, in :mod:`bystander.envs.text_tokens`.
   :func:`bystander.envs.scoring.combine_errors`).
 - :mod:`bystander.llm.reviewer`: ``SLMReviewer`` for ``ReviewGate`` and the trainer.
 - :mod:`bystander.llm.scorers`: reward / cost models (sequence classifiers).
-- :mod:`bystander.llm.grpo`: ``GRPOTrainer``, ``GRPOConfig``.
+- :mod:`bystander.llm.grpo`: ``GRPOTrainer``; :mod:`bystander.llm.grpo_config`: ``GRPOConfig``.
 - :mod:`bystander.llm.trl_adapter`: TRL ``GRPOTrainer`` reward functions and callback.
 - :mod:`bystander.llm.cli`: ``bystander llm train|evaluate``.
 """

@@ -33,7 +33,7 @@ from bystander.atomic import RunDirLock, atomic_open
 from bystander.dataconfig import add_flags, config_flags
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.scoring import COMBINE
-from bystander.llm.grpo import text_constraint
+from bystander.llm.grpo_config import text_constraint
 
 __all__ = ["build_parser", "build_trainer", "llm_evaluate", "llm_train", "main"]
 
@@ -177,7 +177,8 @@ def _observer_panel(names: list[str], views: str, policy_tok: Any, device: str) 
 def build_trainer(config: dict[str, Any], run_dir: str | Path | None) -> Any:
     """A :class:`~bystander.llm.grpo.GRPOTrainer` from a run config (see :func:`llm_train`)."""
     from bystander.envs.text_tasks import load_tasks
-    from bystander.llm.grpo import GRPOConfig, GRPOTrainer
+    from bystander.llm.grpo import GRPOTrainer
+    from bystander.llm.grpo_config import GRPOConfig
     from bystander.llm.models import load_causal_lm
 
     known = {f.name for f in fields(GRPOConfig)}
@@ -288,7 +289,7 @@ def llm_evaluate(args: argparse.Namespace | dict[str, Any]) -> dict[str, float]:
     else:
         if not a.get("policy"):
             raise ValueError("evaluate: give RUN_DIR or --policy")
-        from bystander.llm.grpo import GRPOConfig
+        from bystander.llm.grpo_config import GRPOConfig
 
         config = {"policy": a["policy"], "observers": ["tiny-slm"], "tasks": "generated",
                   "num_tasks": 16, "device": "cpu", "grpo": asdict(GRPOConfig())}  # fmt: skip

@@ -69,7 +69,7 @@ def run_text_demo(
     from transformers.utils import logging as hf_logging
 
     from bystander.llm.cli import llm_train
-    from bystander.llm.grpo import GRPOConfig
+    from bystander.llm.grpo_config import GRPOConfig
     from bystander.llm.models import TINY_POLICY, TINY_SLM, cached_path, tiny_pair
 
     hf_logging.disable_progress_bar()  # the demo prints its own progress, one line a step

@@ -10,7 +10,8 @@ import torch
 
 from bystander.envs.text_tasks import generate_tasks
 from bystander.envs.text_tokens import byte_tokenizer, encode
-from bystander.llm.grpo import GRPOConfig, GRPOTrainer, group_normalise
+from bystander.llm.grpo import GRPOTrainer, group_normalise
+from bystander.llm.grpo_config import GRPOConfig
 from bystander.llm.models import (
     TinyConfig,
     generate_group,

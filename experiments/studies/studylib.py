@@ -241,7 +241,7 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
     held-out prompts.
 
     ``trial.overrides``: ``{"steps", "num_tasks", "eval_prompts", "grpo": {...}}``
-    (``grpo`` = :class:`bystander.llm.grpo.GRPOConfig` fields). Returns the held-out
+    (``grpo`` = :class:`bystander.llm.grpo_config.GRPOConfig` fields). Returns the held-out
     evaluation after training (``accuracy``, ``reward``, ``predictability_cost``
     [nats/token], ``length_mean`` [tokens], ``nats/<view>``), the same before training
     (``before_*``), the last step's lambda and the per-step curve.
