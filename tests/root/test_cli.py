@@ -17,7 +17,7 @@ from bystander.config import (
     save_config,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 SUBCOMMANDS = ["train", "evaluate", "render", "demo", "config"]
 
 

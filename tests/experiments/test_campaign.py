@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "reliability"))
 import campaign  # noqa: E402
 
 

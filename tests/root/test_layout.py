@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"envs": "bystander.envs", "agents": "bystander.agents", "llm": "bystander.llm"}
 LIBRARY = ["envs", "agents", "llm", "bystander"]
 # modules of envs/ that belong to one domain (the rest of envs/ is the shared core)

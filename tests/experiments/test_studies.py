@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-STUDIES = Path(__file__).resolve().parent.parent / "experiments" / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "experiments" / "studies"
 sys.path.insert(0, str(STUDIES))
 
 import studylib as sl  # noqa: E402

@@ -26,7 +26,7 @@ from bystander.envs.intersection.vec_env import IntersectionVecEnv
 from bystander.envs.intersection_v0 import parallel_env
 from bystander.envs.predictability import PredictabilityReward
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "reliability"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "reliability"))
 from campaign import TINY, is_clear_error, valid_action  # noqa: E402
 
 FIELDS = IntersectionConfig.field_names()
