@@ -413,7 +413,9 @@ def kill_cases(n: int, seed: int, work: Path) -> Iterator[tuple[str, Outcome]]:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))  # often mid-rollout, sometimes mid-write
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if proc.wait() != -signal.SIGKILL:
+            yield "kill/finished-first", "ok"  # not a kill trial: counted apart
+            continue
         resumed = _train(run, "--resume", str(run), "--timesteps", str(total))
         if resumed.returncode != 0:
             yield "kill", "obscure"
@@ -490,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                     name, outcome = "harness", "obscure"
                     counts.setdefault(name, Counter())[outcome] += 1
                     break
-                counts.setdefault(name.split("/")[0], Counter())[outcome] += 1
+                key = name if name == "kill/finished-first" else name.split("/")[0]
+                counts.setdefault(key, Counter())[outcome] += 1
                 if args.verbose and outcome in ("obscure", "wrong"):
                     print(f"  {outcome}: {name}", flush=True)
     finally:
