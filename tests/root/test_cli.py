@@ -235,3 +235,18 @@ def test_render_refuses_a_non_positive_frame_count(
     with pytest.raises(SystemExit) as e:
         main(cmd)
     assert e.value.code == 2 and "expected an int >= 1" in capsys.readouterr().err
+
+
+def test_an_unknown_model_offline_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    if "llm" not in sub.choices:  # type: ignore[attr-defined]
+        pytest.skip("bystander.llm.cli not available")
+    run = tmp_path / "run"
+    rc = main(["llm", "train", "--policy", "no-such-org/no-such-model", "--steps", "1",
+               "--run-dir", str(run)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "no-such-org/no-such-model" in err and "Traceback" not in err
+    assert not run.exists()  # the rejected run left nothing behind
