@@ -5,7 +5,8 @@ Per episode (one CSV row): success (``info["arrived"]``), collision
 only; ``steps * dt``), task return (the env's reward, before any constraint
 wrapper), episode cost and each cost channel (``cost_<channel>``, summed over the
 episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
-``per_step`` budgets), escalations of the review gate, and
+``per_step`` budgets), escalations of the review gate, the fraction of steps spent
+standing still (``stand_still_fraction``: speed below :data:`STAND_STILL_SPEED`), and
 the observers' ADE / FDE in metres, over all scored predictions and per observer
 type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
 displacement of the same predictions (:func:`bystander.agents.metrics.fde`).
@@ -33,6 +34,7 @@ from bystander.stats import mean_ci, wilson_ci
 
 __all__ = [
     "RATE_METRICS",
+    "STAND_STILL_SPEED",
     "EvalResult",
     "PredictionOverlay",
     "evaluate_policy",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 RATE_METRICS = ("success", "collision")
+STAND_STILL_SPEED = 0.5
+"""Speed [m/s] below which a step counts as standing still (``stand_still_fraction``)."""
 
 
 @dataclass
@@ -204,6 +208,7 @@ def evaluate_policy(
             dt = _env_dt(env, info)
             escalations = 0
             steps = 0
+            still = 0
             ep_return = 0.0
             while True:
                 o = obs_normalizer(obs) if obs_normalizer is not None else obs
@@ -211,6 +216,7 @@ def evaluate_policy(
                 obs, reward, terminated, truncated, info = env.step(action)
                 steps += 1
                 escalations += int(bool(info.get("escalated", False)))
+                still += int(float(info.get("speed", np.inf)) < STAND_STILL_SPEED)
                 ep_return += float(reward)
                 if terminated or truncated or steps >= max_steps:
                     break
@@ -226,6 +232,7 @@ def evaluate_policy(
                 "task_return": float(mon.get("r", ep_return)),
                 "episode_cost": float(info.get("episode_cost", math.nan)),
                 "escalations": float(escalations),
+                "stand_still_fraction": still / steps,
             }
             for ch, v in (info.get("episode_costs") or {}).items():
                 row[f"cost_{ch}"] = float(v)

@@ -50,6 +50,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from bystander.agents import checkpoint as ckpt_mod
 from bystander.agents.callbacks import build_callbacks
+from bystander.agents.heldout import HeldOutEvaluation
 from bystander.agents.hooks import VecHooks
 from bystander.agents.stack import build_vec_env
 from bystander.atomic import RunDirLock, atomic_open
@@ -257,6 +258,11 @@ class Trainer:
             self.model = self._load_model(cls, checkpoint)
         self.model.set_logger(self._make_logger(None if checkpoint is None else checkpoint.step))
         self.callbacks = build_callbacks(self) + list(callbacks or [])
+        self.heldout: HeldOutEvaluation | None = None
+        if cfg.eval.every:
+            self.heldout = HeldOutEvaluation(self, cfg.eval.every, cfg.eval.heldout_episodes)
+            if checkpoint is not None and "HeldOutEvaluation" in checkpoint.state:
+                self.heldout.load_state_dict(checkpoint.state["HeldOutEvaluation"])
         if checkpoint is not None:
             self._sync_envs()
             if checkpoint.rng is not None:
@@ -354,7 +360,7 @@ class Trainer:
                 for k in ("_last_obs", "_last_episode_starts", "_last_original_obs")
             }
         }
-        for cb in self.callbacks:
+        for cb in [*self.callbacks, self.heldout]:
             if hasattr(cb, "state_dict"):
                 state[type(cb).__name__] = cb.state_dict()
         return ckpt_mod.save_checkpoint(
@@ -392,12 +398,15 @@ class Trainer:
             while self.model.num_timesteps < total:
                 remaining = total - self.model.num_timesteps
                 chunk = min(remaining, chunk_rollouts * rollout)
-                if next_ckpt is not None:
-                    chunk = min(chunk, max(next_ckpt - self.model.num_timesteps, 1))
+                for boundary in (next_ckpt, self.heldout and self.heldout.next_at):
+                    if boundary:  # chunks end on checkpoint and evaluation steps
+                        chunk = min(chunk, max(boundary - self.model.num_timesteps, 1))
                 chunk = max(rollout, -(-chunk // rollout) * rollout)
                 self.model.learn(chunk, callback=self.callbacks, reset_num_timesteps=False)
                 if progress is not None:
                     progress.update(int(self.model.num_timesteps))
+                if self.heldout is not None and self.heldout.due(self.model.num_timesteps):
+                    self.heldout.evaluate(int(self.model.num_timesteps))
                 if next_ckpt is not None and self.model.num_timesteps >= next_ckpt:
                     last_ckpt = self.save_checkpoint()
                     next_ckpt = (self.model.num_timesteps // every + 1) * every

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from bystander.dataconfig import (
+    check,
     deep_merge,
     from_dict,
     get_dotted,
@@ -38,13 +39,13 @@ from bystander.dataconfig import (
 )
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.intersection.config import IntersectionConfig
+from bystander.hyperparams import ALGO_DEFAULTS, validate_hyperparams
 
 INTERSECTION_ID = "bystander/Intersection-v0"
 """Gymnasium id of the intersection env (its ``env.config`` is checked here)."""
 
 __all__ = [
     "ALGOS",
-    "ALGO_DEFAULTS",
     "DEFAULT_ENV_CONFIG",
     "PREDICTOR_ALIASES",
     "PREDICTOR_KINDS",
@@ -89,43 +90,10 @@ DEFAULT_ENV_CONFIG: dict[str, Any] = {
 defaults (every observer type present, but few enough road users that PPO learns the
 task within minutes on 2 CPU cores)."""
 
-ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": {
-        "n_steps": 16,  # x 128 worlds (train.n_envs): rollouts of 2048 env steps
-        "batch_size": 512,
-        "n_epochs": 4,
-        "learning_rate": 1e-3,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "ent_coef": 0.01,
-        "clip_range": 0.2,
-    },
-    "sac": {
-        "learning_rate": 3e-4,
-        "buffer_size": 100_000,
-        "learning_starts": 1000,
-        "batch_size": 256,
-    },
-    "dqn": {
-        "learning_rate": 5e-4,
-        "buffer_size": 50_000,
-        "learning_starts": 1000,
-        "batch_size": 64,
-        "target_update_interval": 1000,
-        "exploration_fraction": 0.3,
-    },
-}
-"""Training defaults per algorithm; ``train.hyperparams`` overrides them key by key."""
-
 
 def resolved_hyperparams(train: TrainSection) -> dict[str, Any]:
     """``ALGO_DEFAULTS[train.algo]`` updated with ``train.hyperparams``."""
     return {**ALGO_DEFAULTS[train.algo], **train.hyperparams}
-
-
-def _check(cond: bool, field_path: str, expected: str, got: Any) -> None:
-    if not cond:
-        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
 
 
 def _flag(flag: str, help: str, **extra: Any) -> dict[str, Any]:  # noqa: A002 - argparse's name
@@ -153,9 +121,9 @@ class EnvSection:
 
     def validate(self, path: str = "env") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(bool(self.id), f"{path}.id", "a Gymnasium id", self.id)
+        check(bool(self.id), f"{path}.id", "a Gymnasium id", self.id)
         if self.max_episode_steps is not None:
-            _check(
+            check(
                 self.max_episode_steps >= 1,
                 f"{path}.max_episode_steps",
                 "an int >= 1 or null",
@@ -210,20 +178,20 @@ class PredictorSection:
 
     def validate(self, path: str = "predictor") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(self.kind in PREDICTOR_KINDS, f"{path}.kind", f"one of {PREDICTOR_KINDS}", self.kind)
+        check(self.kind in PREDICTOR_KINDS, f"{path}.kind", f"one of {PREDICTOR_KINDS}", self.kind)
         if self.kind == "frozen":
-            _check(bool(self.path), f"{path}.path", "a weights file for kind 'frozen'", self.path)
-        _check(self.horizon >= 1, f"{path}.horizon", "an int >= 1", self.horizon)
-        _check(self.history >= 2, f"{path}.history", "an int >= 2", self.history)
-        _check(self.lr > 0, f"{path}.lr", "a number > 0", self.lr)
-        _check(
+            check(bool(self.path), f"{path}.path", "a weights file for kind 'frozen'", self.path)
+        check(self.horizon >= 1, f"{path}.horizon", "an int >= 1", self.horizon)
+        check(self.history >= 2, f"{path}.history", "an int >= 2", self.history)
+        check(self.lr > 0, f"{path}.lr", "a number > 0", self.lr)
+        check(
             self.updates_per_rollout >= 0,
             f"{path}.updates_per_rollout",
             "an int >= 0",
             self.updates_per_rollout,
         )
-        _check(self.batch_size >= 1, f"{path}.batch_size", "an int >= 1", self.batch_size)
-        _check(
+        check(self.batch_size >= 1, f"{path}.batch_size", "an int >= 1", self.batch_size)
+        check(
             self.buffer_size >= self.batch_size,
             f"{path}.buffer_size",
             f"an int >= {path}.batch_size ({self.batch_size})",
@@ -271,8 +239,8 @@ class ReviewSection:
 
     def validate(self, path: str = "review") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(self.mode in REVIEW_MODES, f"{path}.mode", f"one of {REVIEW_MODES}", self.mode)
-        _check(self.threshold >= 0, f"{path}.threshold", "a number >= 0", self.threshold)
+        check(self.mode in REVIEW_MODES, f"{path}.mode", f"one of {REVIEW_MODES}", self.mode)
+        check(self.threshold >= 0, f"{path}.threshold", "a number >= 0", self.threshold)
 
 
 @dataclass
@@ -294,7 +262,7 @@ class TrainSection:
         policy: SB3 policy name.
         net_arch: Hidden layer sizes of policy and value networks.
         hyperparams: Keyword arguments of the SB3 algorithm (``n_steps``,
-            ``learning_rate``...) over :data:`ALGO_DEFAULTS`; unknown names are refused.
+            ``learning_rate``...) over :data:`~bystander.hyperparams.ALGO_DEFAULTS`; unknown names are refused.
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.
@@ -330,54 +298,76 @@ class TrainSection:
     def validate(self, path: str = "train") -> None:
         """Check every field (``hyperparams`` against the SB3 class's signature, which
         imports SB3); raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(self.algo in ALGOS, f"{path}.algo", f"one of {ALGOS}", self.algo)
-        _check(
+        check(self.algo in ALGOS, f"{path}.algo", f"one of {ALGOS}", self.algo)
+        check(
             self.total_timesteps >= 1,
             f"{path}.total_timesteps",
             "an int >= 1",
             self.total_timesteps,
         )
-        _check(self.n_envs >= 1, f"{path}.n_envs", "an int >= 1", self.n_envs)
-        _check(self.vec_env in VEC_ENVS, f"{path}.vec_env", f"one of {VEC_ENVS}", self.vec_env)
-        _check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
-        _check(
+        check(self.n_envs >= 1, f"{path}.n_envs", "an int >= 1", self.n_envs)
+        check(self.vec_env in VEC_ENVS, f"{path}.vec_env", f"one of {VEC_ENVS}", self.vec_env)
+        check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
+        check(
             len(self.net_arch) >= 1 and all(n >= 1 for n in self.net_arch),
             f"{path}.net_arch",
             "a non-empty list of ints >= 1",
             self.net_arch,
         )
-        _check(
+        check(
             self.checkpoint_every >= 0,
             f"{path}.checkpoint_every",
             "an int >= 0",
             self.checkpoint_every,
         )
         if self.max_minutes is not None:
-            _check(
+            check(
                 self.max_minutes > 0,
                 f"{path}.max_minutes",
                 "a number > 0 or null",
                 self.max_minutes,
             )
-        _check(self.torch_threads >= 0, f"{path}.torch_threads", "an int >= 0", self.torch_threads)
-        _validate_hyperparams(self.algo, resolved_hyperparams(self), f"{path}.hyperparams")
+        check(self.torch_threads >= 0, f"{path}.torch_threads", "an int >= 0", self.torch_threads)
+        validate_hyperparams(self.algo, resolved_hyperparams(self), f"{path}.hyperparams")
 
 
 @dataclass
 class EvalSection:
-    """Evaluation: ``episodes`` seeded episodes, seeds ``seed, seed+1, ...``."""
+    """Evaluation: ``episodes`` seeded episodes, seeds ``seed, seed+1, ...``.
+
+    Attributes:
+        episodes: Episodes of the final evaluation (``bystander evaluate``).
+        seed: First held-out seed (training worlds use ``train.seed + i``).
+        deterministic: Greedy actions.
+        every: Held-out evaluation during training every this many env steps (0: none),
+            on ``heldout_episodes`` seeds from ``seed``, all at once on the batched
+            simulator (:mod:`bystander.agents.heldout`); figures in
+            ``RUN_DIR/logs/heldout.csv`` and the logger's ``heldout/*``.
+        heldout_episodes: Episodes per held-out evaluation during training.
+    """
 
     episodes: int = 50
     seed: int = 100_000
     deterministic: bool = True
+    every: int = field(
+        default=0, metadata=_flag("--eval-every", "held-out evaluation every N env steps (0: none)")
+    )
+    heldout_episodes: int = 100
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self, path: str = "eval") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(self.episodes >= 1, f"{path}.episodes", "an int >= 1", self.episodes)
-        _check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
+        check(self.episodes >= 1, f"{path}.episodes", "an int >= 1", self.episodes)
+        check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
+        check(self.every >= 0, f"{path}.every", "an int >= 0 (0: none)", self.every)
+        check(
+            self.heldout_episodes >= 1,
+            f"{path}.heldout_episodes",
+            "an int >= 1",
+            self.heldout_episodes,
+        )
 
 
 @dataclass
@@ -401,9 +391,9 @@ class RenderSection:
 
     def validate(self, path: str = "render") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(self.max_steps >= 1, f"{path}.max_steps", "an int >= 1", self.max_steps)
-        _check(self.fps >= 1, f"{path}.fps", "an int >= 1", self.fps)
-        _check(self.every >= 1, f"{path}.every", "an int >= 1", self.every)
+        check(self.max_steps >= 1, f"{path}.max_steps", "an int >= 1", self.max_steps)
+        check(self.fps >= 1, f"{path}.fps", "an int >= 1", self.fps)
+        check(self.every >= 1, f"{path}.every", "an int >= 1", self.every)
 
 
 SECTIONS = ("env", "predictor", "constraint", "review", "train", "eval", "render")
@@ -453,7 +443,7 @@ class RunConfig:
 
     def _check_across(self) -> None:
         """The checks that span sections."""
-        _check(
+        check(
             bool(self.name) and "/" not in self.name,
             "name",
             "a non-empty name without '/'",
@@ -471,7 +461,7 @@ class RunConfig:
                     "review.enabled: the review gate needs per-env wrappers; expected false "
                     "with train.vec_env='batched' (use 'dummy' or 'subproc')"
                 )
-            _check(
+            check(
                 self.env.id == INTERSECTION_ID,
                 "train.vec_env",
                 "'dummy' or 'subproc' for envs other than bystander/Intersection-v0 ('batched' is its simulator)",
@@ -530,59 +520,3 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 # ------------------------------------------------------------------ hyperparameters
-
-
-# Arguments the training code sets itself; they may not come from ``train.hyperparams``.
-_RESERVED_HYPERPARAMS = (
-    "policy",
-    "env",
-    "seed",
-    "device",
-    "policy_kwargs",
-    "tensorboard_log",
-    "verbose",
-    "_init_setup_model",
-)
-
-
-def _validate_hyperparams(algo: str, hyperparams: dict[str, Any], path: str) -> None:
-    """Check ``train.hyperparams`` against the SB3 class's ``__init__`` (imports SB3)."""
-    import inspect
-
-    from stable_baselines3 import DQN, PPO, SAC
-
-    cls = {"ppo": PPO, "sac": SAC, "dqn": DQN}[algo]
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", *_RESERVED_HYPERPARAMS}
-    for k, v in hyperparams.items():
-        if k not in allowed:
-            raise ValueError(
-                f"{path}.{k}: not an argument of {cls.__name__}; expected one of {sorted(allowed)}"
-            )
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v != v:
-            raise ValueError(f"{path}.{k}: expected a finite number, got {v!r}")
-    for k in ("n_steps", "batch_size", "n_epochs"):
-        if k in hyperparams:
-            v = hyperparams[k]
-            _check(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                f"{path}.{k}",
-                "an int >= 1",
-                v,
-            )
-    if "learning_rate" in hyperparams:
-        v = hyperparams["learning_rate"]
-        _check(
-            isinstance(v, (int, float)) and v > 0,
-            f"{path}.learning_rate",
-            "a number > 0",
-            v,
-        )
-    for k in ("gamma", "gae_lambda"):
-        if k in hyperparams:
-            v = hyperparams[k]
-            _check(
-                isinstance(v, (int, float)) and 0 <= v <= 1,
-                f"{path}.{k}",
-                "a number in [0, 1]",
-                v,
-            )

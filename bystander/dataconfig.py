@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "check",
     "Flag",
     "add_flags",
     "config_flags",
@@ -97,6 +98,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
+
+
+def check(cond: bool, field_path: str, expected: str, got: Any) -> None:
+    """Raise ``ValueError("<field_path>: expected <expected>, got <got>")`` unless ``cond``."""
+    if not cond:
+        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:

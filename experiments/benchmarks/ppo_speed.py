@@ -1,7 +1,7 @@
 """SB3 PPO training throughput on the batched intersection env vs CartPole-v1, same run.
 
 Both learners use the same SB3 ``PPO("MlpPolicy")`` hyperparameters (the project's PPO
-defaults, :data:`bystander.config.ALGO_DEFAULTS`), the same number of envs (default:
+defaults, :data:`bystander.hyperparams.ALGO_DEFAULTS`), the same number of envs (default:
 the training default ``train.n_envs``), one torch thread and ``VecMonitor``. The
 intersection runs as :func:`~bystander.agents.stack.make_intersection_vec_env`
 builds it for training, on the training env config
@@ -37,7 +37,8 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor  # noqa: E402
 
 from bystander.agents.stack import make_intersection_vec_env  # noqa: E402
-from bystander.config import ALGO_DEFAULTS, DEFAULT_ENV_CONFIG, TrainSection  # noqa: E402
+from bystander.config import DEFAULT_ENV_CONFIG, TrainSection  # noqa: E402
+from bystander.hyperparams import ALGO_DEFAULTS  # noqa: E402
 
 TARGET = 0.8
 

@@ -1,0 +1,196 @@
+"""Held-out evaluation of a driving ego: all episodes at once on the batched simulator.
+
+:func:`evaluate_batched` plays ``episodes`` greedy (or sampled) episodes of a policy on
+fixed seeds ``seed, seed + 1, ...``, one world per episode of
+:class:`~bystander.envs.intersection.vec_env.IntersectionVecEnv` (world ``i`` is the
+single env seeded ``seed + i``, so the episodes are those of
+:func:`~bystander.agents.evaluation.evaluate_policy`), with the observers scored on the
+array path. One step of the simulator and one policy call serve every episode, so 100
+episodes cost about what one does on the single env.
+
+:class:`HeldOutEvaluation` runs it during training every ``eval.every`` env steps on
+``eval.heldout_episodes`` seeds from ``eval.seed``, logs ``heldout/*`` to the run's
+logger (TensorBoard and ``progress.csv``) and keeps every evaluation in
+``RUN_DIR/logs/heldout.csv`` (one row per evaluation, with its step). Costs and
+budgets are judged on these figures, not on training rollouts.
+
+Figures per episode (as :func:`evaluate_policy`'s rows, see its module): ``success``,
+``collision``, ``steps``, ``task_return``, ``episode_cost``, ``cost_<channel>`` and
+``cost_<channel>_per_step``, ``stand_still_fraction`` (steps at a speed below
+:data:`~bystander.agents.evaluation.STAND_STILL_SPEED`) and ``ade`` (the observers'
+mean error over the episode, metres).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecNormalize
+
+from bystander.agents.evaluation import STAND_STILL_SPEED, EvalResult, summarize
+from bystander.atomic import atomic_open
+from bystander.config import RunConfig
+from bystander.envs.contract import step_arrays
+
+__all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
+
+HELDOUT_METRICS = ("success", "collision", "stand_still_fraction", "episode_cost", "ade")
+"""Per-evaluation means logged by :class:`HeldOutEvaluation` (plus every
+``cost_<channel>_per_step``)."""
+
+
+def evaluate_batched(
+    policy: Any,
+    cfg: RunConfig,
+    *,
+    episodes: int | None = None,
+    seed: int | None = None,
+    deterministic: bool | None = None,
+    predictor: Any = None,
+    obs_normalizer: Any = None,
+    max_steps: int = 100_000,
+) -> EvalResult:
+    """Play ``episodes`` episodes of ``policy`` at once, world ``i`` on seed ``seed + i``.
+
+    Args:
+        policy: Anything with SB3's ``predict(obs (N, ...), deterministic=...)``.
+        cfg: The run config (``env.config``; the env must be ``bystander/Intersection-v0``
+            without ``review`` or ``env.max_episode_steps``, as the batched stack).
+        episodes: Number of episodes ``N`` (default ``eval.episodes``).
+        seed: First seed (default ``eval.seed``).
+        deterministic: Greedy actions (default ``eval.deterministic``).
+        predictor: The observers' predictor (``None``: no predictability figures).
+        obs_normalizer: Function applied to observations ``(N, ...)`` before ``predict``.
+        max_steps: Safety cap on steps per episode.
+
+    Returns:
+        One row per episode, in seed order, and their summary.
+    """
+    from bystander.agents.stack import make_intersection_vec_env
+
+    n = episodes if episodes is not None else cfg.eval.episodes
+    first = seed if seed is not None else cfg.eval.seed
+    greedy = cfg.eval.deterministic if deterministic is None else deterministic
+    if n < 1:
+        raise ValueError(f"episodes: expected an int >= 1, got {n}")
+    if cfg.review.enabled or cfg.env.max_episode_steps is not None:
+        raise ValueError(
+            "evaluate_batched: review.enabled and env.max_episode_steps need the "
+            "single-env evaluation (evaluate_policy)"
+        )
+    venv = make_intersection_vec_env(n, cfg.env.config, seed=first, predictors=predictor)
+    dt = float(venv.get_attr("dt", [0])[0])
+    rows: list[dict[str, float] | None] = [None] * n
+    steps = np.zeros(n, dtype=np.int64)
+    still = np.zeros(n, dtype=np.int64)
+    try:
+        obs = venv.reset()
+        while any(r is None for r in rows):
+            o = obs_normalizer(obs) if obs_normalizer is not None else obs
+            actions, _ = policy.predict(o, deterministic=greedy)
+            obs, _, dones, infos = venv.step(actions)
+            open_ = np.array([r is None for r in rows])
+            steps += open_
+            still += open_ & (step_arrays(venv)["speed"] < STAND_STILL_SPEED)
+            for i in np.flatnonzero(open_ & (np.asarray(dones) | (steps >= max_steps))):
+                rows[i] = _row(i, first + i, infos[i], int(steps[i]), int(still[i]), dt)
+    finally:
+        venv.close()
+    episodes_ = [r for r in rows if r is not None]
+    return EvalResult(episodes=episodes_, summary=summarize(episodes_))
+
+
+def _row(i: int, seed: int, info: dict[str, Any], steps: int, still: int, dt: float) -> dict:
+    """One episode's figures from its final info (the keys of ``evaluate_policy``)."""
+    success = bool(info.get("arrived", False))
+    row: dict[str, float] = {
+        "episode": float(i),
+        "seed": float(seed),
+        "success": float(success),
+        "collision": float(bool(info.get("crashed", False))),
+        "steps": float(steps),
+        "time_to_destination_s": steps * dt if success else float("nan"),
+        "task_return": float((info.get("episode") or {}).get("r", float("nan"))),
+        "episode_cost": float(info.get("episode_cost", float("nan"))),
+        "escalations": 0.0,
+        "stand_still_fraction": still / steps,
+    }
+    for ch, v in (info.get("episode_costs") or {}).items():
+        row[f"cost_{ch}"] = float(v)
+        row[f"cost_{ch}_per_step"] = float(v) / steps
+    if "episode_prediction_error" in info:  # NaN when no prediction was scored, as
+        scored = info.get("episode_observers_scored", 0)  # evaluate_policy's rows
+        row["ade"] = float(info["episode_prediction_error"]) if scored else float("nan")
+    return row
+
+
+class HeldOutEvaluation:
+    """:func:`evaluate_batched` of a trainer's current policy on the run's held-out seeds,
+    every ``every`` env steps; figures to the logger (``heldout/<metric>``, one row of
+    ``progress.csv`` per evaluation) and to ``RUN_DIR/logs/heldout.csv``.
+
+    The trainer calls :meth:`due` / :meth:`evaluate` between ``learn`` chunks, where it
+    writes checkpoints, so an evaluation at step ``S`` sees the policy of the checkpoint
+    of step ``S``.
+
+    Args:
+        trainer: The :class:`~bystander.agents.training.Trainer` (config, run directory,
+            model, master predictor, training VecEnv for observation normalisation).
+        every: Env steps between evaluations.
+        episodes: Held-out episodes per evaluation.
+    """
+
+    def __init__(self, trainer: Any, every: int, episodes: int) -> None:
+        self.trainer = trainer
+        self.every = int(every)
+        self.episodes = int(episodes)
+        self.rows: list[dict[str, float]] = []
+        self.next_at = self.every
+
+    def due(self, steps: int) -> bool:
+        """Whether an evaluation is due at ``steps`` env steps."""
+        return steps >= self.next_at
+
+    def evaluate(self, steps: int) -> dict[str, float]:
+        """Run one held-out evaluation now and record it as taken at ``steps``."""
+        trainer = self.trainer
+        model, venv = trainer.model, trainer.venv
+        normalizer = venv.normalize_obs if isinstance(venv, VecNormalize) else None
+        result = evaluate_batched(
+            model,
+            trainer.cfg,
+            episodes=self.episodes,
+            predictor=trainer.predictor,
+            obs_normalizer=normalizer,
+        )
+        row: dict[str, float] = {"step": float(steps)}
+        for key, stats in result.summary.items():
+            if key in HELDOUT_METRICS or (key.startswith("cost_") and key.endswith("_per_step")):
+                row[key] = stats["mean"]
+                model.logger.record(f"heldout/{key}", stats["mean"])
+        model.logger.record("time/total_timesteps", steps)  # the row's step, kept on resume
+        model.logger.dump(step=steps)
+        self.rows.append(row)
+        self.next_at = (steps // self.every + 1) * self.every
+        self._write(trainer.run_dir / "logs" / "heldout.csv")
+        return row
+
+    def _write(self, path: Path) -> None:
+        keys: list[str] = []
+        for r in self.rows:
+            keys.extend(k for k in r if k not in keys)
+        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=keys, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluations so far and the next due step (for checkpoints)."""
+        return {"rows": [dict(r) for r in self.rows], "next_at": self.next_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state.get("rows", [])]
+        self.next_at = int(state.get("next_at", self.every))

@@ -1,0 +1,68 @@
+"""Held-out evaluation: the batched evaluator equals the single-env one episode by
+episode, and the figures logged during training equal ``bystander evaluate`` on the
+same checkpoint."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bystander.agents.evaluation import evaluate_policy, evaluate_run
+from bystander.agents.heldout import evaluate_batched
+from bystander.agents.predictors import ConstantVelocityPredictor
+from bystander.cli import main
+from bystander.config import load_config
+
+KEYS = ("success", "collision", "steps", "episode_cost", "cost_collision_per_step",
+        "cost_predictability_per_step", "stand_still_fraction", "ade", "seed")  # fmt: skip
+
+
+class Scripted:
+    """A deterministic policy that mixes speeds and stops (so stand-still is exercised)."""
+
+    def predict(self, obs, deterministic=True):
+        obs = np.asarray(obs)
+        batch = obs.ndim == 2
+        o = obs if batch else obs[None]
+        acts = np.where(o[:, 0] > 0.3, 0, np.where(o[:, 1] > 0.0, 2, 1)).astype(np.int64)
+        return (acts if batch else acts[0]), None
+
+
+def test_batched_evaluation_equals_the_single_env_one_episode_by_episode() -> None:
+    cfg = load_config(overrides=["env.config.max_cycles=120"])
+    pred = ConstantVelocityPredictor(horizon=10, history=8)
+    single = evaluate_policy(Scripted(), cfg, episodes=12, seed=500, predictor=pred)
+    batched = evaluate_batched(Scripted(), cfg, episodes=12, seed=500, predictor=pred)
+    assert len(batched.episodes) == 12
+    for a, b in zip(single.episodes, batched.episodes, strict=True):
+        for k in KEYS:
+            assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12, nan_ok=True), k
+    assert any(r["stand_still_fraction"] > 0 for r in batched.episodes)
+
+
+def test_heldout_figures_during_training_equal_bystander_evaluate(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--timesteps", "1024", "--run-dir", str(run), "--n-envs", "4",
+            "--eval-every", "512", "--set", "eval.heldout_episodes=6",
+            "--set", "train.hyperparams.n_steps=64", "--set", "train.hyperparams.batch_size=64",
+            "--set", "train.tensorboard=false", "--no-evaluate"]  # fmt: skip
+    assert main(args) == 0
+    with open(run / "logs" / "heldout.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows] == [512, 1024]
+    final = evaluate_run(run, episodes=6).summary  # model.zip: the policy at step 1024
+    for key in ("success", "collision", "stand_still_fraction", "cost_predictability_per_step"):
+        assert float(rows[-1][key]) == pytest.approx(final[key]["mean"], rel=1e-9), key
+    with open(run / "logs" / "progress.csv", newline="") as f:
+        logged = [r for r in csv.DictReader(f) if r.get("heldout/success")]
+    assert [int(float(r["time/total_timesteps"])) for r in logged] == [512, 1024]
+    # a resume keeps the evaluations before it, in both logs
+    assert main(["train", "--resume", str(run), "--timesteps", "1536", *args[5:]]) == 0
+    with open(run / "logs" / "heldout.csv", newline="") as f:
+        assert [int(float(r["step"])) for r in csv.DictReader(f)] == [512, 1024, 1536]
+    with open(run / "logs" / "progress.csv", newline="") as f:
+        logged = [r for r in csv.DictReader(f) if r.get("heldout/success")]
+    assert [int(float(r["time/total_timesteps"])) for r in logged] == [512, 1024, 1536]
