@@ -89,7 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a trained ego",
         description="Run N seeded episodes; print rates, ADE/FDE, costs with 95% CIs; write CSVs.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", help="the run (optional with --scripted)"
+    )
+    p.add_argument(
+        "--scripted",
+        action="append",
+        metavar="DRIVER",
+        help="evaluate a scripted driver instead, on the run's env and observers (or the "
+        "defaults with --set): speed:<m/s>, stop, or frontier (speeds 3, 6, 9, 12 and stop); "
+        "repeatable",
+    )
     p.add_argument("--episodes", type=int, help="episodes (default eval.episodes)")
     p.add_argument("--seed", type=int, help="first episode seed (default eval.seed)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of greedy")
@@ -206,6 +216,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bystander.agents.evaluation import evaluate_run, format_summary
 
+    if args.scripted:
+        return _evaluate_scripted(args)
+    if args.run_dir is None:
+        raise ValueError("RUN_DIR: expected a run directory (or --scripted DRIVER)")
     ev = evaluate_run(
         args.run_dir,
         episodes=args.episodes,
@@ -216,6 +230,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(format_summary(ev))
     print(f"CSV written to {Path(args.csv_dir or args.run_dir)}")
+    return 0
+
+
+def _evaluate_scripted(args: argparse.Namespace) -> int:
+    """``evaluate --scripted``: scripted drivers on the same seeds and observers."""
+    from bystander.agents.evaluation import format_summary
+    from bystander.agents.heldout import evaluate_batched
+    from bystander.agents.scripted import SCRIPTED_SPEEDS, scripted_driver
+    from bystander.agents.training import build_predictor
+    from bystander.config import load_config
+
+    base = None
+    if args.run_dir is not None:
+        cfg_path = Path(args.run_dir) / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"RUN_DIR: no config.yaml in {str(args.run_dir)!r}")
+        base = load_config(cfg_path).to_dict()
+    cfg = load_config(base=base, overrides=list(args.overrides))
+    if cfg.env.config.get("action_type", "discrete") != "discrete":
+        raise ValueError("--scripted: the scripted drivers use discrete meta-actions")
+    specs: list[str] = []
+    for spec in args.scripted:
+        specs += (
+            [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"] if spec == "frontier" else [spec]
+        )
+    env_cfg = cfg.env.config
+    drivers = [
+        scripted_driver(s, env_cfg.get("ego_max_speed", 12.0), env_cfg.get("speed_step", 3.0))
+        for s in specs
+    ]
+    predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
+    for spec, driver in zip(specs, drivers, strict=True):
+        ev = evaluate_batched(
+            driver, cfg, episodes=args.episodes, seed=args.seed, predictor=predictor
+        )
+        print(f"scripted {spec}:")
+        print(format_summary(ev))
+        if args.csv_dir:
+            ev.write_csv(Path(args.csv_dir) / spec.replace(":", "-"))
     return 0
 
 

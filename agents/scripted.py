@@ -1,0 +1,117 @@
+"""Scripted drivers: the baselines every trained ego is compared with.
+
+A trained ego that is only as predictable as a scripted driver going slower has not
+shown predictability (``docs/DESIGN.md``, rules of evidence). These drivers act on the
+intersection's vector observation with the discrete meta-actions, through SB3's
+``predict(obs, deterministic=...) -> (actions, None)``, so they run wherever a trained
+policy does (:func:`~bystander.agents.evaluation.evaluate_policy`,
+:func:`~bystander.agents.heldout.evaluate_batched`, ``bystander evaluate --scripted``).
+
+- :class:`ConstantSpeedDriver` ``speed:<m/s>``: holds a target speed (the nearest the
+  SLOWER / FASTER steps reach) and follows the navigation turn (the shortest route),
+  with the env's car following (it brakes for the road user ahead).
+- :class:`StopDriver` ``stop``: brakes to a standstill and stays there.
+
+Observation features read (see ``IntersectionSim.observe``): 0 speed, 6 target speed
+(both / ``ego_max_speed``), 8-10 navigation turn one-hot (right, straight, left), 11-13
+planned turn one-hot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bystander.envs.intersection.sim import META_ACTIONS
+
+__all__ = ["SCRIPTED_SPEEDS", "ConstantSpeedDriver", "StopDriver", "scripted_driver"]
+
+SCRIPTED_SPEEDS = (3.0, 6.0, 9.0, 12.0)
+"""Target speeds [m/s] of the speed-only scripted frontier."""
+
+_SLOWER, _KEEP, _FASTER = (META_ACTIONS.index(a) for a in ("SLOWER", "KEEP", "FASTER"))
+# navigation / planned turn one-hots are ordered (right, straight, left)
+_TURN_ACTIONS = np.array(
+    [META_ACTIONS.index(a) for a in ("TURN_RIGHT", "GO_STRAIGHT", "TURN_LEFT")]
+)
+
+
+class _Driver:
+    """``predict`` over one observation ``(F,)`` or a batch ``(N, F)``."""
+
+    def __init__(self, ego_max_speed: float = 12.0) -> None:
+        if not ego_max_speed > 0:
+            raise ValueError(f"ego_max_speed: expected > 0 m/s, got {ego_max_speed!r}")
+        self.ego_max_speed = float(ego_max_speed)
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(
+        self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        arr = np.asarray(obs, dtype=np.float64)
+        if arr.ndim not in (1, 2) or arr.shape[-1] < 14:
+            raise ValueError(
+                f"obs: expected the vector observation (F,) or (N, F) with F >= 14, "
+                f"got shape {arr.shape}"
+            )
+        acts = self.actions(arr.reshape(-1, arr.shape[-1]))
+        return (acts if arr.ndim == 2 else acts[0]), None
+
+
+class ConstantSpeedDriver(_Driver):
+    """Hold ``speed`` m/s and follow the navigation turn.
+
+    Args:
+        speed: Target speed [m/s], in (0, ego_max_speed].
+        ego_max_speed: The env's ``ego_max_speed`` [m/s] (observation scale).
+        speed_step: The env's ``speed_step`` [m/s] (what SLOWER / FASTER change).
+    """
+
+    def __init__(self, speed: float, ego_max_speed: float = 12.0, speed_step: float = 3.0) -> None:
+        super().__init__(ego_max_speed)
+        if not 0 < speed <= self.ego_max_speed:
+            raise ValueError(f"speed: expected in (0, {self.ego_max_speed}] m/s, got {speed!r}")
+        self.speed = float(speed)
+        self.half_step = 0.5 * float(speed_step)
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        target = obs[:, 6] * self.ego_max_speed
+        nav = obs[:, 8:11].argmax(axis=1)
+        planned = obs[:, 11:14]
+        follow = np.where(
+            planned[np.arange(len(obs)), nav] > 0.5, _KEEP, _TURN_ACTIONS[nav]
+        )  # plan the navigation turn once, then keep speed
+        return np.where(
+            target < self.speed - self.half_step,
+            _FASTER,
+            np.where(target > self.speed + self.half_step, _SLOWER, follow),
+        ).astype(np.int64)
+
+
+class StopDriver(_Driver):
+    """Brake to a standstill and stay there."""
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        return np.full(len(obs), _SLOWER, dtype=np.int64)
+
+
+def scripted_driver(spec: str, ego_max_speed: float = 12.0, speed_step: float = 3.0) -> _Driver:
+    """A driver from its name: ``speed:<m/s>`` or ``stop``.
+
+    Raises:
+        ValueError: an unknown spec, naming the accepted ones.
+    """
+    name, _, arg = str(spec).partition(":")
+    if name == "stop" and not arg:
+        return StopDriver(ego_max_speed)
+    if name == "speed":
+        try:
+            speed = float(arg)
+        except ValueError:
+            speed = float("nan")
+        if speed == speed:
+            return ConstantSpeedDriver(speed, ego_max_speed, speed_step)
+    raise ValueError(f"scripted: expected 'speed:<m/s>' (e.g. speed:6) or 'stop', got {spec!r}")
