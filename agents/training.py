@@ -27,12 +27,10 @@ import json
 import os
 import pickle
 import random
-import shutil
 import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,7 @@ from bystander.agents.callbacks import build_callbacks
 from bystander.agents.heldout import HeldOutEvaluation
 from bystander.agents.hooks import VecHooks
 from bystander.agents.stack import build_vec_env
-from bystander.atomic import RunDirLock, atomic_open
+from bystander.atomic import abandon_run_dir, atomic_open, claim_run_dir
 from bystander.config import RunConfig, resolved_hyperparams, save_config
 from bystander.envs.constraints import Multiplier, multiplier_key
 
@@ -67,7 +65,6 @@ __all__ = [
     "build_predictor",
     "load_obs_normalizer",
     "load_policy",
-    "new_run_dir",
     "seed_everything",
     "train",
 ]
@@ -151,19 +148,6 @@ def build_model(cfg: RunConfig, venv: VecEnv) -> BaseAlgorithm:
 # --------------------------------------------------------------------------- trainer
 
 
-def new_run_dir(cfg: RunConfig, root: str | Path | None = None) -> Path:
-    """``<runs_dir>/<YYYYmmdd-HHMMSS>-<name>`` (a suffix is added if it exists)."""
-    root = Path(root if root is not None else cfg.runs_dir)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / f"{stamp}-{cfg.name}"
-    i = 1
-    while path.exists():
-        path = root / f"{stamp}-{cfg.name}-{i}"
-        i += 1
-    path.mkdir(parents=True)
-    return path
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch global RNGs."""
     random.seed(seed)
@@ -199,7 +183,8 @@ class Trainer:
 
     Args:
         cfg: The run config (validated).
-        run_dir: Where to write; created as :func:`new_run_dir` when ``None``.
+        run_dir: Where to write; a new ``<runs_dir>/<stamp>-<name>`` when ``None``
+            (:func:`bystander.atomic.claim_run_dir`).
         resume: A run directory or checkpoint to continue from. Its structural config
             must match ``cfg`` (see :data:`~bystander.agents.checkpoint.COMPATIBILITY_KEYS`);
             the run continues in ``resume``'s run directory unless ``run_dir`` is given.
@@ -227,16 +212,12 @@ class Trainer:
             checkpoint = ckpt_mod.load_checkpoint(resume, config=cfg)
             if run_dir is None:
                 run_dir = checkpoint.path.parent.parent
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        created = not self.run_dir.exists()
         # one writer per run directory: a second process refuses, naming the holder
-        self.lock = RunDirLock(self.run_dir)
+        self.run_dir, self.lock, created = claim_run_dir(run_dir, cfg.runs_dir, cfg.name)
         try:
             self._build(checkpoint, callbacks)
         except BaseException:
-            self.lock.release()
-            if created:  # a rejected run leaves no empty run directory behind
-                shutil.rmtree(self.run_dir, ignore_errors=True)
+            abandon_run_dir(self.run_dir, self.lock, created)  # nothing half-made is left
             raise
 
     def _build(self, checkpoint: ckpt_mod.Checkpoint | None, callbacks: list[Any] | None) -> None:

@@ -12,16 +12,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["RunDirBusyError", "RunDirLock", "atomic_open"]
+__all__ = ["RunDirBusyError", "RunDirLock", "abandon_run_dir", "atomic_open", "claim_run_dir"]
 
 
 @contextmanager
@@ -51,6 +53,23 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_HELD: weakref.WeakSet[RunDirLock] = weakref.WeakSet()
+"""Locks this process holds (their descriptors are closed in forked children)."""
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (e.g. a SubprocVecEnv worker): drop the copies of the parent's
+    lock descriptors, so that a worker outliving a killed trainer holds no lock (an
+    ``flock`` lasts while any descriptor of it is open). The parent keeps its lock."""
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            os.close(lock._fd)
+            lock._fd = None
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 class RunDirBusyError(RuntimeError):
@@ -99,6 +118,7 @@ class RunDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
         self._fd = fd
+        _HELD.add(self)
 
     @property
     def held(self) -> bool:
@@ -118,3 +138,47 @@ class RunDirLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def claim_run_dir(
+    run_dir: str | os.PathLike[str] | None, runs_dir: str | os.PathLike[str], name: str
+) -> tuple[Path, RunDirLock, bool]:
+    """The run directory a trainer writes, locked for it.
+
+    Args:
+        run_dir: The directory asked for, or ``None`` for a new
+            ``<runs_dir>/<YYYYmmdd-HHMMSS>-<name>`` (``-1``, ``-2``... when taken).
+        runs_dir: Parent of new run directories.
+        name: Run name in a new directory's name.
+
+    Returns:
+        ``(path, lock, created)``: ``created`` says whether this call made the directory
+        (:func:`abandon_run_dir` removes it again for a run rejected before it starts).
+
+    Raises:
+        RunDirBusyError: Another process holds the directory.
+    """
+    if run_dir is not None:
+        path = Path(run_dir)
+        created = not path.exists()
+    else:
+        root = Path(runs_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, i = root / f"{stamp}-{name}", 1
+        while True:
+            try:
+                path.mkdir()  # atomic: two processes never claim the same new directory
+                break
+            except FileExistsError:
+                path, i = root / f"{stamp}-{name}-{i}", i + 1
+        created = True
+    return path, RunDirLock(path), created
+
+
+def abandon_run_dir(path: str | os.PathLike[str], lock: RunDirLock, created: bool) -> None:
+    """Release a run rejected before it wrote anything of value, and remove its directory
+    when :func:`claim_run_dir` created it (nothing half-made is left behind)."""
+    lock.release()
+    if created:
+        shutil.rmtree(path, ignore_errors=True)

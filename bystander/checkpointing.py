@@ -4,7 +4,9 @@ A checkpoint is a directory of files plus ``manifest.json`` (format, step, the S
 and size of every file, and whatever the trainer adds). :func:`write_checkpoint_dir`
 writes it into a hidden temporary directory next to the target, fsyncs everything,
 writes the manifest last and moves the directory into place with ``os.replace``, so a
-kill at any moment leaves either the previous checkpoint or the new one, never a mix;
+kill at any moment leaves either the previous checkpoint or the new one, never a mix
+(replacing a directory of the same name moves the old one aside first; a kill between
+the two renames is undone by :func:`recover_checkpoint_dir` on the next read or write);
 leftovers of interrupted writes are removed by the next write (the caller holds the run
 directory's :class:`~bystander.atomic.RunDirLock`, so no other write is in progress).
 :func:`read_checkpoint_dir` checks the manifest field by field and re-hashes every file
@@ -32,6 +34,7 @@ __all__ = [
     "CheckpointError",
     "config_differences",
     "read_checkpoint_dir",
+    "recover_checkpoint_dir",
     "sha256_file",
     "write_checkpoint_dir",
 ]
@@ -80,6 +83,7 @@ def write_checkpoint_dir(
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint_dir(final)
     for stale in [*parent.glob(".tmp-*"), *parent.glob(".old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".tmp-"))
@@ -110,6 +114,18 @@ def write_checkpoint_dir(
         raise
 
 
+def recover_checkpoint_dir(final: str | os.PathLike[str]) -> None:
+    """Put back a checkpoint that a kill left moved aside: replacing ``final`` moves the
+    old directory to ``.old-*/<name>`` before the new one moves in, so between the two
+    renames only the old one exists."""
+    final = Path(final)
+    if final.exists():
+        return
+    for old in sorted(final.parent.glob(f".old-*/{final.name}")):
+        os.replace(old, final)
+        return
+
+
 def read_checkpoint_dir(
     ckpt: str | os.PathLike[str], *, format_version: int, required: Sequence[str]
 ) -> dict[str, Any]:
@@ -124,6 +140,7 @@ def read_checkpoint_dir(
         CheckpointError: naming the checkpoint and the file or field at fault.
     """
     ckpt = Path(ckpt)
+    recover_checkpoint_dir(ckpt)
     mpath = ckpt / MANIFEST
     if not mpath.is_file():
         raise CheckpointError(

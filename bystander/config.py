@@ -455,6 +455,16 @@ class RunConfig:
                 "constraint.channel: 'predictability' needs a predictor; set predictor.kind "
                 "or constraint.channel (e.g. null for the total cost)"
             )
+        if self.eval.every:  # held-out evaluation runs on the batched simulator
+            check(
+                self.env.id == INTERSECTION_ID
+                and not self.review.enabled
+                and self.env.max_episode_steps is None,
+                "eval.every",
+                "0 (no held-out evaluation during training) unless env.id is "
+                f"{INTERSECTION_ID} without review.enabled and env.max_episode_steps",
+                self.eval.every,
+            )
         if self.train.vec_env == "batched":
             if self.review.enabled:
                 raise ValueError(

@@ -151,6 +151,25 @@ def _text_demo(run_dir: str, quick: bool) -> tuple[str, str, float]:
     return ("Text environment", str(result), time.perf_counter() - t0)
 
 
+def _scripted_frontier(cfg: RunConfig) -> list[Any]:
+    """:data:`~bystander.agents.scripted.SCRIPTED_SPEEDS` drivers and a stopped car,
+    evaluated on ``cfg``'s env, observers and evaluation seeds (all episodes at once)."""
+    from bystander.agents.heldout import evaluate_batched
+    from bystander.agents.scripted import SCRIPTED_SPEEDS, scripted_driver
+    from bystander.agents.training import build_predictor
+    from bystander.report import EgoEntry
+
+    predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
+    out = []
+    for spec in [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]:
+        ev = evaluate_batched(scripted_driver(spec), cfg, predictor=predictor)
+        desc = "scripted driver (no training): " + (
+            "brakes to a standstill" if spec == "stop" else f"holds {spec[6:]} m/s, shortest route"
+        )
+        out.append(EgoEntry(f"scripted {spec}", Path("."), ev, description=desc, scripted=True))
+    return out
+
+
 def run_demo(
     quick: bool = False,
     run_dir: str | Path | None = None,
@@ -224,6 +243,16 @@ def run_demo(
             f"{s['collision']['mean']:.0%}  ADE {s.get('ade', {}).get('mean', float('nan')):.3f} m  "
             f"({r['train']['steps']} steps, {r['train']['steps_per_s']:.0f} steps/s)"
         )
+    # The scripted speed-only frontier on the same env, observers and seeds: a trained
+    # ego that only matches a slower scripted driver has not shown predictability.
+    base_cfg = cfgs["unconstrained"] if "unconstrained" in cfgs else next(iter(cfgs.values()))
+    scripted = _scripted_frontier(base_cfg)
+    for e in scripted:
+        s = e.evaluation.summary
+        print(
+            f"  {e.label:14s} success {s['success']['mean']:.0%}  collision "
+            f"{s['collision']['mean']:.0%}  ADE {s.get('ade', {}).get('mean', float('nan')):.3f} m"
+        )
     extra: list[tuple[str, str]] = []
     if text is not None:
         extra.append((text[0], text[1]))
@@ -248,7 +277,7 @@ def run_demo(
         if r.get("render_error"):
             notes.append(f"render of {label} failed: {r['render_error']}")
     report = write_report(
-        run_dir, entries, title="bystander demo", notes=notes, extra_sections=extra
+        run_dir, entries + scripted, title="bystander demo", notes=notes, extra_sections=extra
     )
     with open(run_dir / "demo_summary.json", "w", encoding="utf-8") as f:
         json.dump(
@@ -264,6 +293,10 @@ def run_demo(
                         "train": results[e.label]["train"],
                     }
                     for e in entries
+                },
+                "scripted": {
+                    e.label: {k: e.evaluation.metric(k) for k in ("success", "collision", "ade")}
+                    for e in scripted
                 },
             },
             f,

@@ -30,6 +30,7 @@ class EgoEntry:
         train: Training figures (steps, wall_s, steps_per_s, lambdas...).
         gif: Rendered episode, if any.
         description: One line on how it was trained.
+        scripted: A scripted baseline (no run directory; drawn as the scripted frontier).
     """
 
     label: str
@@ -38,6 +39,7 @@ class EgoEntry:
     train: dict[str, Any] = field(default_factory=dict)
     gif: Path | None = None
     description: str = ""
+    scripted: bool = False
 
 
 def _fmt(s: dict[str, float] | None, digits: int = 2, pct: bool = False) -> str:
@@ -59,7 +61,18 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
-    for e in entries:
+    frontier = [
+        (e.evaluation.summary["ade"]["mean"], e.evaluation.summary["success"]["mean"], e.label)
+        for e in entries
+        if e.scripted and "ade" in e.evaluation.summary and "success" in e.evaluation.summary
+    ]
+    if frontier:
+        xs, ys, names = zip(*sorted(frontier), strict=True)
+        ax.plot(xs, ys, "s--", color="0.55", label="scripted drivers")
+        for x, y, name in zip(xs, ys, names, strict=True):
+            ax.annotate(name.removeprefix("scripted "), (x, y), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color="0.4")  # fmt: skip
+    for e in (e for e in entries if not e.scripted):
         s = e.evaluation.summary
         ade, succ = s.get("ade"), s.get("success")
         if not ade or not succ or not math.isfinite(ade["mean"]):
@@ -77,7 +90,7 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
     ax.set_title("utility vs predictability")
     ax.grid(alpha=0.3)
     if entries:
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -115,7 +128,9 @@ def write_report(
         "",
         "Means over seeded evaluation episodes with 95% confidence intervals "
         "(Wilson for rates, Student t otherwise). ADE/FDE: the observers' prediction "
-        "errors in metres (lower = more predictable).",
+        "errors in metres (lower = more predictable). `scripted` rows: drivers with no "
+        "training on the same seeds and observers; a trained ego that only matches a "
+        "slower scripted driver has not shown predictability.",
         "",
         "| ego | success | collision | time to dest. [s] | task return | ADE [m] | FDE [m] | predictability cost / episode | cost / step [m] | escalations |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -139,7 +154,7 @@ def write_report(
                 f"| {e.label} | " + " | ".join(_fmt(s.get(f"ade_{t}")) for t in types) + " |"
             )
     lines += ["", f"![utility vs predictability]({plot.name})", "", "## Egos", ""]
-    for e in entries:
+    for e in (e for e in entries if not e.scripted):
         lines.append(f"### {e.label}")
         lines.append("")
         if e.description:

@@ -14,9 +14,13 @@ shortcut for it, its ``flag`` (and ``choices``); both CLIs generate their flags 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from bystander.dataconfig import check
 from bystander.envs.constraints import COST_NORMALIZATIONS
 from bystander.envs.multipliers import LagrangeMultiplier, Multiplier, PIDLagrangeMultiplier
 
@@ -27,9 +31,17 @@ CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
 log-lambda ascent) or ``pid`` (PID-Lagrangian)."""
 
 
-def _check(cond: bool, field_path: str, expected: str, got: Any) -> None:
-    if not cond:
-        raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
+def _number(value: Any) -> bool:
+    """A finite int or float (numpy scalars included; not a bool)."""
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass
@@ -112,52 +124,72 @@ class ConstraintConfig:
 
     def validate(self, path: str = "constraint") -> None:
         """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        _check(
+        for name in (
+            "weight",
+            "budget",
+            "lambda_lr",
+            "lambda_init",
+            "lambda_min",
+            "kp",
+            "ki",
+            "kd",
+        ):
+            value = getattr(self, name)
+            check(_number(value), f"{path}.{name}", "a finite number", value)
+        if self.lambda_max is not None:
+            check(
+                _number(self.lambda_max), f"{path}.lambda_max", "a finite number or null",
+                self.lambda_max,
+            )  # fmt: skip
+        for name in ("delay", "window"):
+            value = getattr(self, name)
+            check(_int(value), f"{path}.{name}", "an int", value)
+        check(
             self.mode in CONSTRAINT_MODES, f"{path}.mode", f"one of {CONSTRAINT_MODES}", self.mode
         )
-        _check(self.weight >= 0, f"{path}.weight", "a number >= 0", self.weight)
-        _check(self.budget >= 0, f"{path}.budget", "a number >= 0", self.budget)
-        _check(
+        check(self.weight >= 0, f"{path}.weight", "a number >= 0", self.weight)
+        check(self.budget >= 0, f"{path}.budget", "a number >= 0", self.budget)
+        check(
             self.cost_normalization in COST_NORMALIZATIONS,
             f"{path}.cost_normalization",
             f"one of {COST_NORMALIZATIONS}",
             self.cost_normalization,
         )
-        _check(self.lambda_lr > 0, f"{path}.lambda_lr", "a number > 0", self.lambda_lr)
+        check(self.lambda_lr > 0, f"{path}.lambda_lr", "a number > 0", self.lambda_lr)
         init = self.lambda_init
-        _check(init >= 0, f"{path}.lambda_init", "a number >= 0", init)
+        check(init >= 0, f"{path}.lambda_init", "a number >= 0", init)
         if self.lambda_max is not None:
-            _check(
+            check(
                 self.lambda_max >= init,
                 f"{path}.lambda_max",
                 f"a number >= {path}.lambda_init ({init}) or null",
                 self.lambda_max,
             )
-        _check(
+        check(
             0 <= self.lambda_min <= init,
             f"{path}.lambda_min",
             f"a number in [0, {path}.lambda_init ({init})]",
             self.lambda_min,
         )
         if self.mode == "pid":
-            _check(
+            check(
                 self.lambda_min == 0,
                 f"{path}.lambda_min",
                 "0 for mode 'pid' (the floor is for log-lambda ascent, mode 'lagrangian')",
                 self.lambda_min,
             )
         if self.mode == "lagrangian":
-            _check(
+            check(
                 init > 0,
                 f"{path}.lambda_init",
                 "a number > 0 for mode 'lagrangian' (log-parametrised)",
                 init,
             )
-        _check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
-        _check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
+        check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
+        check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
         for gain in ("kp", "ki", "kd"):
             value = getattr(self, gain)
-            _check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
+            check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
 
     def make_multiplier(self) -> Multiplier | None:
         """The multiplier of this config's mode, as both training loops use it.

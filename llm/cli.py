@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bystander.atomic import RunDirLock, atomic_open
+from bystander.atomic import abandon_run_dir, atomic_open, claim_run_dir
 from bystander.dataconfig import add_flags, config_flags
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.scoring import COMBINE
@@ -224,15 +222,14 @@ def llm_train(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"--resume: no config.json in {str(run_dir)!r}")
     else:
-        run_dir = Path(opts["run_dir"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-llm")
-    created = not run_dir.exists()
-    lock = RunDirLock(run_dir)  # one writer per run directory
+        run_dir = opts["run_dir"]
+    # one writer per run directory: a second process refuses, naming the holder
+    run_dir, lock, created = claim_run_dir(run_dir, "runs", "llm")
     try:
         return _train_locked(config, run_dir, opts, steps)
     except BaseException:
-        if created and not (run_dir / "checkpoint").exists():
-            lock.release()  # a run rejected before its first checkpoint leaves nothing
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if not (run_dir / "checkpoint").exists():  # rejected before its first checkpoint
+            abandon_run_dir(run_dir, lock, created)
         raise
     finally:
         lock.release()

@@ -52,6 +52,7 @@ from bystander.checkpointing import (
     CheckpointError,
     config_differences,
     read_checkpoint_dir,
+    recover_checkpoint_dir,
     write_checkpoint_dir,
 )
 from bystander.envs.constraints import combine_advantages, shaped_reward
@@ -456,6 +457,7 @@ class GRPOTrainer:
                 (the message names the differing fields).
         """
         path = Path(path)
+        recover_checkpoint_dir(path)  # a kill mid-replace left it moved aside
         if not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
         manifest = read_checkpoint_dir(

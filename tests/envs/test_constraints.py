@@ -349,3 +349,15 @@ def test_episode_cost_for_budget_sum_and_per_step():
         episode_cost_for_budget(12.0, 40, "mean")
     with pytest.raises(ValueError, match="episode_cost"):
         episode_cost_for_budget(float("nan"), 40, "per_step")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("weight", float("inf")), ("budget", float("inf")), ("weight", "a"), ("window", 1.5),
+     ("delay", 2.5), ("lambda_max", float("nan")), ("kp", True)],
+)  # fmt: skip
+def test_constraint_config_refuses_non_finite_and_mistyped_values(field, value):
+    from bystander.envs.constraint_config import ConstraintConfig
+
+    with pytest.raises(ValueError, match=rf"^constraint\.{field}: expected"):
+        ConstraintConfig(**{field: value})

@@ -250,3 +250,9 @@ def test_an_unknown_model_offline_is_one_error_line(
     err = capsys.readouterr().err
     assert rc == 2 and "no-such-org/no-such-model" in err and "Traceback" not in err
     assert not run.exists()  # the rejected run left nothing behind
+
+
+def test_heldout_evaluation_needs_the_batched_simulator() -> None:
+    with pytest.raises(ValueError, match=r"^eval\.every: expected 0"):
+        config_from_dict({"eval": {"every": 1000}, "review": {"enabled": True},
+                          "train": {"vec_env": "dummy"}})  # fmt: skip

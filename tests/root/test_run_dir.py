@@ -121,3 +121,20 @@ def test_an_output_path_under_a_regular_file_is_a_clear_error(
     rc = main([c.format(run=run, blocker=blocker) for c in cmd])
     err = capsys.readouterr().err
     assert rc == 2 and f"bystander {cmd[0]}: error:" in err and str(blocker) in err
+
+
+def test_a_run_rejected_in_a_new_default_directory_leaves_nothing(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    rc = main(["train", "--set", f"runs_dir={runs}", "--predictor", "frozen",
+               "--predictor-path", str(tmp_path / "missing.pt"), *TINY])  # fmt: skip
+    assert rc == 2 and list(runs.iterdir()) == []
+
+
+def test_two_new_default_directories_in_one_second_do_not_collide(tmp_path: Path) -> None:
+    from bystander.atomic import claim_run_dir
+
+    a, lock_a, _ = claim_run_dir(None, tmp_path, "x")
+    b, lock_b, _ = claim_run_dir(None, tmp_path, "x")
+    assert a != b and a.is_dir() and b.is_dir()
+    lock_a.release()
+    lock_b.release()
