@@ -19,7 +19,6 @@ destination when no episode succeeded) are NaN.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,9 +30,11 @@ import numpy as np
 from bystander.config import RunConfig
 from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
+from bystander.sweeps import write_csv
 
 __all__ = [
     "RATE_METRICS",
+    "episode_row",
     "STAND_STILL_SPEED",
     "EvalResult",
     "PredictionOverlay",
@@ -68,23 +69,14 @@ class EvalResult:
         return self.summary.get(name, {}).get("mean", math.nan)
 
     def write_csv(self, directory: str | Path, prefix: str = "eval") -> tuple[Path, Path]:
-        """Write ``<prefix>_episodes.csv`` and ``<prefix>_summary.csv``; returns both paths."""
+        """Write ``<prefix>_episodes.csv`` and ``<prefix>_summary.csv`` (atomically);
+        returns both paths."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        ep_path = directory / f"{prefix}_episodes.csv"
-        keys: list[str] = []
-        for row in self.episodes:
-            keys.extend(k for k in row if k not in keys)
-        with open(ep_path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=keys, restval="")
-            w.writeheader()
-            w.writerows(self.episodes)
-        sum_path = directory / f"{prefix}_summary.csv"
-        with open(sum_path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["metric", "mean", "ci_low", "ci_high", "n"])
-            for k, s in self.summary.items():
-                w.writerow([k, s["mean"], s["ci_low"], s["ci_high"], int(s["n"])])
+        ep_path = write_csv(self.episodes, directory / f"{prefix}_episodes.csv")
+        sum_path = write_csv(
+            [{"metric": k, **s, "n": int(s["n"])} for k, s in self.summary.items()],
+            directory / f"{prefix}_summary.csv",
+        )
         return ep_path, sum_path
 
 
@@ -220,29 +212,53 @@ def evaluate_policy(
                 ep_return += float(reward)
                 if terminated or truncated or steps >= max_steps:
                     break
-            success = bool(info.get("arrived", False))
-            mon = info.get("episode") or {}
-            row: dict[str, float] = {
-                "episode": float(i),
-                "seed": float(first + i),
-                "success": float(success),
-                "collision": float(bool(info.get("crashed", False))),
-                "steps": float(steps),
-                "time_to_destination_s": steps * dt if success else math.nan,
-                "task_return": float(mon.get("r", ep_return)),
-                "episode_cost": float(info.get("episode_cost", math.nan)),
-                "escalations": float(escalations),
-                "stand_still_fraction": still / steps,
-            }
-            for ch, v in (info.get("episode_costs") or {}).items():
-                row[f"cost_{ch}"] = float(v)
-                # the unit of per_step budgets (constraint.cost_normalization)
-                row[f"cost_{ch}_per_step"] = float(v) / steps
+            row = episode_row(
+                i, first + i, info, steps, still, dt, escalations=escalations, ret=ep_return
+            )
             row.update(log.figures() if predictor is not None else {})
             rows.append(row)
     finally:
         env.close()
     return EvalResult(episodes=rows, summary=summarize(rows))
+
+
+def episode_row(
+    i: int,
+    seed: int,
+    info: dict[str, Any],
+    steps: int,
+    still: int,
+    dt: float,
+    *,
+    escalations: int = 0,
+    ret: float = math.nan,
+) -> dict[str, float]:
+    """One episode's figures (the CSV row) from its final ``info``.
+
+    Args:
+        i: Episode index. seed: Its seed. info: The final step's info (episode keys).
+        steps: Steps played. still: Of them, steps below :data:`STAND_STILL_SPEED`.
+        dt: Seconds per step. escalations: Review-gate escalations.
+        ret: Task return, when the info carries no Monitor ``episode`` entry.
+    """
+    success = bool(info.get("arrived", False))
+    row: dict[str, float] = {
+        "episode": float(i),
+        "seed": float(seed),
+        "success": float(success),
+        "collision": float(bool(info.get("crashed", False))),
+        "steps": float(steps),
+        "time_to_destination_s": steps * dt if success else math.nan,
+        "task_return": float((info.get("episode") or {}).get("r", ret)),
+        "episode_cost": float(info.get("episode_cost", math.nan)),
+        "escalations": float(escalations),
+        "stand_still_fraction": still / steps,
+    }
+    for ch, v in (info.get("episode_costs") or {}).items():
+        row[f"cost_{ch}"] = float(v)
+        # the unit of per_step budgets (constraint.cost_normalization)
+        row[f"cost_{ch}_per_step"] = float(v) / steps
+    return row
 
 
 def _env_dt(env: Any, info: dict[str, Any]) -> float:

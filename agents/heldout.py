@@ -23,17 +23,15 @@ mean error over the episode, metres).
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
-from bystander.agents.evaluation import STAND_STILL_SPEED, EvalResult, summarize
-from bystander.atomic import atomic_open
+from bystander.agents.evaluation import STAND_STILL_SPEED, EvalResult, episode_row, summarize
 from bystander.config import RunConfig
 from bystander.envs.contract import step_arrays
+from bystander.sweeps import write_csv
 
 __all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
 
@@ -104,25 +102,11 @@ def evaluate_batched(
 
 
 def _row(i: int, seed: int, info: dict[str, Any], steps: int, still: int, dt: float) -> dict:
-    """One episode's figures from its final info (the keys of ``evaluate_policy``)."""
-    success = bool(info.get("arrived", False))
-    row: dict[str, float] = {
-        "episode": float(i),
-        "seed": float(seed),
-        "success": float(success),
-        "collision": float(bool(info.get("crashed", False))),
-        "steps": float(steps),
-        "time_to_destination_s": steps * dt if success else float("nan"),
-        "task_return": float((info.get("episode") or {}).get("r", float("nan"))),
-        "episode_cost": float(info.get("episode_cost", float("nan"))),
-        "escalations": 0.0,
-        "stand_still_fraction": still / steps,
-    }
-    for ch, v in (info.get("episode_costs") or {}).items():
-        row[f"cost_{ch}"] = float(v)
-        row[f"cost_{ch}_per_step"] = float(v) / steps
-    if "episode_prediction_error" in info:  # NaN when no prediction was scored, as
-        scored = info.get("episode_observers_scored", 0)  # evaluate_policy's rows
+    """:func:`~bystander.agents.evaluation.episode_row` plus the observers' ``ade`` from
+    the episode's info (NaN when no prediction was scored, as ``evaluate_policy``)."""
+    row = episode_row(i, seed, info, steps, still, dt)
+    if "episode_prediction_error" in info:
+        scored = info.get("episode_observers_scored", 0)
         row["ade"] = float(info["episode_prediction_error"]) if scored else float("nan")
     return row
 
@@ -175,17 +159,8 @@ class HeldOutEvaluation:
         model.logger.dump(step=steps)
         self.rows.append(row)
         self.next_at = (steps // self.every + 1) * self.every
-        self._write(trainer.run_dir / "logs" / "heldout.csv")
+        write_csv(self.rows, trainer.run_dir / "logs" / "heldout.csv")
         return row
-
-    def _write(self, path: Path) -> None:
-        keys: list[str] = []
-        for r in self.rows:
-            keys.extend(k for k in r if k not in keys)
-        with atomic_open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=keys, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluations so far and the next due step (for checkpoints)."""

@@ -63,7 +63,8 @@ from bystander.envs.review import ReviewGate
 from bystander.envs.vector import LagrangianVecReward, PredictabilityVecWrapper, ShapedVecReward
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bystander.config import ConstraintSection, ReviewSection
+    from bystander.config import ReviewSection
+    from bystander.envs.constraint_config import ConstraintConfig
 
 __all__ = [
     "LAYERS",
@@ -108,7 +109,7 @@ class StackSpec:
     on_scored: Callable | None = None
     review: ReviewSection | None = None
     monitor: bool = True
-    constraint: ConstraintSection | None = None
+    constraint: ConstraintConfig | None = None
     multipliers: Mapping[str, Multiplier] = field(default_factory=dict)
     hooks: bool = False
     collect_scored: bool = False
@@ -116,7 +117,7 @@ class StackSpec:
 
 
 def constraint_layer(
-    env: Any, constraint: ConstraintSection, multipliers: Mapping[str, Multiplier], vector: bool
+    env: Any, constraint: ConstraintConfig, multipliers: Mapping[str, Multiplier], vector: bool
 ) -> Any:
     """``env`` (a Gymnasium env, or a VecEnv when ``vector``) under the constraint
     wrapper of ``constraint.mode``: ``shaping`` -> ``Shaped(Vec)Reward``,

@@ -255,7 +255,8 @@ def _train_locked(
         trainer.load_checkpoint(run_dir / "checkpoint")
     elif config["eval_prompts"]:
         before = trainer.evaluate(heldout)
-        (run_dir / "eval_before.json").write_text(json.dumps(before, indent=2))
+        with atomic_open(run_dir / "eval_before.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(before, indent=2))
     every = int(opts["checkpoint_every"] or 0)
     last: dict[str, Any] = {}
     while trainer.step_count < steps:
@@ -269,7 +270,8 @@ def _train_locked(
     after = None
     if config["eval_prompts"]:
         after = trainer.evaluate(heldout)
-        (run_dir / "eval_after.json").write_text(json.dumps(after, indent=2))
+        with atomic_open(run_dir / "eval_after.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(after, indent=2))
     return {"run_dir": str(run_dir), "before": before, "after": after, "last": last}
 
 

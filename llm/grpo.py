@@ -34,6 +34,7 @@ trainer's); :meth:`load_checkpoint` checks it and resumes exactly.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -469,26 +470,37 @@ class GRPOTrainer:
                 f"checkpoint {path} was written under another config; cannot resume:\n  "
                 + "\n  ".join(diffs)
             )
+        # everything is checked before anything is changed: a bad state.pt leaves the
+        # trainer as it was
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-            self.policy.load_state_dict(state["policy"])
-            self.ref_policy.load_state_dict(state["ref_policy"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as err:
+            policy = copy.deepcopy(self.policy)
+            policy.load_state_dict(state["policy"])
+            ref = copy.deepcopy(self.ref_policy)
+            ref.load_state_dict(state["ref_policy"])
+            step, escalations, rng = int(state["step"]), int(state["escalations"]), state["rng"]
+            rng_states = (rng["numpy"], rng["torch"], rng["python"])
+            predictors = state.get("predictors") or []
+            if predictors and len(predictors) != len(_distinct(self.predictors)):
+                raise ValueError(f"{len(predictors)} observer states for this trainer's observers")
+        except (RuntimeError, KeyError, TypeError, ValueError, EOFError,
+                pickle.UnpicklingError) as err:  # fmt: skip
             raise CheckpointError(
-                f"checkpoint {path}: state.pt does not fit this trainer's models "
+                f"checkpoint {path}: state.pt does not fit this trainer "
                 f"({type(err).__name__}: {err})"
             ) from None
+        self.policy.load_state_dict(policy.state_dict())
+        self.ref_policy.load_state_dict(ref.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
         if self.multiplier is not None and state.get("multiplier") is not None:
             self.multiplier.load_state_dict(state["multiplier"])
-        if state.get("predictors"):
-            for pred, sd in zip(_distinct(self.predictors), state["predictors"], strict=True):
-                pred.load_state_dict(sd)
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        self.step_count = int(state["step"])
-        self.escalations = int(state["escalations"])
+        for pred, sd in zip(_distinct(self.predictors), predictors, strict=False):
+            pred.load_state_dict(sd)
+        self.rng.bit_generator.state = rng_states[0]
+        torch.set_rng_state(rng_states[1])
+        random.setstate(rng_states[2])
+        self.step_count = step
+        self.escalations = escalations
         if self.run_dir is not None:
             _truncate_log(self.run_dir / "log.jsonl", self.step_count)
 

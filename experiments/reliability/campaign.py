@@ -22,7 +22,7 @@ finished and its ``logs/progress.csv`` holds every rollout once, from the first.
 
 Prints one line per category and the total:
 ``tried N, clear errors A, obscure crashes B, silently wrong C``. Exits 1 when B or C
-is not 0. The property-based tests (``tests/test_fuzz.py``) use the same oracles.
+is not 0. The property-based tests (``tests/envs/test_fuzz.py``) use the same oracles.
 """
 
 from __future__ import annotations
