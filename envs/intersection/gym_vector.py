@@ -1,0 +1,127 @@
+"""The batched intersection as a native Gymnasium ``VectorEnv``.
+
+:class:`IntersectionVectorEnv` serves Gymnasium 1.x clients (CleanRL, Gymnasium's own
+vector wrappers) with the batched simulator that :class:`IntersectionVecEnv` exposes to
+SB3: ``N`` worlds stepped in one call. It is the ``vector_entry_point`` of
+``bystander/Intersection-v0``::
+
+    envs = gymnasium.make_vec("bystander/Intersection-v0", num_envs=64,
+                              vectorization_mode="vector_entry_point", config={...})
+
+Conventions (Gymnasium 1.x):
+
+- ``metadata["autoreset_mode"] = AutoresetMode.SAME_STEP``: a world whose episode ends
+  is reset within the same ``step``; the returned observation is the new episode's
+  first, the last one is in ``infos["final_obs"]`` (an object array, entries where
+  ``infos["_final_obs"]``), and the ending step's episode figures (``episode_cost``,
+  ``episode_costs``) in ``infos["final_info"]`` (masked by ``infos["_final_info"]``).
+- ``terminations`` and ``truncations`` are separate (``max_cycles`` truncates).
+- ``reset(seed=s)`` seeds world ``i`` with ``s + i``: world ``i`` then plays the
+  episodes of ``gymnasium.make("bystander/Intersection-v0")`` reset with that seed.
+- ``infos`` is a dict of ``(N,)`` arrays with ``_key`` masks (all true, every world
+  reports every key each step): ``cost``, ``costs`` (channel -> array), ``rewards``
+  (component -> array), ``speed``, ``route_distance``, ``destination``, ``crashed``,
+  ``arrived``, ``offroad``, ``left_map``.
+
+Units as the single env (metres, seconds, ``dt = 0.1`` s per step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from bystander.envs.intersection.config import IntersectionConfig
+from bystander.envs.intersection.vec_env import IntersectionVecEnv
+
+__all__ = ["IntersectionVectorEnv"]
+
+
+class IntersectionVectorEnv(VectorEnv):
+    """``num_envs`` intersection worlds in one simulator, as a Gymnasium ``VectorEnv``.
+
+    Args:
+        num_envs: Number of worlds ``N`` >= 1.
+        config: Env config overrides (as ``gymnasium.make(..., config=...)``).
+        render_mode: ``None`` or ``"rgb_array"`` (frames of world 0).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: Mapping[str, Any] | IntersectionConfig | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        self._venv = IntersectionVecEnv(num_envs, config, render_mode=render_mode, info_mode="lean")
+        self.num_envs = self._venv.num_envs
+        self.render_mode = render_mode
+        self.single_observation_space = self._venv.observation_space
+        self.single_action_space = self._venv.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._mask = np.ones(self.num_envs, dtype=bool)
+
+    @property
+    def config(self) -> IntersectionConfig:
+        """The worlds' :class:`IntersectionConfig`."""
+        return self._venv.config
+
+    def reset(
+        self,
+        *,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every world; ``seed``: world ``i`` gets ``seed + i``."""
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise TypeError(f"seed: expected an int (world i gets seed + i), got {seed!r}")
+            self._venv.seed(int(seed))
+        if options:
+            self._venv.set_options(dict(options))
+        obs = self._venv.reset()
+        return obs, {}
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, rewards, dones, lean_infos = self._venv.step(actions)
+        dones = np.asarray(dones, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {}
+        for key, value in self._venv.step_arrays.items():
+            infos[key] = {k: np.asarray(v) for k, v in value.items()} if isinstance(
+                value, Mapping
+            ) else np.asarray(value)  # fmt: skip
+            infos[f"_{key}"] = self._mask
+        done_idx = np.flatnonzero(dones)
+        if len(done_idx):
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            final_info = np.full(self.num_envs, None, dtype=object)
+            for i in done_idx.tolist():
+                info = lean_infos[i]
+                truncated[i] = bool(info.get("TimeLimit.truncated", False))
+                final_obs[i] = info["terminal_observation"]
+                final_info[i] = {
+                    "episode_cost": info.get("episode_cost"),
+                    "episode_costs": dict(info.get("episode_costs") or {}),
+                }
+            infos["final_obs"], infos["_final_obs"] = final_obs, dones.copy()
+            infos["final_info"], infos["_final_info"] = final_info, dones.copy()
+        terminated = dones & ~truncated
+        return obs, np.asarray(rewards, dtype=np.float64), terminated, truncated, infos
+
+    def render(self) -> np.ndarray | None:
+        """uint8 ``(H, W, 3)`` frame of world 0 (``render_mode="rgb_array"``)."""
+        if self.render_mode is None:
+            return None
+        return self._venv.render_frame(0)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._venv.close()
