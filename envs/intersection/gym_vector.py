@@ -21,22 +21,28 @@ Conventions (Gymnasium 1.x):
 - ``infos`` is a dict of ``(N,)`` arrays with ``_key`` masks (all true, every world
   reports every key each step): ``cost``, ``costs`` (channel -> array), ``rewards``
   (component -> array), ``speed``, ``route_distance``, ``destination``, ``crashed``,
-  ``arrived``, ``offroad``, ``left_map``.
+  ``arrived``, ``offroad``, ``left_map``; with ``predictors``, ``predictability`` and
+  ``observers_scored`` too, and ``final_info`` carries the episode's figures
+  (``episode_cost``, ``episode_prediction_error``...).
+- The predictability and constraint layers are the SB3 path's own VecEnv layers
+  (``predictors=``, ``wrappers=``), so the figures are the same by construction.
 
 Units as the single env (metres, seconds, ``dt = 0.1`` s per step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from bystander.envs.contract import step_arrays
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
+from bystander.envs.vector import PredictabilityVecWrapper
 
 __all__ = ["IntersectionVectorEnv"]
 
@@ -48,6 +54,12 @@ class IntersectionVectorEnv(VectorEnv):
         num_envs: Number of worlds ``N`` >= 1.
         config: Env config overrides (as ``gymnasium.make(..., config=...)``).
         render_mode: ``None`` or ``"rgb_array"`` (frames of world 0).
+        predictors: The observers' predictor(s) (``None``: none): the
+            :class:`~bystander.envs.vector.PredictabilityVecWrapper` layer, whose step
+            values (``costs["predictability"]``, ``predictability``,
+            ``observers_scored``) join ``infos``.
+        wrappers: Further VecEnv layers ``venv -> venv`` in order, e.g.
+            ``lambda v: LagrangianVecReward(v, multiplier)`` (its reward is returned).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["rgb_array"]}
@@ -57,11 +69,22 @@ class IntersectionVectorEnv(VectorEnv):
         num_envs: int = 1,
         config: Mapping[str, Any] | IntersectionConfig | None = None,
         render_mode: str | None = None,
+        *,
+        predictors: Any = None,
+        wrappers: Sequence[Callable[[Any], Any]] = (),
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
-        self._venv = IntersectionVecEnv(num_envs, config, render_mode=render_mode, info_mode="lean")
-        self.num_envs = self._venv.num_envs
+        self._base = IntersectionVecEnv(num_envs, config, render_mode=render_mode, info_mode="lean")
+        # the shared layers, as on the SB3 path (same code, same figures)
+        self._venv: Any = self._base
+        if predictors is not None:
+            self._venv = PredictabilityVecWrapper(self._venv, predictors)
+        for wrap in wrappers:
+            if not callable(wrap):
+                raise TypeError(f"wrappers: expected callables venv -> venv, got {wrap!r}")
+            self._venv = wrap(self._venv)
+        self.num_envs = self._base.num_envs
         self.render_mode = render_mode
         self.single_observation_space = self._venv.observation_space
         self.single_action_space = self._venv.action_space
@@ -72,7 +95,7 @@ class IntersectionVectorEnv(VectorEnv):
     @property
     def config(self) -> IntersectionConfig:
         """The worlds' :class:`IntersectionConfig`."""
-        return self._venv.config
+        return self._base.config
 
     def reset(
         self,
@@ -84,9 +107,9 @@ class IntersectionVectorEnv(VectorEnv):
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
                 raise TypeError(f"seed: expected an int (world i gets seed + i), got {seed!r}")
-            self._venv.seed(int(seed))
+            self._base.seed(int(seed))
         if options:
-            self._venv.set_options(dict(options))
+            self._base.set_options(dict(options))
         obs = self._venv.reset()
         return obs, {}
 
@@ -95,7 +118,7 @@ class IntersectionVectorEnv(VectorEnv):
         dones = np.asarray(dones, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
-        for key, value in self._venv.step_arrays.items():
+        for key, value in step_arrays(self._venv).items():
             infos[key] = {k: np.asarray(v) for k, v in value.items()} if isinstance(
                 value, Mapping
             ) else np.asarray(value)  # fmt: skip
@@ -109,8 +132,7 @@ class IntersectionVectorEnv(VectorEnv):
                 truncated[i] = bool(info.get("TimeLimit.truncated", False))
                 final_obs[i] = info["terminal_observation"]
                 final_info[i] = {
-                    "episode_cost": info.get("episode_cost"),
-                    "episode_costs": dict(info.get("episode_costs") or {}),
+                    k: v for k, v in info.items() if k not in ("terminal_observation", "ego_step")
                 }
             infos["final_obs"], infos["_final_obs"] = final_obs, dones.copy()
             infos["final_info"], infos["_final_info"] = final_info, dones.copy()
@@ -121,7 +143,7 @@ class IntersectionVectorEnv(VectorEnv):
         """uint8 ``(H, W, 3)`` frame of world 0 (``render_mode="rgb_array"``)."""
         if self.render_mode is None:
             return None
-        return self._venv.render_frame(0)
+        return self._base.render_frame(0)
 
     def close_extras(self, **kwargs: Any) -> None:
         self._venv.close()

@@ -79,3 +79,42 @@ def test_pettingzoo_registry_builds_the_intersection() -> None:
     aec = pettingzoo.make("aec", "bystander/Intersection-v0")
     aec.reset(seed=0)
     assert aec.agent_selection == "car_0"
+
+
+def test_predictability_and_constraint_layers_give_the_sb3_paths_figures() -> None:
+    from bystander.agents.predictors import ConstantVelocityPredictor
+    from bystander.agents.stack import make_intersection_vec_env
+    from bystander.envs.constraints import LagrangeMultiplier
+    from bystander.envs.contract import step_arrays
+    from bystander.envs.vector import LagrangianVecReward
+
+    def layers():
+        lam = LagrangeMultiplier(budget=0.1, init=0.5)
+        pred = ConstantVelocityPredictor(horizon=10, history=8)
+        return pred, [lambda v: LagrangianVecReward(v, lam, channel="predictability")]
+
+    pred, wraps = layers()
+    envs = IntersectionVectorEnv(N, {"max_cycles": 30}, predictors=pred, wrappers=wraps)
+    pred, wraps = layers()
+    sb3 = make_intersection_vec_env(N, {"max_cycles": 30}, seed=SEED, predictors=pred,
+                                    monitor=False, wrappers=wraps)  # fmt: skip
+    obs, _ = envs.reset(seed=SEED)
+    np.testing.assert_array_equal(obs, sb3.reset())
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(70):
+        a = rng.integers(0, 6, size=N)
+        obs, r, term, trunc, infos = envs.step(a)
+        obs2, r2, dones, infos2 = sb3.step(a)
+        arrays = step_arrays(sb3)
+        np.testing.assert_array_equal(obs, obs2)
+        np.testing.assert_allclose(r, r2, rtol=1e-6)
+        np.testing.assert_array_equal(infos["predictability"], arrays["predictability"])
+        np.testing.assert_array_equal(infos["costs"]["predictability"],
+                                      arrays["costs"]["predictability"])  # fmt: skip
+        for i in np.flatnonzero(dones):
+            ended += 1
+            fin = infos["final_info"][i]
+            assert fin["episode_prediction_error"] == infos2[i]["episode_prediction_error"]
+            assert fin["episode_cost"] == infos2[i]["episode_cost"]
+    assert ended >= N
