@@ -200,6 +200,9 @@ def _cached(name: str, cfg: TinyConfig, root: Path | None, force: bool) -> tuple
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+    # as if loaded from the cache: clients that rebuild the model from its path (TRL's
+    # reference model) find it there
+    model.config._name_or_path = model.name_or_path = str(path)
     return model, tokenizer
 
 

@@ -13,13 +13,21 @@
   lambda/(1+lambda)]``: the combined reward is then ``(r - lambda*c)/(1+lambda)``
   (Safe RLHF's normalised Lagrangian). Shaping: fixed weights ``[1, w]``.
 
-Difference from :class:`bystander.llm.grpo.GRPOTrainer`: TRL sums weighted rewards
-*before* its group normalisation, so the Lagrangian is applied to rewards, not to
-separately standardised advantages.
+- :func:`trl_tokenizer`: the tokenizer to pass as TRL's ``processing_class``: TRL
+  tokenises prompts with the tokenizer's special tokens, and a byte-level tokenizer
+  would end every prompt with ``</s>``; this copy adds none.
+
+Parity with :class:`bystander.llm.grpo.GRPOTrainer`: build TRL's ``GRPOConfig`` with
+``multi_objective_aggregation="normalize_then_sum"``, so that each reward is
+standardised within its group before the weighted sum, and the weights
+``[1/(1+lambda), lambda/(1+lambda)]`` give ``(A_r - lambda A_c) / (1 + lambda)``, the
+built-in trainer's advantage. :func:`attach_constraint` refuses a Lagrangian on a
+trainer that sums first (TRL's default), where lambda would weigh raw rewards instead.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +45,7 @@ __all__ = [
     "TaskReward",
     "attach_constraint",
     "tasks_dataset",
+    "trl_tokenizer",
 ]
 
 
@@ -191,11 +200,36 @@ class ConstraintCallback(_callback_base()):  # type: ignore[misc]
 
 
 def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintCallback:
-    """Register ``callback`` on a TRL trainer and set the initial reward weights."""
+    """Register ``callback`` on a TRL trainer and set the initial reward weights.
+
+    Raises:
+        ValueError: A multiplier on a trainer whose ``args.multi_objective_aggregation``
+            is not ``"normalize_then_sum"`` (the Lagrangian would not mean what it means
+            in the built-in trainer).
+    """
+    aggregation = getattr(getattr(trainer, "args", None), "multi_objective_aggregation", None)
+    if callback.multiplier is not None and aggregation not in (None, "normalize_then_sum"):
+        raise ValueError(
+            "GRPOConfig.multi_objective_aggregation: expected 'normalize_then_sum' with a "
+            f"Lagrange multiplier (each reward standardised before lambda weighs it), got "
+            f"{aggregation!r}"
+        )
     callback.trainer = trainer
     trainer.add_callback(callback)
     callback.apply()
     return callback
+
+
+def trl_tokenizer(tokenizer: Any) -> Any:
+    """A copy of ``tokenizer`` that adds no special tokens around a text (TRL tokenises
+    prompts with the defaults: a byte-level tokenizer would append ``</s>``)."""
+    out = copy.copy(tokenizer)
+    out.build_inputs_with_special_tokens = _no_special_tokens
+    return out
+
+
+def _no_special_tokens(token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    return list(token_ids_0) + list(token_ids_1 or [])
 
 
 def tasks_dataset(tasks: Sequence[Task]) -> Any:

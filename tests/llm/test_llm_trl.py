@@ -16,6 +16,7 @@ from bystander.llm.trl_adapter import (
     TaskReward,
     attach_constraint,
     tasks_dataset,
+    trl_tokenizer,
 )
 
 SMALL = TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=192, steps=0)
@@ -75,14 +76,16 @@ def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
         use_cpu=True,
         seed=0,
         beta=0.04,
+        multi_objective_aggregation="normalize_then_sum",
     )
     trainer = GRPOTrainer(
         model=policy,
         reward_funcs=[TaskReward(), cost],
         args=args,
         train_dataset=tasks_dataset(generate_tasks(8)),
-        processing_class=tok,
+        processing_class=trl_tokenizer(tok),
     )
+    assert trainer.processing_class(text=["Q: 1 + 1?\nA:"])["input_ids"][0][-1] != tok.eos_token_id
     cb = attach_constraint(trainer, ConstraintCallback(mult, cost))
     assert trainer.reward_weights.tolist() == pytest.approx([0.5, 0.5])
     before = [p.detach().clone() for p in policy.parameters()]
@@ -94,3 +97,48 @@ def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
     assert any(
         not p.detach().equal(b) for p, b in zip(trainer.model.parameters(), before, strict=True)
     )
+
+
+def test_trl_tokenizer_adds_no_eos_and_the_constraint_needs_normalize_then_sum():
+    tok = byte_tokenizer()
+    assert tok("ab")["input_ids"][-1] == tok.eos_token_id
+    assert trl_tokenizer(tok)("ab")["input_ids"] == tok("ab", add_special_tokens=False)["input_ids"]
+    assert tok("ab")["input_ids"][-1] == tok.eos_token_id  # the original is unchanged
+
+    class Fake:
+        args = type("Args", (), {"multi_objective_aggregation": "sum_then_normalize"})()
+
+    cb = ConstraintCallback(LagrangeMultiplier(budget=0.5), cost_reward=None)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match="multi_objective_aggregation: expected 'normalize_then_sum'"
+    ):
+        attach_constraint(Fake(), cb)
+
+
+def test_a_freshly_pretrained_tiny_model_names_its_cache_path(tmp_path):
+    from bystander.llm.models import cached_path, tiny_pair
+
+    cfg = TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=64, steps=1, seed=5)
+    policy, slm, _ = tiny_pair(cfg, cfg, root=tmp_path)
+    # TRL rebuilds its reference model from this path (a cold cache left it empty)
+    assert policy.name_or_path == str(cached_path("policy", cfg, tmp_path))
+    assert slm.name_or_path == str(cached_path("slm", cfg, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_trl_builds_its_reference_from_a_cold_cache_tiny_policy(tmp_path):
+    pytest.importorskip("trl")
+    from trl import GRPOConfig, GRPOTrainer
+
+    from bystander.llm.models import tiny_pair
+
+    cfg = TinyConfig(n_layer=1, n_embd=16, n_head=2, n_positions=64, steps=1, seed=6)
+    policy, _, tok = tiny_pair(cfg, cfg, root=tmp_path / "cache")  # pretrained just now
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2,
+                      num_generations=2, max_completion_length=4, max_steps=1, beta=0.04,
+                      report_to="none", use_cpu=True, save_strategy="no")  # fmt: skip
+    trainer = GRPOTrainer(model=policy, reward_funcs=[TaskReward()], args=args,
+                          train_dataset=tasks_dataset(generate_tasks(4)),
+                          processing_class=trl_tokenizer(tok))  # fmt: skip
+    assert trainer.ref_model is not None
