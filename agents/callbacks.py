@@ -130,7 +130,8 @@ class MultiplierCallback(BaseCallback):
     :func:`~bystander.envs.constraints.episode_cost_for_budget` with
     ``constraint.cost_normalization``: as summed (``sum``) or divided by the episode
     length ``info["episode"]["l"]`` that SB3's ``Monitor`` (per-env stack) or
-    ``VecMonitor`` (batched stack) writes (``per_step``). The multiplier gets the mean
+    ``VecMonitor`` (batched stack) writes (``per_step``), or by the metres of route the
+    episode gained, ``info["episode_progress"]`` (``per_metre``). The multiplier gets the mean
     over the rollout's episodes, which is also logged as ``constraint/episode_cost_<key>``
     (same unit as ``constraint.budget``). A rollout in which no episode finished
     leaves lambda unchanged (its partial episodes count in the rollout where they
@@ -167,7 +168,10 @@ class MultiplierCallback(BaseCallback):
                         f"(info keys: {sorted(info)}); is the channel written by a wrapper?"
                     )
                 length = (info.get("episode") or {}).get("l")
-                self.costs[key].append(episode_cost_for_budget(value, length, self.normalization))
+                progress = info.get("episode_progress")
+                self.costs[key].append(
+                    episode_cost_for_budget(value, length, self.normalization, progress)
+                )
         return True
 
     def _on_rollout_end(self) -> None:

@@ -5,7 +5,9 @@ Per episode (one CSV row): success (``info["arrived"]``), collision
 only; ``steps * dt``), task return (the env's reward, before any constraint
 wrapper), episode cost and each cost channel (``cost_<channel>``, summed over the
 episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
-``per_step`` budgets), escalations of the review gate, the fraction of steps spent
+``per_step`` budgets, and ``cost_<channel>_per_metre``, divided by the metres of route
+gained, ``progress_m``: the unit of ``per_metre`` budgets), escalations of the review
+gate, the fraction of steps spent
 standing still (``stand_still_fraction``: speed below :data:`STAND_STILL_SPEED`), and
 the observers' ADE / FDE in metres, over all scored predictions and per observer
 type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bystander.config import RunConfig
+from bystander.envs.constraints import MIN_PROGRESS_M
 from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
 from bystander.sweeps import write_csv
@@ -254,10 +257,15 @@ def episode_row(
         "escalations": float(escalations),
         "stand_still_fraction": still / steps,
     }
+    progress = info.get("episode_progress")
+    if progress is not None:
+        row["progress_m"] = float(progress)
     for ch, v in (info.get("episode_costs") or {}).items():
         row[f"cost_{ch}"] = float(v)
-        # the unit of per_step budgets (constraint.cost_normalization)
+        # the units of per_step and per_metre budgets (constraint.cost_normalization)
         row[f"cost_{ch}_per_step"] = float(v) / steps
+        if progress is not None:
+            row[f"cost_{ch}_per_metre"] = float(v) / max(float(progress), MIN_PROGRESS_M)
     return row
 
 

@@ -60,11 +60,12 @@ class ConstraintConfig:
         weight: Shaping weight >= 0 (mode ``shaping``).
         budget: Cost budget d >= 0 of the multiplier.
         cost_normalization: How a finished episode's summed cost is put in the
-            budget's unit: ``sum`` (as is) or ``per_step`` (divided by the episode
-            length in env steps), see
-            :func:`bystander.envs.constraints.episode_cost_for_budget`. ``per_step``
-            makes the budget independent of episode length, so an ego cannot meet it
-            by ending episodes early. The GRPO trainer's cost is already a rate
+            budget's unit: ``sum`` (as is), ``per_step`` (divided by the episode
+            length in env steps) or ``per_metre`` (divided by the metres of route
+            gained), see :func:`bystander.envs.constraints.episode_cost_for_budget`.
+            ``per_step`` makes the budget independent of episode length, so an ego
+            cannot meet it by ending episodes early; ``per_metre`` also cannot be met
+            by waiting or standing still. The GRPO trainer's cost is already a rate
             (nats/token) and needs ``sum``.
         lambda_lr: Step size > 0 of log-lambda ascent (mode ``lagrangian``).
         lambda_init: Initial lambda >= 0 (> 0 for ``lagrangian``: log-parametrised).

@@ -46,6 +46,7 @@ from bystander.envs.multipliers import (
 
 __all__ = [
     "COST_NORMALIZATIONS",
+    "MIN_PROGRESS_M",
     "LagrangeMultiplier",
     "LagrangianReward",
     "LagrangianRule",
@@ -86,10 +87,19 @@ def combine_advantages(a_r: Any, a_c: Any, lam: float) -> Any:
     return lagrangian_reward(a_r, a_c, lam)
 
 
-COST_NORMALIZATIONS = ("sum", "per_step")
+COST_NORMALIZATIONS = ("sum", "per_step", "per_metre")
 """How an episode's cost is put in the budget's unit before a multiplier sees it:
-``"sum"`` (the episode cost as summed by the env, cost units per episode) or
-``"per_step"`` (that sum divided by the episode length, cost units per step)."""
+``"sum"`` (the episode cost as summed by the env, cost units per episode),
+``"per_step"`` (that sum divided by the episode length, cost units per step) or
+``"per_metre"`` (divided by the metres of route the episode gained,
+``info["episode_progress"]``, at least :data:`MIN_PROGRESS_M`: cost units per metre).
+Waiting and standing still lower a per-step cost without making the ego any easier
+to predict on its way; per metre, an ego that waits pays the same and one that never
+moves pays its whole cost."""
+
+MIN_PROGRESS_M = 1.0
+"""Floor of an episode's progress in ``per_metre`` [m]: an ego that stays put is
+charged its whole episode cost per metre."""
 
 
 def multiplier_key(channel: str | None) -> str:
@@ -97,25 +107,34 @@ def multiplier_key(channel: str | None) -> str:
     return "cost" if channel is None else channel
 
 
-def episode_cost_for_budget(cost: float, length: float | None, normalization: str = "sum") -> float:
+def episode_cost_for_budget(
+    cost: float,
+    length: float | None,
+    normalization: str = "sum",
+    progress: float | None = None,
+) -> float:
     """One finished episode's cost in the unit of the budget it is compared with.
 
     The envs sum the per-step cost over an episode (``info["episode_cost"]``), so a
     budget on that sum depends on episode length, and an agent can meet or miss it by
     making episodes shorter or longer. ``"per_step"`` divides by the episode's length
     (env steps; SB3's ``Monitor``/``VecMonitor`` put it in ``info["episode"]["l"]``),
-    which makes the budget a cost rate (e.g. metres of observer ADE per step).
+    which makes the budget a cost rate (e.g. metres of observer ADE per step), and which
+    waiting or standing still can game. ``"per_metre"`` divides by the metres of route
+    gained (``info["episode_progress"]``, floored at :data:`MIN_PROGRESS_M`), which they
+    cannot.
 
     Args:
         cost: The episode's summed cost (cost units), finite.
         length: Episode length in env steps (>= 1); only read for ``"per_step"``.
         normalization: One of :data:`COST_NORMALIZATIONS`.
+        progress: Metres of route gained (>= 0); only read for ``"per_metre"``.
 
     Returns:
-        ``cost`` (``"sum"``) or ``cost / length`` (``"per_step"``), a float.
+        ``cost``, ``cost / length`` or ``cost / max(progress, MIN_PROGRESS_M)``.
 
     Raises:
-        ValueError: unknown ``normalization``; ``"per_step"`` without a length >= 1.
+        ValueError: unknown ``normalization``; a missing or invalid length or progress.
     """
     if normalization not in COST_NORMALIZATIONS:
         raise ValueError(
@@ -124,6 +143,16 @@ def episode_cost_for_budget(cost: float, length: float | None, normalization: st
     x = check_finite(cost, "episode_cost")
     if normalization == "sum":
         return x
+    if normalization == "per_metre":
+        if progress is None:
+            raise ValueError(
+                "cost_normalization='per_metre': the finished episode has no progress; "
+                'expected info["episode_progress"] [m] from the env at episode end'
+            )
+        p = check_finite(progress, "episode progress")
+        if p < 0:
+            raise ValueError(f"episode progress: expected >= 0 m, got {progress!r}")
+        return x / max(p, MIN_PROGRESS_M)
     if length is None:
         raise ValueError(
             "cost_normalization='per_step': the finished episode has no length; expected "

@@ -58,13 +58,18 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from bystander.envs.contract import EGO_STEP_KEY, EgoBatch, EgoStep
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.sim import (
-    META_ACTIONS,
     OBSERVER_TYPES,
     REWARD_NAMES,
     IntersectionSim,
     StepResult,
 )
-from bystander.envs.intersection.views import COST_CHANNEL, make_spaces, real_array, seed_from
+from bystander.envs.intersection.views import (
+    COST_CHANNEL,
+    check_actions,
+    episode_progress,
+    make_spaces,
+    seed_from,
+)
 
 __all__ = ["INFO_MODES", "IntersectionVecEnv"]
 
@@ -157,6 +162,7 @@ class IntersectionVecEnv(VecEnv):
         self.continuous = config.action_type == "continuous"
         self._actions: np.ndarray | None = None
         self._episode_cost = np.zeros(self._n)
+        self._start_route = np.zeros(self._n)  # route distance at each episode's start [m]
         self.episode_seeds = np.zeros(self._n, dtype=np.int64)
         self._started = False
         self._path: list[tuple[float, float]] = []
@@ -296,42 +302,13 @@ class IntersectionVecEnv(VecEnv):
         self.sim.seed_worlds(self.episode_seeds[worlds].tolist(), worlds)
         out = self.sim.reset(worlds=worlds)
         self._episode_cost[worlds] = 0.0
+        self._start_route[worlds] = self.sim.route_dist[worlds, 0]
         if self.render_world in worlds.tolist():
             self._path = [self._ego_xy(self.render_world)]
         return out
 
     def _ego_xy(self, w: int) -> tuple[float, float]:
         return float(self.sim.x[w, 0]), float(self.sim.y[w, 0])
-
-    def _check_actions(self, actions: Any) -> np.ndarray:
-        n = self.num_envs
-        if self.continuous:
-            arr = real_array(actions, "actions", f"({n}, 2) floats (acceleration, steering)")
-            if arr.shape not in ((n, 2), (n, 1, 2)):
-                raise ValueError(
-                    f"actions: expected shape ({n}, 2) (acceleration, steering) per world, "
-                    f"got {arr.shape}"
-                )
-            arr = arr.reshape(n, 1, 2).astype(np.float64)
-            if not np.isfinite(arr).all():
-                raise ValueError("actions: expected finite values")
-            return np.clip(arr, -1.0, 1.0)
-        arr = np.asarray(actions)
-        if arr.shape not in ((n,), (n, 1)):
-            raise ValueError(f"actions: expected shape ({n},) meta-actions, got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.integer):
-            if not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)):
-                raise ValueError(
-                    f"actions: expected ints in [0, {len(META_ACTIONS)}) "
-                    f"({', '.join(META_ACTIONS)}), got dtype {arr.dtype}"
-                )
-        arr = arr.reshape(n, 1).astype(np.int64)
-        if arr.min() < 0 or arr.max() >= len(META_ACTIONS):
-            raise ValueError(
-                f"actions: expected ints in [0, {len(META_ACTIONS)}), got values in "
-                f"[{arr.min()}, {arr.max()}]"
-            )
-        return arr
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray | dict[str, np.ndarray]:
@@ -366,7 +343,7 @@ class IntersectionVecEnv(VecEnv):
         return self._observe(out)
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = self._check_actions(actions)
+        self._actions = check_actions(actions, self.num_envs, self.continuous)
 
     def step_wait(self):
         """Step all worlds in one simulator call; auto-reset the ones that finished.
@@ -419,6 +396,9 @@ class IntersectionVecEnv(VecEnv):
                 info = infos[w]
                 info["episode_cost"] = ep_cost[k]
                 info["episode_costs"] = {COST_CHANNEL: ep_cost[k]}
+                info["episode_progress"] = episode_progress(
+                    self._start_route[w], sim.route_dist[w, 0]
+                )
                 info["TimeLimit.truncated"] = bool(out.truncated[w] and not terminated[w])
                 if isinstance(obs, dict):
                     info["terminal_observation"] = {key: v[w].copy() for key, v in obs.items()}

@@ -33,7 +33,8 @@ INFO_KEYS = (
     EGO_STEP_KEY, "rewards", "costs", "cost", "crashed", "arrived", "offroad", "left_map",
     "speed", "route_distance", "destination",
 )  # fmt: skip
-"""Keys of every step's ``info`` (plus ``episode_cost`` / ``episode_costs`` at episode end).
+"""Keys of every step's ``info`` (plus ``episode_cost`` / ``episode_costs`` and
+``episode_progress``, metres of route distance gained over the episode, at episode end).
 
 - ``ego_step``: :class:`~bystander.envs.contract.EgoStep` (``states (1, 2)`` ego position
   [m], observers = every other road user, ``frame="rigid2d"``).
@@ -80,6 +81,45 @@ def real_array(values: Any, name: str, expected: str) -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name}: expected {expected} (real numbers), got dtype {arr.dtype}")
     return arr.astype(np.float64)
+
+
+def check_actions(actions: Any, n: int, continuous: bool) -> np.ndarray:
+    """Validate one batch of actions of ``n`` worlds (one controlled car each): ``(n, 1, 2)``
+    float64 clipped to [-1, 1] (continuous; ``(n, 2)`` accepted) or ``(n, 1)`` int64
+    meta-actions (ints or integral floats)."""
+    if continuous:
+        arr = real_array(actions, "actions", f"({n}, 2) floats (acceleration, steering)")
+        if arr.shape not in ((n, 2), (n, 1, 2)):
+            raise ValueError(
+                f"actions: expected shape ({n}, 2) (acceleration, steering) per world, "
+                f"got {arr.shape}"
+            )
+        arr = arr.reshape(n, 1, 2).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("actions: expected finite values")
+        return np.clip(arr, -1.0, 1.0)
+    arr = np.asarray(actions)
+    if arr.shape not in ((n,), (n, 1)):
+        raise ValueError(f"actions: expected shape ({n},) meta-actions, got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)):
+            raise ValueError(
+                f"actions: expected ints in [0, {len(META_ACTIONS)}) "
+                f"({', '.join(META_ACTIONS)}), got dtype {arr.dtype}"
+            )
+    arr = arr.reshape(n, 1).astype(np.int64)
+    if arr.min() < 0 or arr.max() >= len(META_ACTIONS):
+        raise ValueError(
+            f"actions: expected ints in [0, {len(META_ACTIONS)}), got values in "
+            f"[{arr.min()}, {arr.max()}]"
+        )
+    return arr
+
+
+def episode_progress(start_route_dist: float, route_dist: float) -> float:
+    """Metres of route gained over an episode (route distance to the goal at its start
+    minus at its end, never negative): the unit of ``per_metre`` cost budgets."""
+    return max(0.0, float(start_route_dist) - float(route_dist))
 
 
 def check_action(action: Any, config: IntersectionConfig, name: str = "action") -> Any:
@@ -133,6 +173,7 @@ class WorldView:
     def reset(self, seed: int) -> StepResult:
         out = self.sim.reset(seed=seed)
         self.episode_costs[:] = 0.0
+        self.start_route_dist = self.sim.route_dist[0, : self.config.n_controlled].astype(float)
         self.paths = [
             [(float(self.sim.x[0, c]), float(self.sim.y[0, c]))]
             for c in range(self.config.n_controlled)
@@ -193,6 +234,9 @@ class WorldView:
         if out.terminated[0, c] or out.truncated[0]:
             info["episode_cost"] = float(self.episode_costs[c])
             info["episode_costs"] = {COST_CHANNEL: float(self.episode_costs[c])}
+            info["episode_progress"] = episode_progress(
+                self.start_route_dist[c], float(sim.route_dist[0, c])
+            )
         return info
 
     # ------------------------------------------------------------------ rendering
@@ -225,6 +269,8 @@ __all__ = [
     "INFO_KEYS",
     "WorldView",
     "check_action",
+    "check_actions",
+    "episode_progress",
     "make_spaces",
     "observation_size",
     "real_array",

@@ -83,7 +83,9 @@ def test_evaluate_policy_rows_and_per_type_errors(keep_eval) -> None:
     row = result.episodes[0]
     for k in ("success", "collision", "steps", "task_return", "episode_cost", "escalations"):
         assert k in row
-    channels = [k[5:] for k in row if k.startswith("cost_") and not k.endswith("_per_step")]
+    channels = [
+        k[5:] for k in row if k.startswith("cost_") and not k.endswith(("_per_step", "_per_metre"))
+    ]
     assert "predictability" in channels
     for ch in channels:  # per-step costs: the unit of per_step budgets
         assert row[f"cost_{ch}_per_step"] == pytest.approx(row[f"cost_{ch}"] / row["steps"])

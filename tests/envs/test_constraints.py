@@ -336,7 +336,7 @@ def test_make_multiplier_by_mode():
 def test_episode_cost_for_budget_sum_and_per_step():
     from bystander.envs.constraints import COST_NORMALIZATIONS, episode_cost_for_budget
 
-    assert COST_NORMALIZATIONS == ("sum", "per_step")
+    assert COST_NORMALIZATIONS == ("sum", "per_step", "per_metre")
     assert episode_cost_for_budget(12.0, 40, "sum") == 12.0
     assert episode_cost_for_budget(12.0, None, "sum") == 12.0  # length not needed
     assert episode_cost_for_budget(12.0, 40, "per_step") == pytest.approx(0.3)
