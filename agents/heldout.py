@@ -35,9 +35,11 @@ from bystander.sweeps import write_csv
 
 __all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
 
-HELDOUT_METRICS = ("success", "collision", "stand_still_fraction", "episode_cost", "ade")
+HELDOUT_METRICS = (
+    "success", "collision", "stand_still_fraction", "episode_cost", "ade", "progress_m"
+)  # fmt: skip
 """Per-evaluation means logged by :class:`HeldOutEvaluation` (plus every
-``cost_<channel>_per_step``)."""
+``cost_<channel>_per_step`` and ``cost_<channel>_per_metre``)."""
 
 
 def evaluate_batched(
@@ -152,7 +154,9 @@ class HeldOutEvaluation:
         )
         row: dict[str, float] = {"step": float(steps)}
         for key, stats in result.summary.items():
-            if key in HELDOUT_METRICS or (key.startswith("cost_") and key.endswith("_per_step")):
+            if key in HELDOUT_METRICS or (
+                key.startswith("cost_") and key.endswith(("_per_step", "_per_metre"))
+            ):
                 row[key] = stats["mean"]
                 model.logger.record(f"heldout/{key}", stats["mean"])
         model.logger.record("time/total_timesteps", steps)  # the row's step, kept on resume
