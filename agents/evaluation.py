@@ -38,6 +38,7 @@ from bystander.sweeps import write_csv
 __all__ = [
     "RATE_METRICS",
     "episode_row",
+    "eval_settings",
     "STAND_STILL_SPEED",
     "EvalResult",
     "PredictionOverlay",
@@ -184,11 +185,7 @@ def evaluate_policy(
     from bystander.envs.contract import find_layer
     from bystander.envs.predictability import PredictabilityReward
 
-    n = episodes if episodes is not None else cfg.eval.episodes
-    first = seed if seed is not None else cfg.eval.seed
-    greedy = cfg.eval.deterministic if deterministic is None else deterministic
-    if n < 1:
-        raise ValueError(f"episodes: expected an int >= 1, got {n}")
+    n, first, greedy = eval_settings(cfg, episodes, seed, deterministic)
     if predictor is None and cfg.predictor.kind != "none":
         predictor = build_predictor(cfg)
     env = make_env(cfg, predictor=predictor, multipliers=multipliers or build_multipliers(cfg))
@@ -223,6 +220,18 @@ def evaluate_policy(
     finally:
         env.close()
     return EvalResult(episodes=rows, summary=summarize(rows))
+
+
+def eval_settings(
+    cfg: RunConfig, episodes: int | None, seed: int | None, deterministic: bool | None
+) -> tuple[int, int, bool]:
+    """``(episodes, first seed, greedy)``: the arguments given, else the ``eval`` section."""
+    n = episodes if episodes is not None else cfg.eval.episodes
+    first = seed if seed is not None else cfg.eval.seed
+    greedy = cfg.eval.deterministic if deterministic is None else deterministic
+    if n < 1:
+        raise ValueError(f"episodes: expected an int >= 1, got {n}")
+    return n, first, greedy
 
 
 def episode_row(

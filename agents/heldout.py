@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
-from bystander.agents.evaluation import STAND_STILL_SPEED, EvalResult, episode_row, summarize
+from bystander.agents.evaluation import (
+    STAND_STILL_SPEED,
+    EvalResult,
+    episode_row,
+    eval_settings,
+    summarize,
+)
 from bystander.config import RunConfig
 from bystander.envs.contract import step_arrays
 from bystander.sweeps import write_csv
@@ -71,11 +77,7 @@ def evaluate_batched(
     """
     from bystander.agents.stack import make_intersection_vec_env
 
-    n = episodes if episodes is not None else cfg.eval.episodes
-    first = seed if seed is not None else cfg.eval.seed
-    greedy = cfg.eval.deterministic if deterministic is None else deterministic
-    if n < 1:
-        raise ValueError(f"episodes: expected an int >= 1, got {n}")
+    n, first, greedy = eval_settings(cfg, episodes, seed, deterministic)
     if cfg.review.enabled or cfg.env.max_episode_steps is not None:
         raise ValueError(
             "evaluate_batched: review.enabled and env.max_episode_steps need the "
