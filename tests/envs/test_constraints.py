@@ -361,3 +361,28 @@ def test_constraint_config_refuses_non_finite_and_mistyped_values(field, value):
 
     with pytest.raises(ValueError, match=rf"^constraint\.{field}: expected"):
         ConstraintConfig(**{field: value})
+
+
+def _closed_loop(multiplier, budget=0.3, steps=400, delay=5, rate=0.1, seed=0):
+    """A toy plant: the cost relaxes towards 0.45 / (1 + 4 lambda) of ``delay`` updates
+    ago (an ego re-learning after each change of lambda), with noise. Returns the
+    last-quarter costs."""
+    rng = np.random.default_rng(seed)
+    cost, lams, costs = 0.45, [multiplier.value] * (delay + 1), []
+    for _ in range(steps):
+        cost += rate * (0.45 / (1 + 4 * lams[-delay - 1]) - cost) + rng.normal(0, 0.01)
+        costs.append(cost)
+        lams.append(multiplier.update(cost))
+    return np.array(costs[-steps // 4 :])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: LagrangeMultiplier(0.3, lr=1.0, init=0.1, max=2.0),
+     lambda: PIDLagrangeMultiplier(0.3, kp=0.5, ki=0.05, max=2.0)],
+    ids=["lagrangian", "pid"],
+)  # fmt: skip
+def test_a_multiplier_holds_its_budget_on_a_delayed_smooth_plant(make):
+    last = _closed_loop(make())
+    within = np.mean(np.abs(last - 0.3) <= 0.03)  # +-10 % of the budget
+    assert within >= 0.85 and abs(last.mean() - 0.3) < 0.01
