@@ -122,7 +122,9 @@ def constraint_layer(
     """``env`` (a Gymnasium env, or a VecEnv when ``vector``) under the constraint
     wrapper of ``constraint.mode``: ``shaping`` -> ``Shaped(Vec)Reward``,
     ``lagrangian`` / ``pid`` -> ``Lagrangian(Vec)Reward`` reading
-    ``multipliers[multiplier_key(constraint.channel)]``; unchanged for ``none``."""
+    ``multipliers[multiplier_key(constraint.channel)]``, with the budget as progress
+    credit for ``per_metre`` budgets (the reward in the budget's unit, see
+    :class:`~bystander.envs.constraints.LagrangianRule`); unchanged for ``none``."""
     c = constraint
     if c.mode == "shaping":
         return (ShapedVecReward if vector else ShapedReward)(env, c.weight, channel=c.channel)
@@ -131,7 +133,8 @@ def constraint_layer(
         if key not in multipliers:
             raise ValueError(f"constraint.mode={c.mode!r} needs a multiplier for {key!r}")
         wrapper = LagrangianVecReward if vector else LagrangianReward
-        return wrapper(env, multipliers[key], channel=c.channel)
+        credit = c.budget if c.cost_normalization == "per_metre" else None
+        return wrapper(env, multipliers[key], channel=c.channel, progress_credit=credit)
     return env
 
 

@@ -30,6 +30,7 @@ domains in :mod:`bystander.envs.constraint_config`; the SB3 VecEnv twins
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, SupportsFloat
 
@@ -262,14 +263,25 @@ class LagrangianRule:
     ``(reward - sum_i lambda_i c_i) / (1 + sum_i lambda_i)``. Shared by
     :class:`LagrangianReward` (Gymnasium) and :class:`~bystander.envs.vector.LagrangianVecReward` (SB3 VecEnv).
 
+    With ``progress_credit`` ``d`` (a ``per_metre`` budget, cost units per metre), the
+    step's cost is counted as ``c - d * progress`` (``info["progress"]``, metres of route
+    gained by the step): the episode sums then satisfy ``C - d P <= 0`` exactly when
+    ``C / P <= d``, so the reward the policy is trained on has the budget's unit, and
+    waiting or standing (no progress) earns no credit against the cost.
+
     Args:
         multiplier: A multiplier, or a dict ``channel -> multiplier``.
         channel: With a single multiplier: ``None`` = ``info["cost"]``, a string =
             ``info["costs"][channel]``.
+        progress_credit: ``None``, or the per-metre budget ``d`` >= 0 (single
+            multiplier only).
     """
 
     def __init__(
-        self, multiplier: Multiplier | Mapping[str, Multiplier], channel: str | None = None
+        self,
+        multiplier: Multiplier | Mapping[str, Multiplier],
+        channel: str | None = None,
+        progress_credit: float | None = None,
     ) -> None:
         if isinstance(multiplier, Mapping):
             if channel is not None:
@@ -287,6 +299,11 @@ class LagrangianRule:
                     f"multiplier[{key!r}]: expected a Multiplier (LagrangeMultiplier or "
                     f"PIDLagrangeMultiplier), got {type(m).__name__}"
                 )
+        if progress_credit is not None:
+            progress_credit = check_nonneg(progress_credit, "progress_credit")
+            if len(self.multipliers) != 1:
+                raise ValueError("progress_credit: expected a single multiplier, got a dict")
+        self.progress_credit = progress_credit
 
     def _key(self, channel: str | None) -> str | None:
         if channel not in self.multipliers:
@@ -305,6 +322,9 @@ class LagrangianRule:
         """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``)."""
         lams = {ch: m.value for ch, m in self.multipliers.items()}
         weighted = sum(lam * _read_cost(info, ch, "LagrangianReward") for ch, lam in lams.items())
+        if self.progress_credit is not None:
+            progress = check_finite(info.get("progress", math.nan), 'info["progress"]')
+            weighted -= sum(lams.values()) * self.progress_credit * progress
         new_reward = (float(reward) - weighted) / (1.0 + sum(lams.values()))
         info = dict(info)
         add_penalty(info, new_reward - float(reward))
@@ -319,6 +339,11 @@ class LagrangianRule:
         weighted = sum(
             lam * _read_cost_array(arrays, ch, "LagrangianVecReward") for ch, lam in lams.items()
         )
+        if self.progress_credit is not None:
+            progress = np.asarray(arrays.get("progress", np.nan), dtype=np.float64)
+            if not np.isfinite(progress).all():
+                raise ValueError('LagrangianVecReward: step_arrays["progress"] is missing')
+            weighted = weighted - sum(lams.values()) * self.progress_credit * progress
         new = (rewards - weighted) / (1.0 + sum(lams.values()))
         lambdas = {multiplier_key(ch): lam for ch, lam in lams.items()}
         return new, {"penalty": new - rewards, "lambdas": lambdas}
@@ -373,10 +398,13 @@ class LagrangianReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         env: gym.Env,
         multiplier: Multiplier | Mapping[str, Multiplier],
         channel: str | None = None,
+        progress_credit: float | None = None,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, multiplier=multiplier, channel=channel)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, multiplier=multiplier, channel=channel, progress_credit=progress_credit
+        )
         gym.Wrapper.__init__(self, env)
-        self.rule = LagrangianRule(multiplier, channel)
+        self.rule = LagrangianRule(multiplier, channel, progress_credit)
         self.multipliers = self.rule.multipliers
 
     def set_lambda(self, value: float, channel: str | None = None) -> None:

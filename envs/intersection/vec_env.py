@@ -163,6 +163,8 @@ class IntersectionVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._episode_cost = np.zeros(self._n)
         self._start_route = np.zeros(self._n)  # route distance at each episode's start [m]
+        self._route_prev = np.zeros(self._n)  # route distance before the current step [m]
+        self._progress = np.zeros(self._n)  # metres of route gained by the last step
         self.episode_seeds = np.zeros(self._n, dtype=np.int64)
         self._started = False
         self._path: list[tuple[float, float]] = []
@@ -262,6 +264,7 @@ class IntersectionVecEnv(VecEnv):
                 EGO_STEP_KEY: e,
                 "speed": sp,
                 "route_distance": rd,
+                "progress": pr,
                 "destination": de,
                 "rewards": dict(zip(names, rw, strict=True)),
                 "costs": {COST_CHANNEL: c},
@@ -271,10 +274,11 @@ class IntersectionVecEnv(VecEnv):
                 "offroad": off,
                 "left_map": lm,
             }
-            for e, sp, rd, de, rw, c, cr, ar, off, lm in zip(
+            for e, sp, rd, pr, de, rw, c, cr, ar, off, lm in zip(
                 egos,
                 sim.v[worlds, 0].tolist(),
                 sim.route_dist[worlds, 0].tolist(),
+                self._progress[worlds].tolist(),
                 sim.dest[worlds, 0].tolist(),
                 out.rewards[worlds, 0].tolist(),
                 cost.tolist(),
@@ -303,6 +307,7 @@ class IntersectionVecEnv(VecEnv):
         out = self.sim.reset(worlds=worlds)
         self._episode_cost[worlds] = 0.0
         self._start_route[worlds] = self.sim.route_dist[worlds, 0]
+        self._route_prev[worlds] = self.sim.route_dist[worlds, 0]
         if self.render_world in worlds.tolist():
             self._path = [self._ego_xy(self.render_world)]
         return out
@@ -364,6 +369,8 @@ class IntersectionVecEnv(VecEnv):
         dones = terminated | out.truncated
         cost = out.cost[:, 0]
         self._episode_cost += cost
+        self._progress = self._route_prev - sim.route_dist[:, 0]
+        self._route_prev = sim.route_dist[:, 0].copy()
         all_worlds = np.arange(self.num_envs)
         self.ego_batch = self._ego_batch(out, all_worlds, False)
         self.reset_ego_batch = None
@@ -374,6 +381,7 @@ class IntersectionVecEnv(VecEnv):
             "cost": cost,
             "speed": sim.v[:, 0].copy(),
             "route_distance": sim.route_dist[:, 0].copy(),
+            "progress": self._progress,
             "destination": sim.dest[:, 0].copy(),
             "crashed": out.crashed[:, 0],
             "arrived": out.arrived[:, 0],

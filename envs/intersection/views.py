@@ -31,7 +31,7 @@ from bystander.envs.intersection.sim import (
 COST_CHANNEL = "collision"
 INFO_KEYS = (
     EGO_STEP_KEY, "rewards", "costs", "cost", "crashed", "arrived", "offroad", "left_map",
-    "speed", "route_distance", "destination",
+    "speed", "route_distance", "progress", "destination",
 )  # fmt: skip
 """Keys of every step's ``info`` (plus ``episode_cost`` / ``episode_costs`` and
 ``episode_progress``, metres of route distance gained over the episode, at episode end).
@@ -44,6 +44,8 @@ INFO_KEYS = (
   gap below ``near_miss_distance``, else 0.
 - ``crashed`` / ``arrived`` / ``offroad`` / ``left_map``: bool events of this step.
 - ``speed`` [m/s], ``route_distance`` to the goal [m], ``destination`` exit index.
+- ``progress``: metres of route gained by this step (route distance before minus after;
+  negative when the ego moves away from its goal), the unit of ``per_metre`` budgets.
 """
 
 
@@ -174,6 +176,8 @@ class WorldView:
         out = self.sim.reset(seed=seed)
         self.episode_costs[:] = 0.0
         self.start_route_dist = self.sim.route_dist[0, : self.config.n_controlled].astype(float)
+        self.route_prev = self.start_route_dist.copy()
+        self.progress = np.zeros(self.config.n_controlled)
         self.paths = [
             [(float(self.sim.x[0, c]), float(self.sim.y[0, c]))]
             for c in range(self.config.n_controlled)
@@ -183,6 +187,8 @@ class WorldView:
     def step(self, actions: np.ndarray) -> StepResult:
         out = self.sim.step(actions[None])
         self.episode_costs += out.cost[0]
+        now = self.sim.route_dist[0, : self.config.n_controlled].astype(float)
+        self.progress, self.route_prev = self.route_prev - now, now
         for c in range(self.config.n_controlled):
             if out.active[0, c]:
                 self.paths[c].append((float(self.sim.x[0, c]), float(self.sim.y[0, c])))
@@ -223,6 +229,7 @@ class WorldView:
             return info
         cost = float(out.cost[0, c])
         info.update(
+            progress=float(self.progress[c]),
             rewards={n: float(v) for n, v in zip(REWARD_NAMES, out.rewards[0, c], strict=True)},
             costs={COST_CHANNEL: cost},
             cost=cost,

@@ -96,9 +96,10 @@ class LagrangianVecReward(_RuleVecWrapper):
         venv: VecEnv,
         multiplier: Multiplier | Mapping[str, Multiplier],
         channel: str | None = None,
+        progress_credit: float | None = None,
     ) -> None:
         super().__init__(venv)
-        self.rule = LagrangianRule(multiplier, channel)
+        self.rule = LagrangianRule(multiplier, channel, progress_credit)
 
     def set_lambda(self, value: float, channel: str | None = None) -> None:
         """Sync this copy of a multiplier to ``value``."""

@@ -12,6 +12,7 @@ from toy_env import LinearPredictor, ToyPointEnv, erratic_action
 from bystander.envs.constraints import (
     LagrangeMultiplier,
     LagrangianReward,
+    LagrangianRule,
     PIDLagrangeMultiplier,
     ShapedReward,
     combine_advantages,
@@ -386,3 +387,20 @@ def test_a_multiplier_holds_its_budget_on_a_delayed_smooth_plant(make):
     last = _closed_loop(make())
     within = np.mean(np.abs(last - 0.3) <= 0.03)  # +-10 % of the budget
     assert within >= 0.85 and abs(last.mean() - 0.3) < 0.01
+
+
+def test_progress_credit_puts_the_lagrangian_reward_in_per_metre_units():
+    m = LagrangeMultiplier(0.3, init=0.5)
+    rule = LagrangianRule(m, "p", progress_credit=0.3)
+    info = {"costs": {"p": 0.6}, "progress": 1.0}
+    r, _ = rule.apply(1.0, info)
+    assert r == pytest.approx((1.0 - 0.5 * (0.6 - 0.3 * 1.0)) / 1.5)
+    r_still, _ = rule.apply(1.0, {"costs": {"p": 0.01}, "progress": 0.0})
+    assert r_still == pytest.approx((1.0 - 0.5 * 0.01) / 1.5)  # standing earns no credit
+    arrays = {"costs": {"p": np.array([0.6, 0.01])}, "progress": np.array([1.0, 0.0])}
+    new, _ = rule.apply_arrays(np.array([1.0, 1.0]), arrays)
+    np.testing.assert_allclose(new, [r, r_still])
+    with pytest.raises(ValueError, match="progress"):
+        rule.apply(1.0, {"costs": {"p": 0.6}})
+    with pytest.raises(ValueError, match="single multiplier"):
+        LagrangianRule({"a": m, "b": LagrangeMultiplier(0.1)}, progress_credit=0.3)
