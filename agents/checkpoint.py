@@ -48,6 +48,7 @@ from bystander.checkpointing import (
     CheckpointError,
     config_differences,
     read_checkpoint_dir,
+    recover_checkpoint_dir,
     write_checkpoint_dir,
 )
 from bystander.config import RunConfig, config_from_dict, save_config
@@ -254,6 +255,8 @@ def find_checkpoint(path: str | Path) -> Path:
     latest = ckpts / LATEST
     if latest.is_file():
         name = latest.read_text().strip()
+        if name:
+            recover_checkpoint_dir(ckpts / name)  # a kill mid-replace moved it aside
         if (ckpts / name).is_dir():
             return ckpts / name
     found = sorted(ckpts.glob("step_*")) if ckpts.is_dir() else []

@@ -82,8 +82,10 @@ class ConstantSpeedDriver(_Driver):
         nav = obs[:, 8:11].argmax(axis=1)
         planned = obs[:, 11:14]
         follow = np.where(
-            planned[np.arange(len(obs)), nav] > 0.5, _KEEP, _TURN_ACTIONS[nav]
-        )  # plan the navigation turn once, then keep speed
+            (planned[np.arange(len(obs)), nav] > 0.5) | (obs[:, 8:11].sum(axis=1) == 0),
+            _KEEP,
+            _TURN_ACTIONS[nav],
+        )  # plan the navigation turn once (none ahead: nothing to plan), then keep speed
         return np.where(
             target < self.speed - self.half_step,
             _FASTER,

@@ -179,6 +179,6 @@ def claim_run_dir(
 def abandon_run_dir(path: str | os.PathLike[str], lock: RunDirLock, created: bool) -> None:
     """Release a run rejected before it wrote anything of value, and remove its directory
     when :func:`claim_run_dir` created it (nothing half-made is left behind)."""
-    lock.release()
-    if created:
+    if created:  # while still locked: nobody can claim it in between
         shutil.rmtree(path, ignore_errors=True)
+    lock.release()

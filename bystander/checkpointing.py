@@ -83,7 +83,8 @@ def write_checkpoint_dir(
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    recover_checkpoint_dir(final)
+    for old in parent.glob(".old-*/*"):  # every checkpoint a kill left moved aside
+        recover_checkpoint_dir(parent / old.name)
     for stale in [*parent.glob(".tmp-*"), *parent.glob(".old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=".tmp-"))

@@ -248,8 +248,14 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"RUN_DIR: no config.yaml in {str(args.run_dir)!r}")
         base = load_config(cfg_path).to_dict()
     cfg = load_config(base=base, overrides=list(args.overrides))
-    if cfg.env.config.get("action_type", "discrete") != "discrete":
-        raise ValueError("--scripted: the scripted drivers use discrete meta-actions")
+    if (
+        cfg.env.config.get("action_type", "discrete") != "discrete"
+        or cfg.env.config.get("observation", "vector") != "vector"
+    ):
+        raise ValueError(
+            "--scripted: the scripted drivers use discrete meta-actions and the vector "
+            "observation (env.config.action_type=discrete, env.config.observation=vector)"
+        )
     specs: list[str] = []
     for spec in args.scripted:
         specs += (

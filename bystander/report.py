@@ -64,7 +64,10 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
     frontier = [
         (e.evaluation.summary["ade"]["mean"], e.evaluation.summary["success"]["mean"], e.label)
         for e in entries
-        if e.scripted and "ade" in e.evaluation.summary and "success" in e.evaluation.summary
+        if e.scripted
+        and "ade" in e.evaluation.summary
+        and "success" in e.evaluation.summary
+        and math.isfinite(e.evaluation.summary["ade"]["mean"])
     ]
     if frontier:
         xs, ys, names = zip(*sorted(frontier), strict=True)

@@ -470,39 +470,42 @@ class GRPOTrainer:
                 f"checkpoint {path} was written under another config; cannot resume:\n  "
                 + "\n  ".join(diffs)
             )
-        # everything is checked before anything is changed: a bad state.pt leaves the
-        # trainer as it was
+        errors = (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError)
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-            policy = copy.deepcopy(self.policy)
-            policy.load_state_dict(state["policy"])
-            ref = copy.deepcopy(self.ref_policy)
-            ref.load_state_dict(state["ref_policy"])
-            step, escalations, rng = int(state["step"]), int(state["escalations"]), state["rng"]
-            rng_states = (rng["numpy"], rng["torch"], rng["python"])
-            predictors = state.get("predictors") or []
-            if predictors and len(predictors) != len(_distinct(self.predictors)):
-                raise ValueError(f"{len(predictors)} observer states for this trainer's observers")
-        except (RuntimeError, KeyError, TypeError, ValueError, EOFError,
-                pickle.UnpicklingError) as err:  # fmt: skip
+        except errors as err:
+            raise CheckpointError(f"checkpoint {path}: state.pt does not load ({err})") from None
+        # a state.pt that does not fit leaves the trainer as it was
+        backup = copy.deepcopy(self.state_dict())
+        try:
+            self._load_state(state)
+        except errors as err:
+            self._load_state(backup)
             raise CheckpointError(
                 f"checkpoint {path}: state.pt does not fit this trainer "
                 f"({type(err).__name__}: {err})"
             ) from None
-        self.policy.load_state_dict(policy.state_dict())
-        self.ref_policy.load_state_dict(ref.state_dict())
+        if self.run_dir is not None:
+            _truncate_log(self.run_dir / "log.jsonl", self.step_count)
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        """Every part of a :meth:`state_dict` into the trainer (raises on a misfit)."""
+        predictors = state.get("predictors") or []
+        if predictors and len(predictors) != len(_distinct(self.predictors)):
+            raise ValueError(f"{len(predictors)} observer states for this trainer's observers")
+        self.policy.load_state_dict(state["policy"])
+        self.ref_policy.load_state_dict(state["ref_policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.multiplier is not None and state.get("multiplier") is not None:
             self.multiplier.load_state_dict(state["multiplier"])
         for pred, sd in zip(_distinct(self.predictors), predictors, strict=False):
             pred.load_state_dict(sd)
-        self.rng.bit_generator.state = rng_states[0]
-        torch.set_rng_state(rng_states[1])
-        random.setstate(rng_states[2])
-        self.step_count = step
-        self.escalations = escalations
-        if self.run_dir is not None:
-            _truncate_log(self.run_dir / "log.jsonl", self.step_count)
+        rng = state["rng"]
+        self.rng.bit_generator.state = rng["numpy"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        self.step_count = int(state["step"])
+        self.escalations = int(state["escalations"])
 
 
 CHECKPOINT_FORMAT = 1

@@ -19,10 +19,13 @@
 
 Parity with :class:`bystander.llm.grpo.GRPOTrainer`: build TRL's ``GRPOConfig`` with
 ``multi_objective_aggregation="normalize_then_sum"``, so that each reward is
-standardised within its group before the weighted sum, and the weights
-``[1/(1+lambda), lambda/(1+lambda)]`` give ``(A_r - lambda A_c) / (1 + lambda)``, the
-built-in trainer's advantage. :func:`attach_constraint` refuses a Lagrangian on a
-trainer that sums first (TRL's default), where lambda would weigh raw rewards instead.
+standardised within its group before the weighted sum; the weights
+``[1/(1+lambda), lambda/(1+lambda)]`` then give ``A_r - lambda A_c`` up to a positive
+scale, the built-in trainer's trade-off. The scale differs: the built-in trainer divides
+by ``1 + lambda``, TRL 1.16 re-standardises the summed advantage over the batch, which
+changes the step size, not the direction. :func:`attach_constraint` refuses a
+Lagrangian on a trainer that sums first (TRL's default), where lambda would weigh raw
+rewards of different scales instead.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintC
             in the built-in trainer).
     """
     aggregation = getattr(getattr(trainer, "args", None), "multi_objective_aggregation", None)
-    if callback.multiplier is not None and aggregation not in (None, "normalize_then_sum"):
+    if callback.multiplier is not None and aggregation != "normalize_then_sum":
         raise ValueError(
             "GRPOConfig.multi_objective_aggregation: expected 'normalize_then_sum' with a "
             f"Lagrange multiplier (each reward standardised before lambda weighs it), got "
@@ -222,7 +225,13 @@ def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintC
 
 def trl_tokenizer(tokenizer: Any) -> Any:
     """A copy of ``tokenizer`` that adds no special tokens around a text (TRL tokenises
-    prompts with the defaults: a byte-level tokenizer would append ``</s>``)."""
+    prompts with the defaults: a byte-level tokenizer would append ``</s>``).
+
+    For a Python ("slow") tokenizer such as the built-in byte tokenizer; a Rust-backed
+    ("fast") tokenizer adds its special tokens in its backend, so it is returned as it
+    is (those of instruct models add no EOS to a prompt)."""
+    if getattr(tokenizer, "is_fast", False):
+        return tokenizer
     out = copy.copy(tokenizer)
     out.build_inputs_with_special_tokens = _no_special_tokens
     return out

@@ -13,8 +13,9 @@ Conventions (Gymnasium 1.x):
 - ``metadata["autoreset_mode"] = AutoresetMode.SAME_STEP``: a world whose episode ends
   is reset within the same ``step``; the returned observation is the new episode's
   first, the last one is in ``infos["final_obs"]`` (an object array, entries where
-  ``infos["_final_obs"]``), and the ending step's episode figures (``episode_cost``,
-  ``episode_costs``) in ``infos["final_info"]`` (masked by ``infos["_final_info"]``).
+  ``infos["_final_obs"]``), and the ending step's info in ``infos["final_info"]``, a
+  dict of ``(N,)`` arrays with ``_key`` masks as Gymnasium 1.x lays it out (e.g.
+  ``infos["final_info"]["episode_cost"][infos["_final_info"]]``).
 - ``terminations`` and ``truncations`` are separate (``max_cycles`` truncates).
 - ``reset(seed=s)`` seeds world ``i`` with ``s + i``: world ``i`` then plays the
   episodes of ``gymnasium.make("bystander/Intersection-v0")`` reset with that seed.
@@ -45,6 +46,10 @@ from bystander.envs.intersection.vec_env import IntersectionVecEnv
 from bystander.envs.vector import PredictabilityVecWrapper
 
 __all__ = ["IntersectionVectorEnv"]
+
+_NOT_FINAL_INFO = ("terminal_observation", "ego_step", "TimeLimit.truncated")
+"""Keys of an ended episode's info that ``final_info`` leaves out (they have their own
+place: ``final_obs``, the contract's report, ``truncations``)."""
 
 
 class IntersectionVectorEnv(VectorEnv):
@@ -117,27 +122,34 @@ class IntersectionVectorEnv(VectorEnv):
         obs, rewards, dones, lean_infos = self._venv.step(actions)
         dones = np.asarray(dones, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        infos: dict[str, Any] = {}
-        for key, value in step_arrays(self._venv).items():
-            infos[key] = {k: np.asarray(v) for k, v in value.items()} if isinstance(
-                value, Mapping
-            ) else np.asarray(value)  # fmt: skip
-            infos[f"_{key}"] = self._mask
+        infos = self._batched(step_arrays(self._venv))
         done_idx = np.flatnonzero(dones)
         if len(done_idx):
             final_obs = np.full(self.num_envs, None, dtype=object)
-            final_info = np.full(self.num_envs, None, dtype=object)
+            final_info: dict[str, Any] = {}
             for i in done_idx.tolist():
                 info = lean_infos[i]
                 truncated[i] = bool(info.get("TimeLimit.truncated", False))
                 final_obs[i] = info["terminal_observation"]
-                final_info[i] = {
-                    k: v for k, v in info.items() if k not in ("terminal_observation", "ego_step")
-                }
+                ended = {k: v for k, v in info.items() if k not in _NOT_FINAL_INFO}
+                final_info = self._add_info(final_info, ended, i)  # Gymnasium's own layout
             infos["final_obs"], infos["_final_obs"] = final_obs, dones.copy()
             infos["final_info"], infos["_final_info"] = final_info, dones.copy()
         terminated = dones & ~truncated
         return obs, np.asarray(rewards, dtype=np.float64), terminated, truncated, infos
+
+    def _batched(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's values as ``(N,)`` arrays (scalars broadcast), with a ``_key`` mask
+        beside every key at every level of nesting (every world reports every key)."""
+        out: dict[str, Any] = {}
+        for key, value in arrays.items():
+            if isinstance(value, Mapping):
+                out[key] = self._batched(value)
+            else:
+                arr = np.asarray(value)
+                out[key] = np.full(self.num_envs, arr) if arr.ndim == 0 else arr
+            out[f"_{key}"] = self._mask
+        return out
 
     def render(self) -> np.ndarray | None:
         """uint8 ``(H, W, 3)`` frame of world 0 (``render_mode="rgb_array"``)."""

@@ -69,6 +69,7 @@ from bystander.envs.intersection.views import (
     episode_progress,
     make_spaces,
     seed_from,
+    step_progress,
 )
 
 __all__ = ["INFO_MODES", "IntersectionVecEnv"]
@@ -369,7 +370,7 @@ class IntersectionVecEnv(VecEnv):
         dones = terminated | out.truncated
         cost = out.cost[:, 0]
         self._episode_cost += cost
-        self._progress = self._route_prev - sim.route_dist[:, 0]
+        self._progress = step_progress(self._route_prev, sim.route_dist[:, 0])
         self._route_prev = sim.route_dist[:, 0].copy()
         all_worlds = np.arange(self.num_envs)
         self.ego_batch = self._ego_batch(out, all_worlds, False)

@@ -118,6 +118,17 @@ def check_actions(actions: Any, n: int, continuous: bool) -> np.ndarray:
     return arr
 
 
+MAX_STEP_PROGRESS_M = 5.0
+"""A step's progress is clipped to +-5 m, as the simulator clips its progress reward: the
+route distance can jump when the reference lane re-snaps (continuous actions)."""
+
+
+def step_progress(route_prev: np.ndarray, route_now: np.ndarray) -> np.ndarray:
+    """Metres of route gained by one step, ``(C,)`` or ``(N,)``: the route distance
+    before minus after, clipped to +-:data:`MAX_STEP_PROGRESS_M`."""
+    return np.clip(route_prev - route_now, -MAX_STEP_PROGRESS_M, MAX_STEP_PROGRESS_M)
+
+
 def episode_progress(start_route_dist: float, route_dist: float) -> float:
     """Metres of route gained over an episode (route distance to the goal at its start
     minus at its end, never negative): the unit of ``per_metre`` cost budgets."""
@@ -188,7 +199,7 @@ class WorldView:
         out = self.sim.step(actions[None])
         self.episode_costs += out.cost[0]
         now = self.sim.route_dist[0, : self.config.n_controlled].astype(float)
-        self.progress, self.route_prev = self.route_prev - now, now
+        self.progress, self.route_prev = step_progress(self.route_prev, now), now
         for c in range(self.config.n_controlled):
             if out.active[0, c]:
                 self.paths[c].append((float(self.sim.x[0, c]), float(self.sim.y[0, c])))
@@ -278,6 +289,7 @@ __all__ = [
     "check_action",
     "check_actions",
     "episode_progress",
+    "step_progress",
     "make_spaces",
     "observation_size",
     "real_array",

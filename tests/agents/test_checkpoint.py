@@ -251,3 +251,22 @@ def test_leftovers_of_interrupted_writes_are_removed_by_the_next_write(
     (tmp_path / ".old-killed").mkdir()
     ck.save_checkpoint(tmp_path, model=trainer.model, config=trainer.cfg, step=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_000000001"]
+
+
+def test_a_checkpoint_a_kill_left_moved_aside_is_found_and_kept(
+    straight_run, tmp_path: Path
+) -> None:
+    import shutil
+
+    _, result, _ = straight_run
+    ckpts = tmp_path / "run" / "checkpoints"
+    shutil.copytree(result.checkpoint.parent, ckpts)
+    newest = sorted(ckpts.glob("step_*"))[-1]
+    aside = ckpts / ".old-killed"
+    aside.mkdir()
+    newest.rename(aside / newest.name)  # a kill between the two renames of a replace
+    assert ck.load_checkpoint(tmp_path / "run").path == newest  # put back, not an older one
+    newest.rename(aside / newest.name)
+    trainer, _, _ = straight_run  # the next write of another step keeps it too
+    ck.save_checkpoint(ckpts, model=trainer.model, config=trainer.cfg, step=999)
+    assert newest.is_dir() and not aside.exists()

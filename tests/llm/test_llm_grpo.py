@@ -205,3 +205,19 @@ def test_lambda_min_reaches_the_shared_multiplier():
     assert m is not None and m.min == 0.1
     with pytest.raises(ValueError, match="lambda_min"):
         make_multiplier(GRPOConfig(constraint={"mode": "pid", "lambda_min": 0.1}))
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_trainer_unchanged(tok, tmp_path):
+    from bystander.checkpointing import CheckpointError
+
+    small = make_trainer(tok)
+    small.train(1)
+    small.save_checkpoint(tmp_path / "ck")
+    other = make_trainer(tok)
+    # the same GRPO config, a policy of another size: the state cannot fit
+    other.policy = tiny_model(TinyConfig(**{**SMALL.__dict__, "n_embd": 32}), tok).eval()
+    other.optimizer = torch.optim.AdamW(other.policy.parameters(), lr=1e-2)
+    before, step = params(other.policy).clone(), other.step_count
+    with pytest.raises(CheckpointError, match="does not fit this trainer"):
+        other.load_checkpoint(tmp_path / "ck")
+    assert torch.equal(params(other.policy), before) and other.step_count == step

@@ -46,7 +46,8 @@ def test_world_i_equals_a_single_env_seeded_seed_plus_i_through_auto_resets() ->
                 ends["terminated" if term else "truncated"] += 1
                 assert infos["_final_obs"][i]
                 np.testing.assert_array_equal(infos["final_obs"][i], o)
-                assert infos["final_info"][i]["episode_cost"] == info["episode_cost"]
+                fin = infos["final_info"]
+                assert fin["_episode_cost"][i] and fin["episode_cost"][i] == info["episode_cost"]
                 o, _ = env.reset()  # unseeded: continues the seed chain
             np.testing.assert_array_equal(obs[i], o)
     assert ends["terminated"] >= 1 and ends["truncated"] >= 1, ends
@@ -114,7 +115,10 @@ def test_predictability_and_constraint_layers_give_the_sb3_paths_figures() -> No
                                       arrays["costs"]["predictability"])  # fmt: skip
         for i in np.flatnonzero(dones):
             ended += 1
-            fin = infos["final_info"][i]
-            assert fin["episode_prediction_error"] == infos2[i]["episode_prediction_error"]
-            assert fin["episode_cost"] == infos2[i]["episode_cost"]
+            fin = infos["final_info"]
+            assert fin["episode_prediction_error"][i] == infos2[i]["episode_prediction_error"]
+            assert fin["episode_cost"][i] == infos2[i]["episode_cost"]
+        for key in ("lambdas", "costs", "rewards"):  # nested values: (N,) arrays, masked
+            for k, v in infos[key].items():
+                assert k.startswith("_") or (v.shape == (N,) and infos[key][f"_{k}"].all())
     assert ended >= N
