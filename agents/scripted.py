@@ -19,6 +19,7 @@ planned turn one-hot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -100,20 +101,25 @@ class StopDriver(_Driver):
         return np.full(len(obs), _SLOWER, dtype=np.int64)
 
 
-def scripted_driver(spec: str, ego_max_speed: float = 12.0, speed_step: float = 3.0) -> _Driver:
-    """A driver from its name: ``speed:<m/s>`` or ``stop``.
+def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _Driver:
+    """A driver from its name: ``speed:<m/s>`` or ``stop``, for an env built with
+    ``env_config`` (its ``ego_max_speed`` and ``speed_step`` scale the observation and
+    the meta-actions; defaults: the intersection's).
 
     Raises:
         ValueError: an unknown spec, naming the accepted ones.
     """
+    env_config = env_config or {}
+    max_speed = float(env_config.get("ego_max_speed", 12.0))
+    step = float(env_config.get("speed_step", 3.0))
     name, _, arg = str(spec).partition(":")
     if name == "stop" and not arg:
-        return StopDriver(ego_max_speed)
+        return StopDriver(max_speed)
     if name == "speed":
         try:
             speed = float(arg)
         except ValueError:
             speed = float("nan")
         if speed == speed:
-            return ConstantSpeedDriver(speed, ego_max_speed, speed_step)
+            return ConstantSpeedDriver(speed, max_speed, step)
     raise ValueError(f"scripted: expected 'speed:<m/s>' (e.g. speed:6) or 'stop', got {spec!r}")

@@ -261,11 +261,7 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
         specs += (
             [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"] if spec == "frontier" else [spec]
         )
-    env_cfg = cfg.env.config
-    drivers = [
-        scripted_driver(s, env_cfg.get("ego_max_speed", 12.0), env_cfg.get("speed_step", 3.0))
-        for s in specs
-    ]
+    drivers = [scripted_driver(s, cfg.env.config) for s in specs]
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
     for spec, driver in zip(specs, drivers, strict=True):
         ev = evaluate_batched(

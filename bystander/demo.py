@@ -162,11 +162,7 @@ def _scripted_frontier(cfg: RunConfig) -> list[Any]:
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
     out = []
     for spec in [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]:
-        env_cfg = cfg.env.config
-        driver = scripted_driver(
-            spec, env_cfg.get("ego_max_speed", 12.0), env_cfg.get("speed_step", 3.0)
-        )
-        ev = evaluate_batched(driver, cfg, predictor=predictor)
+        ev = evaluate_batched(scripted_driver(spec, cfg.env.config), cfg, predictor=predictor)
         desc = "scripted driver (no training): " + (
             "brakes to a standstill" if spec == "stop" else f"holds {spec[6:]} m/s, shortest route"
         )
