@@ -10,8 +10,20 @@ on disk (``cache=True``).
 
 from __future__ import annotations
 
+import os
+import types
+
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from bystander.envs.intersection.pcg import pcg64_bounded, pcg64_double, pcg64_next64
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # GNU OpenMP (numba's first choice here) aborts a forked child (Gymnasium's async
+    # vector env, multiprocessing): take a fork-safe layer (tbb, Intel OpenMP or
+    # numba's workqueue) unless the user chose one.
+    numba.config.THREADING_LAYER = "forksafe"
 
 __all__ = [
     "CONTROLLED",
@@ -20,20 +32,31 @@ __all__ = [
     "advance",
     "box_gap",
     "ego_features",
+    "PARALLEL_MIN_WORLDS",
     "idm_accel",
+    "idm_accel_serial",
     "lane_poses",
     "observer_slots",
     "pairwise_gaps",
+    "reset_worlds",
+    "reset_worlds_serial",
     "splitmix_uniforms",
     "surroundings",
+    "surroundings_serial",
+    "threaded",
 ]
+
+PARALLEL_MIN_WORLDS = 128
+"""Calls over fewer worlds run the serial twin: a thread-pool launch costs tens of
+microseconds, more than it saves on a small batch (and a one-world env never starts
+the pool)."""
 
 PEDESTRIAN = 2
 CONTROLLED = 0
 STANDING = 0.5  # [m/s] below this a vehicle is standing: walkers step around it
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def idm_accel(
     alive, kind, x, y, c, s_, v, pos, seg, turn, v0, length, width, free_box,
     seg_len, link_to_node, is_connector, succ, conflict, crosses, cross_s, speed_limit, node,
@@ -57,10 +80,10 @@ def idm_accel(
     n_worlds, n_agents = alive.shape
     out = np.zeros((n_worlds, n_agents))
     inf = np.inf
-    lead = np.empty(n_agents, dtype=np.int64)
-    gaps = np.empty(n_agents)
-    lead_speed = np.empty(n_agents)
-    for w in range(n_worlds):
+    for w in prange(n_worlds):  # worlds are independent: one per thread
+        lead = np.empty(n_agents, dtype=np.int64)
+        gaps = np.empty(n_agents)
+        lead_speed = np.empty(n_agents)
         # pass 1: leaders. Leader: nearest road user ahead in the corridor along the
         # heading, or ahead on the same segment (curves defeat the corridor).
         for i in range(n_agents):
@@ -336,14 +359,15 @@ def _segment_hits_box(px, py, qx, qy, box) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def surroundings(
     alive, kind, x, y, c, s_, v, length, width, n_controlled, k_nearest, kind_onehot,
-    fov_cos, fov_full, ranges, buildings, occlude_vehicles,
+    fov_cos, fov_full, ranges, buildings, occlude_vehicles, worlds, visible, separation,
+    others,
 ):  # fmt: skip
-    """What each controlled car ``c`` has around it, for all worlds.
+    """What each controlled car ``c`` has around it, for the worlds ``worlds (M,)``.
 
-    Returns:
+    Writes the rows ``worlds`` of the outputs (other rows untouched), one world per thread:
         visible ``(N, C, A)`` bool: road user ``j`` (alive, not ``c``) sees ``c``: within
             ``ranges[kind_j]`` [m], inside its field of view (``cos(angle) >=
             fov_cos[kind_j]`` or ``fov_full``), sight line centre to centre crossing no
@@ -354,12 +378,13 @@ def surroundings(
         others ``(N, C, K, 11)``: the ``K`` nearest other road users (ties: lower slot),
             features as in :meth:`IntersectionSim.observe` (before clipping).
     """
-    n_worlds, n_agents = alive.shape
-    visible = np.zeros((n_worlds, n_controlled, n_agents), dtype=np.bool_)
-    separation = np.full((n_worlds, n_controlled), np.inf)
-    others = np.zeros((n_worlds, n_controlled, k_nearest, 11))
-    d2s = np.empty(n_agents)
-    for w in range(n_worlds):
+    n_agents = alive.shape[1]
+    for q in prange(worlds.shape[0]):
+        w = worlds[q]
+        d2s = np.empty(n_agents)
+        visible[w] = False
+        separation[w] = np.inf
+        others[w] = 0.0
         for e in range(n_controlled):
             ex, ey, ec, es, ev = x[w, e], y[w, e], c[w, e], s_[w, e], v[w, e]
             hle, hwe = 0.5 * length[w, e], 0.5 * width[w, e]
@@ -427,9 +452,8 @@ def surroundings(
                 f[4] = (ec * rvy - es * rvx) * 0.05
                 f[5] = ec * cj + es * sj
                 f[6] = ec * sj - es * cj
-                for q in range(4):
-                    f[7 + q] = kind_onehot[kind[w, j], q]
-    return visible, separation, others
+                for o in range(4):
+                    f[7 + o] = kind_onehot[kind[w, j], o]
 
 
 @njit(cache=True)
@@ -521,3 +545,143 @@ def splitmix_uniforms(state, out):  # pragma: no cover - jit
             z = z ^ (z >> np.uint64(31))
             out[w, j] = (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
         state[w] = z0
+
+
+@njit(cache=True, parallel=True)
+def reset_worlds(
+    idx, gens, step_state, alive, kind, uid, seg, pos, v, v0, x, y, h, c, s_, length,
+    width, turn, turn_chosen, stuck, accel, steer, next_uid, t, target_v, dest, done,
+    entries, valid_dest, best_turn, links, crosswalks, plan, seg_len, points, heading, ds,
+    length_k, width_k, lateral_offset, base_speed, ego_max_speed, continuous,
+):  # fmt: skip  # pragma: no cover - jit
+    """New episodes in worlds ``idx`` ``(M,)``, in place, one world per thread.
+
+    World ``w`` draws only from its generator ``gens[w]`` (NumPy's ``default_rng``
+    compiled: :mod:`bystander.envs.intersection.pcg`), in this order: the key of its
+    per-step stream (``step_state[w]``, ``integers(2**63)``); ``E`` uniforms whose ``C``
+    smallest pick distinct entry roads of the controlled cars; ``C x n_exits`` uniforms
+    (the largest valid one is a car's destination: reachable, no U-turn); ``C`` starts
+    ``uniform(5, 20)`` m into the entry roads; then per planned road user (``plan (A - C,)``
+    kinds, slot ``C + p``) up to 20 candidate spots (segment ``pool[integers(n)]``, arc
+    length ``uniform(0, seg_len)``) until one is at least 12 m (1.5 m for pedestrians)
+    from every road user placed before, then its desired speed (80-110 % of
+    ``base_speed[kind]``, starting at 70 % of it) and, for vehicles, a turn
+    ``integers(3)``. Ids follow placement order. A world's episode depends on its
+    generator only, never on the batch or the thread count. Poses as :func:`lane_poses`;
+    controlled cars in ``continuous`` mode become free movers.
+    """
+    n_agents = alive.shape[1]
+    n_ctrl = dest.shape[1]
+    n_entries = entries.shape[0]
+    n_exits = valid_dest.shape[1]
+    k_max = points.shape[1] - 2
+    for q in prange(idx.shape[0]):
+        w = idx[q]
+        g = gens[w]
+        step_state[w] = pcg64_next64(g) >> np.uint64(1)
+        for j in range(n_agents):
+            alive[w, j] = False
+            uid[w, j] = -1
+            seg[w, j] = -1
+            v[w, j] = 0.0
+            stuck[w, j] = 0.0
+            accel[w, j] = 0.0
+            steer[w, j] = 0.0
+            turn_chosen[w, j] = False
+        t[w] = 0
+        u_entry = np.empty(n_entries)
+        for e in range(n_entries):
+            u_entry[e] = pcg64_double(g)
+        order = np.argsort(u_entry)
+        for p in range(n_ctrl):  # destinations: a valid exit per controlled car
+            best, best_k = -1.0, 0
+            for k in range(n_exits):
+                u = pcg64_double(g)
+                if valid_dest[order[p], k] and u > best:
+                    best, best_k = u, k
+            dest[w, p] = best_k
+            target_v[w, p] = 6.0
+            done[w, p] = False
+        n_placed = 0
+        for p in range(n_ctrl + plan.shape[0]):
+            if p < n_ctrl:  # controlled car p at its entry
+                ki, sg = CONTROLLED, entries[order[p]]
+                sp = 5.0 + 15.0 * pcg64_double(g)
+                vi, v0i = 5.0, ego_max_speed
+                turn[w, p] = max(best_turn[dest[w, p], sg], 0)
+            else:  # a scripted road user, clear of everyone placed before
+                ki = plan[p - n_ctrl]
+                pool = crosswalks if ki == PEDESTRIAN else links
+                clear = 1.5 if ki == PEDESTRIAN else 12.0
+                sg, sp = -1, 0.0
+                for _ in range(20 if pool.shape[0] else 0):
+                    cand = pool[pcg64_bounded(g, pool.shape[0])]
+                    sc = 0.0 + seg_len[cand] * pcg64_double(g)
+                    f = sc * (1.0 / ds)  # as RoadNetwork.pose_at
+                    k = min(int(f), k_max)
+                    frac = f - k
+                    px = points[cand, k, 0] + (points[cand, k + 1, 0] - points[cand, k, 0]) * frac
+                    py = points[cand, k, 1] + (points[cand, k + 1, 1] - points[cand, k, 1]) * frac
+                    ok = True
+                    for j in range(n_agents):
+                        if alive[w, j]:
+                            dx, dy = x[w, j] - px, y[w, j] - py
+                            if dx * dx + dy * dy < clear * clear:
+                                ok = False
+                                break
+                    if ok:
+                        sg, sp = cand, sc
+                        break
+                if sg < 0:
+                    continue
+                v0i = base_speed[ki] * (0.8 + 0.3 * pcg64_double(g))
+                vi = 0.7 * v0i
+                if ki != PEDESTRIAN:
+                    turn[w, p] = pcg64_bounded(g, 3)
+            # place road user p (slot p) on (sg, sp)
+            alive[w, p] = True
+            kind[w, p] = ki
+            uid[w, p] = n_placed
+            n_placed += 1
+            seg[w, p] = sg
+            pos[w, p] = sp
+            v[w, p] = vi
+            v0[w, p] = v0i
+            length[w, p] = length_k[ki]
+            width[w, p] = width_k[ki]
+            f = sp * (1.0 / ds)
+            k = min(int(f), k_max)
+            frac = f - k
+            cs, sn = points[sg, k, 2], points[sg, k, 3]
+            off = lateral_offset[ki]
+            x[w, p] = points[sg, k, 0] + (points[sg, k + 1, 0] - points[sg, k, 0]) * frac + off * sn
+            y[w, p] = points[sg, k, 1] + (points[sg, k + 1, 1] - points[sg, k, 1]) * frac - off * cs
+            h[w, p] = heading[sg, k]
+            c[w, p] = cs
+            s_[w, p] = sn
+            if continuous and ki == CONTROLLED:
+                seg[w, p] = -1
+        next_uid[w] = n_placed
+
+
+def _serial_twin(dispatcher):
+    """The same kernel compiled without the thread pool (``prange`` runs as ``range``):
+    the same code, so bit-identical results; cached under its own name."""
+    fn = dispatcher.py_func
+    twin = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+    )
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = f"Serial twin of :func:`{fn.__name__}` (same results, one thread)."
+    return njit(cache=True)(twin)
+
+
+idm_accel_serial = _serial_twin(idm_accel)
+surroundings_serial = _serial_twin(surroundings)
+reset_worlds_serial = _serial_twin(reset_worlds)
+
+
+def threaded(n_worlds: int) -> bool:
+    """Whether a call over ``n_worlds`` worlds should use the parallel kernels: at least
+    :data:`PARALLEL_MIN_WORLDS` worlds and more than one numba thread."""
+    return n_worlds >= PARALLEL_MIN_WORLDS and numba.get_num_threads() > 1

@@ -43,12 +43,18 @@ from bystander.envs.intersection.kernels import (
     advance,
     ego_features,
     idm_accel,
+    idm_accel_serial,
     lane_poses,
     observer_slots,
     pairwise_gaps,
+    reset_worlds,
+    reset_worlds_serial,
     splitmix_uniforms,
     surroundings,
+    surroundings_serial,
+    threaded,
 )
+from bystander.envs.intersection.pcg import GEN_WORDS, pcg64_seed_many
 from bystander.envs.intersection.road import CONNECTOR, CROSSWALK, DS, LINK, RoadNetwork
 
 __all__ = [
@@ -145,20 +151,25 @@ class IntersectionSim:
     Args:
         config: The world configuration (shared by all worlds).
         n_worlds: ``N``.
-        seed: Seed of the simulator's ``np.random.Generator`` (re-seeded by :meth:`reset`).
+        seed: World ``w``'s generator is seeded ``seed + w`` (as by ``reset(seed=seed)``);
+            ``None``: fresh entropy.
 
-    Randomness: resets draw from a ``np.random.Generator``: by default all worlds share
-    one (``rng``), so a world's episodes depend on the batch. :meth:`seed_worlds` gives
-    worlds generators of their own (``world_rngs``): world ``w`` then draws exactly what
-    an ``N = 1`` simulator seeded the same way draws, in the same order, whatever the
-    other worlds do (the batched VecEnv uses this to equal single envs world by world).
-    Each reset also draws the world's 64-bit key for the episode's per-step noise, a
-    SplitMix64 stream per world (:func:`~bystander.envs.intersection.kernels.splitmix_uniforms`:
-    all worlds' draws in one compiled call instead of one generator call per world).
+    Randomness: every world draws from generators of its own, never from a shared one,
+    so a world's episodes depend neither on the batch nor on the number of threads. A
+    world's reset generator is NumPy's ``default_rng(seed)``, compiled
+    (:mod:`bystander.envs.intersection.pcg`: same numbers, drawn inside the parallel
+    reset kernel :func:`~bystander.envs.intersection.kernels.reset_worlds`), seeded by
+    :meth:`seed_worlds` or by ``reset(seed=s)`` (world ``w``: ``s + w``); unseeded
+    resets continue it. Each reset also draws the world's 64-bit key for the episode's
+    per-step noise, a SplitMix64 stream per world
+    (:func:`~bystander.envs.intersection.kernels.splitmix_uniforms`). World ``w`` seeded
+    ``s`` thus draws exactly what an ``N = 1`` simulator reset with ``seed=s`` draws (the
+    batched VecEnv equals single envs world by world this way), and exactly what the
+    earlier NumPy implementation drew (same episodes for the same seeds).
+
+    Threads: the kernels run one world per thread (numba ``prange``; set the count with
+    ``numba.set_num_threads``); results are bit-identical for any thread count.
     """
-
-    _scalar_resets = True
-    """Reset one world with Python scalars (same draws and values as the array code)."""
 
     def __init__(
         self, config: IntersectionConfig, n_worlds: int = 1, seed: int | None = None
@@ -173,11 +184,9 @@ class IntersectionSim:
         self.road = RoadNetwork(config)
         self.N, self.A, self.C = int(n_worlds), config.max_agents, config.n_controlled
         self.continuous = config.action_type == "continuous"
-        self.rng = np.random.default_rng(seed)
-        self.world_rngs: list[np.random.Generator] | None = None
         self._step_state = np.zeros(self.N, dtype=np.uint64)  # SplitMix64 state per world
+        self._gens = np.zeros((self.N, GEN_WORDS), dtype=np.uint64)  # reset generator per world
         self._rng_block = np.empty((self.N, 2 * self.A + 5))
-        self._road_lists: tuple[list, int] | None = None  # road points as lists (resets)
         r = self.road
         self._fov_cos = np.array(
             [math.cos(config.fov_car / 2), math.cos(config.fov_car / 2),
@@ -217,7 +226,15 @@ class IntersectionSim:
               for k, ex in enumerate(r.exits)] for e in r.entries]
         )  # fmt: skip
         self._speed_delta = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]) * config.speed_step
+        plan = [CAR] * config.n_cars + [CYCLIST] * config.n_cyclists
+        plan += [PEDESTRIAN] * config.n_pedestrians  # kinds placed at reset, slots C, C + 1...
+        self._plan = np.array(plan[: self.A - self.C], dtype=np.int64)
+        self._links = np.flatnonzero(r.kind == LINK).astype(np.int64)
+        self._all_worlds = np.arange(self.N)
         self._allocate()
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(2))
+        self._seed_all(seed)
 
     # ------------------------------------------------------------------ state
     def _allocate(self) -> None:
@@ -251,27 +268,29 @@ class IntersectionSim:
         self.prev_dist = f((N, C))
         self.route_dist = f((N, C))
         self.last: StepResult | None = None
+        self._visible = np.zeros((N, C, A), bool)
+        self._separation = np.full((N, C), np.inf)
+        self._others = np.zeros((N, C, self.config.n_nearest, N_OTHER_FEATURES))
+
+    def _seed_all(self, seed: int) -> None:
+        """Seed world ``w``'s reset stream with ``seed + w`` (all worlds)."""
+        self.seed_worlds(int(seed) + np.arange(self.N, dtype=np.uint64))
 
     def seed_worlds(self, seeds: Sequence[int], worlds: np.ndarray | None = None) -> None:
-        """Give ``worlds`` (default: all) generators of their own, seeded ``seeds`` (one each).
+        """Seed the reset streams of ``worlds`` (default: all) with ``seeds`` (one each).
 
-        Switches the simulator to per-world random streams: from now on resets and steps
-        of world ``w`` draw only from ``world_rngs[w]`` (worlds never seeded this way get
-        a generator drawn from the shared one). Call it before :meth:`reset` of those
-        worlds to start their episodes from these seeds.
+        Non-negative integers below ``2**64``. World ``w`` seeded ``s`` then starts, at its
+        next :meth:`reset`, exactly the episode an ``N = 1`` simulator reset with
+        ``seed=s`` starts, whatever the other worlds do.
         """
-        idx = (
-            np.arange(self.N) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        )
-        seeds = list(seeds)
-        if len(seeds) != len(idx):
-            raise ValueError(f"seeds: expected {len(idx)} seeds (one per world), got {len(seeds)}")
-        if self.world_rngs is None:
-            self.world_rngs = [
-                np.random.default_rng(int(s)) for s in self.rng.integers(0, 2**62, size=self.N)
-            ]
-        for w, s in zip(idx.tolist(), seeds, strict=True):
-            self.world_rngs[w] = np.random.default_rng(s)
+        idx = self._all_worlds if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        try:
+            keys = np.asarray(seeds, dtype=np.uint64).reshape(-1)
+        except (OverflowError, TypeError, ValueError) as err:
+            raise ValueError(f"seeds: expected non-negative ints below 2**64 ({err})") from None
+        if len(keys) != len(idx):
+            raise ValueError(f"seeds: expected {len(idx)} seeds (one per world), got {len(keys)}")
+        pcg64_seed_many(self._gens, idx, keys)
 
     def _step_random(self) -> tuple[np.ndarray, np.ndarray]:
         """The step's uniform draws: ``u (N, A, 2)`` and ``us (N, 5)``, world ``w``'s
@@ -282,23 +301,16 @@ class IntersectionSim:
         return block[:, : 2 * A].reshape(N, A, 2).copy(), block[:, 2 * A :].copy()
 
     def reset(self, seed: int | None = None, worlds: np.ndarray | None = None) -> StepResult:
-        """Start new episodes in ``worlds`` (default: all).
+        """Start new episodes in ``worlds`` (default: all), one compiled call for all.
 
-        ``seed`` re-seeds the shared generator and returns to shared randomness (drops
-        per-world generators of :meth:`seed_worlds`).
+        ``seed`` re-seeds every world's reset stream first (world ``w``: ``seed + w``).
+        Only the reset worlds' state and surroundings are recomputed.
         """
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
-            self.world_rngs = None
-        idx = (
-            np.arange(self.N) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        )
-        if len(idx) and self.world_rngs is not None:
-            for w in idx.tolist():  # each world from its own stream, as an N = 1 simulator
-                self._reset_worlds(np.array([w], dtype=np.int64), self.world_rngs[w])
-        elif len(idx):
-            self._reset_worlds(idx, self.rng)
-        self._update_poses()
+            self._seed_all(seed)
+        idx = self._all_worlds if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        if len(idx):
+            self._reset_worlds(idx)
         self._route_features()
         self.prev_dist[idx] = self.route_dist[idx]
         active = np.zeros((self.N, self.C), bool)
@@ -311,124 +323,28 @@ class IntersectionSim:
         self.last = out
         return out
 
-    def _reset_worlds(self, idx: np.ndarray, rng: np.random.Generator) -> None:
+    def _reset_worlds(self, idx: np.ndarray) -> None:
         """New episodes in worlds ``idx``: controlled cars at entries, traffic placed clear.
 
-        Vectorised over the worlds: each controlled car gets a distinct random entry road,
-        a start 5-20 m into it and a random reachable exit (no U-turn); then the initial
-        road users (cars, cyclists on links; pedestrians on crosswalks) are placed one
-        after the other at random spots at least 12 m (1.5 m for pedestrians) from
-        everyone placed before, up to 20 tries each.
+        Each controlled car gets a distinct random entry road, a start 5-20 m into it and
+        a random reachable exit (no U-turn); then the initial road users (cars, cyclists
+        on links; pedestrians on crosswalks) are placed one after the other at random
+        spots at least 12 m (1.5 m for pedestrians) from everyone placed before, up to 20
+        tries each. One compiled call for all worlds (one world per thread), each world
+        drawing from its own reset stream: see
+        :func:`~bystander.envs.intersection.kernels.reset_worlds`.
         """
-        cfg, r, C = self.config, self.road, self.C
-        n = len(idx)
-        # key of each world's per-step noise stream this episode
-        self._step_state[idx] = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
-        for arr, value in (
-            (self.alive, False), (self.uid, -1), (self.seg, -1), (self.v, 0.0), (self.stuck, 0.0),
-            (self.accel, 0.0), (self.steer, 0.0), (self.turn_chosen, False),
-            (self.next_uid, 0), (self.t, 0),
-        ):  # fmt: skip
-            arr[idx] = value
-        E = len(r.entries)
-        entry = np.argsort(rng.random((n, E)), axis=1)[:, :C]  # distinct entries per world
-        seg = r.entries[entry]  # (n, C)
-        choice = np.where(self._valid_dest[entry], rng.random((n, C, len(r.exits))), -1.0)
-        self.dest[idx] = choice.argmax(-1)
-        self.target_v[idx] = 6.0
-        self.done[idx] = False
-        ws = np.repeat(idx, C)
-        slots = np.tile(np.arange(C), n)
-        self._place_many(
-            ws, slots, np.full(n * C, CONTROLLED), seg.reshape(-1),
-            rng.uniform(5.0, 20.0, n * C), np.full(n * C, 5.0), np.full(n * C, cfg.ego_max_speed),
+        cfg, r = self.config, self.road
+        (reset_worlds if threaded(len(idx)) else reset_worlds_serial)(
+            idx, self._gens, self._step_state, self.alive, self.kind, self.uid,
+            self.seg, self.s, self.v, self.v0, self.x, self.y, self.h, self.cos, self.sin,
+            self.length, self.width, self.turn, self.turn_chosen, self.stuck, self.accel,
+            self.steer, self.next_uid, self.t, self.target_v, self.dest, self.done,
+            r.entries, self._valid_dest, r.best_turn, self._links, r.crosswalks, self._plan,
+            r.length, r.points, r.heading, DS, LENGTH, WIDTH, LATERAL_OFFSET, self._base_speed,
+            cfg.ego_max_speed, self.continuous,
         )  # fmt: skip
-        self.turn[idx, :C] = np.maximum(r.best_turn[self.dest[idx], seg], 0)
-        links = np.where(r.kind == LINK)[0]
-        plan = [CAR] * cfg.n_cars + [CYCLIST] * cfg.n_cyclists + [PEDESTRIAN] * cfg.n_pedestrians
-        if n == 1 and self._scalar_resets:
-            self._place_traffic_one(int(idx[0]), plan[: self.A - C], links, rng)
-            return
-        for p, kind in enumerate(plan[: self.A - C]):
-            slot = C + p
-            pool, clear = (r.crosswalks, 1.5) if kind == PEDESTRIAN else (links, 12.0)
-            pending = idx
-            for _ in range(20):
-                m = len(pending)
-                if m == 0:
-                    break
-                cand = pool[rng.integers(len(pool), size=m)]
-                s_cand = rng.uniform(0.0, r.length[cand])
-                px, py, *_ = r.pose_at(cand, s_cand)
-                d2 = (self.x[pending] - px[:, None]) ** 2 + (self.y[pending] - py[:, None]) ** 2
-                ok = ~(self.alive[pending] & (d2 < clear * clear)).any(1)
-                if ok.any():
-                    k = int(ok.sum())
-                    v0 = self._desired_speed(kind, rng.random(k))
-                    self._place_many(
-                        pending[ok], np.full(k, slot), np.full(k, kind), cand[ok], s_cand[ok],
-                        0.7 * v0, v0,
-                    )  # fmt: skip
-                    if kind != PEDESTRIAN:
-                        self.turn[pending[ok], slot] = rng.integers(3, size=k)
-                pending = pending[~ok]
-
-    def _place_traffic_one(
-        self, w: int, plan: list[int], links: np.ndarray, rng: np.random.Generator
-    ) -> None:
-        """The initial road users of ONE world, as the vectorised loop of
-        :meth:`_reset_worlds` places them with ``n = 1``: the same draws from ``rng`` in
-        the same order and the same float arithmetic (so the same episodes), in Python
-        scalars (a world reset is ~10x cheaper than through numpy with one row), then
-        one :meth:`_place_many` call."""
-        r, C = self.road, self.C
-        if self._road_lists is None:
-            self._road_lists = (r.points.tolist(), r.points.shape[1] - 2)
-        points, k_max = self._road_lists
-        alive_xy = [
-            (float(self.x[w, j]), float(self.y[w, j])) for j in range(self.A) if self.alive[w, j]
-        ]
-        base_speed = self._base_speed.tolist()
-        off_all = LATERAL_OFFSET.tolist()
-        inv_ds = 1.0 / DS
-        slots, kinds, segs, ss, vs, v0s, turns = [], [], [], [], [], [], []
-        for p, kind in enumerate(plan):
-            pool, clear = (r.crosswalks, 1.5) if kind == PEDESTRIAN else (links, 12.0)
-            clear2 = clear * clear
-            for _ in range(20):
-                cand = int(pool[rng.integers(len(pool), size=1)][0])
-                s_cand = float(rng.uniform(0.0, r.length[[cand]])[0])
-                f = s_cand * inv_ds
-                k = min(int(f), k_max)
-                frac = f - k
-                p0, p1 = points[cand][k], points[cand][k + 1]
-                px = p0[0] + (p1[0] - p0[0]) * frac
-                py = p0[1] + (p1[1] - p0[1]) * frac
-                if any((x - px) * (x - px) + (y - py) * (y - py) < clear2 for x, y in alive_xy):
-                    continue
-                u = float(rng.random(1)[0])
-                v0 = base_speed[kind] * (0.8 + 0.3 * u)
-                slots.append(C + p)
-                kinds.append(kind)
-                segs.append(cand)
-                ss.append(s_cand)
-                vs.append(0.7 * v0)
-                v0s.append(v0)
-                turns.append(int(rng.integers(3, size=1)[0]) if kind != PEDESTRIAN else -1)
-                off, sn, c = off_all[kind], p0[3], p0[2]
-                alive_xy.append((px + off * sn, py - off * c))
-                break
-        if not slots:
-            return
-        m = len(slots)
-        slot_arr = np.array(slots, dtype=np.int64)
-        self._place_many(
-            np.full(m, w, dtype=np.int64), slot_arr, np.array(kinds, dtype=np.int64),
-            np.array(segs, dtype=np.int64), np.array(ss), np.array(vs), np.array(v0s),
-        )  # fmt: skip
-        turn = np.array(turns, dtype=np.int64)
-        lane = turn >= 0
-        self.turn[w, slot_arr[lane]] = turn[lane]
+        self._surroundings(idx)
 
     def _desired_speed(self, kind: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         """Desired speeds [m/s]: 80-110 % of the kind's base speed (``u`` uniform in [0, 1))."""
@@ -638,7 +554,7 @@ class IntersectionSim:
             free_box = np.where(self.alive & (self.seg < 0), r.in_box(self.x, self.y), -1)
         else:
             free_box = self._no_box
-        return idm_accel(
+        return (idm_accel if threaded(self.N) else idm_accel_serial)(
             self.alive, self.kind, self.x, self.y, self.cos, self.sin, self.v, self.s, self.seg,
             self.turn, self.v0, self.length, self.width, free_box,
             r.length, self._link_to_node, self._is_connector, r.succ, r.conflict, r.crosses,
@@ -684,14 +600,24 @@ class IntersectionSim:
         turn = np.minimum((us[w, 4] * 3).astype(np.int64), 2)
         self.turn[w, slot] = np.where(kind[w] == PEDESTRIAN, 0, turn)
 
-    def _surroundings(self) -> None:
-        """Visibility, box gaps and nearest neighbours of the controlled cars (compiled)."""
-        cfg = self.config
-        self._visible, self._separation, self._others = surroundings(
+    def _surroundings(self, worlds: np.ndarray | None = None) -> None:
+        """Visibility, box gaps and nearest neighbours of the controlled cars (compiled).
+
+        ``worlds``: recompute these worlds only (fresh arrays: earlier outputs keep theirs).
+        """
+        cfg, N, C, K = self.config, self.N, self.C, self.config.n_nearest
+        if worlds is None:
+            worlds = self._all_worlds
+            vis = np.zeros((N, C, self.A), bool)
+            sep, others = np.full((N, C), np.inf), np.zeros((N, C, K, N_OTHER_FEATURES))
+        else:
+            vis, sep, others = self._visible.copy(), self._separation.copy(), self._others.copy()
+        (surroundings if threaded(len(worlds)) else surroundings_serial)(
             self.alive, self.kind, self.x, self.y, self.cos, self.sin, self.v, self.length,
-            self.width, self.C, cfg.n_nearest, _KIND_ONE_HOT, self._fov_cos, self._fov_full,
-            self._range, self.road.buildings, cfg.occlusion_by_vehicles,
+            self.width, C, K, _KIND_ONE_HOT, self._fov_cos, self._fov_full, self._range,
+            self.road.buildings, cfg.occlusion_by_vehicles, worlds, vis, sep, others,
         )  # fmt: skip
+        self._visible, self._separation, self._others = vis, sep, others
 
     def pairwise_separation(self) -> np.ndarray:
         """Box gaps ``(N, A, A)`` [m] between all alive road users (``< 0``: overlap, ``inf``: n/a)."""
