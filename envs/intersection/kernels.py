@@ -20,10 +20,12 @@ from numba import njit, prange
 from bystander.envs.intersection.pcg import pcg64_bounded, pcg64_double, pcg64_next64
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    # GNU OpenMP (numba's first choice here) aborts a forked child (Gymnasium's async
-    # vector env, multiprocessing): take a fork-safe layer (tbb, Intel OpenMP or
-    # numba's workqueue) unless the user chose one.
-    numba.config.THREADING_LAYER = "forksafe"
+    # numba's workqueue layer unless the user chose one: fork-safe (GNU OpenMP, numba's
+    # first choice on Linux, can abort a forked child: Gymnasium's async vector env) and
+    # no spin-waiting: on a loaded 2-core machine GNU OpenMP's barrier made 2 threads 3x
+    # slower than 1, the workqueue 1.1x faster (experiments/benchmarks/README.md).
+    # Not thread-safe: step one simulator per process from one Python thread at a time.
+    numba.config.THREADING_LAYER = "workqueue"
 
 __all__ = [
     "CONTROLLED",

@@ -1,13 +1,19 @@
-"""Run the whole benchmark suite of issue 6 and print one Markdown report.
+"""Run the whole benchmark suite (issues 6 and 15) and print one Markdown report.
 
 Sections (each a table whose ratios are measured side by side in this run):
 
+0. the steady state, resets included: simulator core and training env at N = 1024 on
+   1 and 2 threads, the native Gymnasium vector env at N = 64 and 1024, the single env,
+   side by side with EnvPool's ``Intersection-v0`` and highway-env's ``intersection-v0``
+   when installed (``pip install -e .[bench]``), in steps/s and simulated seconds per
+   second: ``steady_state.py`` (issue 15's table);
 1. single env steps/s vs highway-env ``intersection-v0`` (when installed;
    ``pip install --no-deps highway-env``), via ``env_speed.py``;
 2. batched env world-steps/s at N = 1, 16, 64, 256, 1024, bare and with the
    predictability wrapper (constant velocity, learned predictor): ``batched_env.py``;
 3. SB3 PPO training steps/s on the batched env vs CartPole-v1, same hyperparameters:
-   ``ppo_speed.py``;
+   ``ppo_speed.py`` (sections 1-2 time short runs from a reset: section 0 is the
+   sustained figure);
 4. cost vs number of road users / observers (10, 50, 200): ``scaling.py``;
 5. the full ``bystander train`` path (Lagrangian constraint, callbacks) vs CartPole-v1
    through the same trainer: ``train_speed.py`` (issue 4's target).
@@ -37,6 +43,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gymnasium as gym  # noqa: E402
+import numba  # noqa: E402
 import torch  # noqa: E402
 
 import bystander.envs  # noqa: E402, F401 - registers the env ids
@@ -76,11 +83,15 @@ def run(quick: bool) -> str:
     import batched_env
     import ppo_speed
     import scaling
+    import steady_state
     import train_speed
 
     torch.set_num_threads(1)
     sections = []
+    load0 = _load()
     t0 = time.perf_counter()
+    sections.append(steady_state.main(["--quick"] if quick else []))
+    numba.set_num_threads(1)  # the sections below are the one-core figures of issue 6
     sections.append(single_env_section(3.0 if quick else 10.0))
     if quick:
         sections.append(
@@ -102,10 +113,19 @@ def run(quick: bool) -> str:
     head = (
         f"Benchmarks of {datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}, torch {torch.__version__} (1 thread), "
+        f"numba {numba.__version__}, load average {load0} at the start, {_load()} at the end, "
         f"{os.cpu_count()} CPUs visible (shared), {took:.0f} s. Command: "
         f"`python experiments/benchmarks/run_all.py{' --quick' if quick else ''}`"
     )
     return head + "\n\n" + "\n\n".join(sections) + "\n"
+
+
+def _load() -> str:
+    """The 1-minute load average (``os.getloadavg``), or ``n/a``."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
 
 
 def update_readme(path: str, report: str) -> None:
