@@ -48,10 +48,11 @@ __all__ = [
     "threaded",
 ]
 
-PARALLEL_MIN_WORLDS = 128
+PARALLEL_MIN_WORLDS = 256
 """Calls over fewer worlds run the serial twin: a thread-pool launch costs tens of
-microseconds, more than it saves on a small batch (and a one-world env never starts
-the pool)."""
+microseconds (50 us measured with the workqueue layer), more than it saves on a small
+batch; and on a loaded machine a parallel region waits for a descheduled thread. So a
+one-world env never starts the pool, nor does the default training stack (128 worlds)."""
 
 PEDESTRIAN = 2
 CONTROLLED = 0
