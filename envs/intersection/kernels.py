@@ -6,6 +6,14 @@ per world. :func:`idm_accel` is the one implementation of that rule (see
 :meth:`bystander.envs.intersection.sim.IntersectionSim._idm` for the model); it loops over
 worlds, so it serves one env and a batched VecEnv alike. Compiled on first use and cached
 on disk (``cache=True``).
+
+Threads: :func:`idm_accel`, :func:`surroundings` and :func:`reset_worlds` run one world
+per thread (``prange``); each has a serial twin (``*_serial``, the same code compiled
+without the thread pool) that the simulator calls below :data:`PARALLEL_MIN_WORLDS`
+worlds (:func:`threaded`). A world's computation never reads another world's state and
+every world draws from its own random streams, so results are bit-identical for any
+thread count (``numba.set_num_threads``; ``NUMBA_NUM_THREADS``). The threading layer is
+numba's ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ __all__ = [
     "pairwise_gaps",
     "reset_worlds",
     "reset_worlds_serial",
+    "spawn",
     "splitmix_uniforms",
     "surroundings",
     "surroundings_serial",
@@ -688,3 +697,74 @@ def threaded(n_worlds: int) -> bool:
     """Whether a call over ``n_worlds`` worlds should use the parallel kernels: at least
     :data:`PARALLEL_MIN_WORLDS` worlds and more than one numba thread."""
     return n_worlds >= PARALLEL_MIN_WORLDS and numba.get_num_threads() > 1
+
+
+@njit(cache=True)
+def spawn(
+    us, p, cum, kinds, entries, crosswalks, points, heading, alive, kind, uid, next_uid, seg,
+    pos, v, v0, length, width, stuck, turn_chosen, turn, x, y, h, c, s_, n_controlled,
+    base_speed, length_k, width_k, lateral_offset,
+):  # fmt: skip  # pragma: no cover - jit
+    """At most one new road user per world, in place (``us (N, 5)`` the step's uniforms).
+
+    World ``w`` spawns when ``us[w, 0] < p``: kind ``kinds[i]`` with ``i`` the number of
+    ``cum`` (cumulative rate shares: car, cyclist, pedestrian) at or below ``us[w, 1]``;
+    at the start of entry road (crosswalk for pedestrians) ``int(us[w, 2] * n)``; only if
+    no road user stands within 10 m (1.5 m) of it and a scripted slot is free (the
+    lowest). Desired speed ``base_speed[kind] * (0.8 + 0.3 us[w, 3])``, starting at 80 %
+    of it; vehicles turn ``int(3 us[w, 4])`` at the next intersection.
+    """
+    n_worlds, n_agents = alive.shape
+    n_e, n_c = entries.shape[0], crosswalks.shape[0]
+    for w in range(n_worlds):
+        if not us[w, 0] < p:
+            continue
+        which = 0
+        while which < 3 and cum[which] <= us[w, 1]:
+            which += 1
+        which = min(which, 2)
+        ki = kinds[which]
+        if which == 2:
+            sg = crosswalks[min(int(us[w, 2] * n_c), n_c - 1)]
+        else:
+            sg = entries[min(int(us[w, 2] * n_e), n_e - 1)]
+        sx, sy = points[sg, 0, 0], points[sg, 0, 1]
+        clear = 1.5 if which == 2 else 10.0
+        clear2 = clear * clear
+        blocked = False
+        for j in range(n_agents):
+            if alive[w, j]:
+                dx, dy = x[w, j] - sx, y[w, j] - sy
+                if dx * dx + dy * dy < clear2:
+                    blocked = True
+                    break
+        if blocked:
+            continue
+        slot = -1
+        for j in range(n_controlled, n_agents):
+            if not alive[w, j]:
+                slot = j
+                break
+        if slot < 0:
+            continue
+        v0i = base_speed[ki] * (0.8 + 0.3 * us[w, 3])
+        alive[w, slot] = True
+        kind[w, slot] = ki
+        uid[w, slot] = next_uid[w]
+        next_uid[w] += 1
+        seg[w, slot] = sg
+        pos[w, slot] = 0.0
+        v[w, slot] = 0.8 * v0i
+        v0[w, slot] = v0i
+        length[w, slot] = length_k[ki]
+        width[w, slot] = width_k[ki]
+        stuck[w, slot] = 0.0
+        turn_chosen[w, slot] = False
+        cs, sn = points[sg, 0, 2], points[sg, 0, 3]
+        off = lateral_offset[ki]
+        x[w, slot] = points[sg, 0, 0] + (points[sg, 1, 0] - points[sg, 0, 0]) * 0.0 + off * sn
+        y[w, slot] = points[sg, 0, 1] + (points[sg, 1, 1] - points[sg, 0, 1]) * 0.0 - off * cs
+        h[w, slot] = heading[sg, 0]
+        c[w, slot] = cs
+        s_[w, slot] = sn
+        turn[w, slot] = 0 if ki == PEDESTRIAN else min(int(us[w, 4] * 3), 2)

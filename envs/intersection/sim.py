@@ -18,11 +18,13 @@ with ``ego_car_following`` they brake for the road user ahead but never yield) o
 freely on a kinematic bicycle model (continuous actions, ``seg = -1``).
 
 Every pass over pairs of road users (car following, integration, visibility,
-collisions, nearest neighbours) is a numba kernel in
-:mod:`bystander.envs.intersection.kernels` looping over worlds and slots; numpy does
-the rest over ``(N, C)`` arrays. One step of one world costs tens of microseconds, and
-the same code steps ``N = 1024`` worlds for a batched VecEnv (reset finished worlds with
-``reset(worlds=...)``; :attr:`last` holds the outputs).
+collisions, nearest neighbours) and the whole reset of the finished worlds is a numba
+kernel in :mod:`bystander.envs.intersection.kernels` looping over worlds and slots;
+numpy does the rest over ``(N, C)`` arrays, with no Python loop over worlds. One step
+of one world costs tens of microseconds, and the same code steps ``N = 1024`` worlds
+for a batched VecEnv (reset finished worlds with ``reset(worlds=...)``; :attr:`last`
+holds the outputs). From :data:`~bystander.envs.intersection.kernels.PARALLEL_MIN_WORLDS`
+worlds the heavy kernels run one world per thread (bit-identical for any count).
 
 The per-step outputs for controlled cars (observations, reward components, costs,
 flags, visibility of the ego to every other road user) are computed for all worlds at
@@ -49,6 +51,7 @@ from bystander.envs.intersection.kernels import (
     pairwise_gaps,
     reset_worlds,
     reset_worlds_serial,
+    spawn,
     splitmix_uniforms,
     surroundings,
     surroundings_serial,
@@ -210,6 +213,10 @@ class IntersectionSim:
             [config.car_rate * len(r.entries), config.cyclist_rate * len(r.entries),
              config.pedestrian_rate * len(r.crosswalks)]
         )  # fmt: skip
+        total = self._spawn_rates.sum()  # spawn probability per step, kind shares
+        self._spawn_p = 1.0 - math.exp(-total * config.dt) if total > 0 else None
+        self._spawn_cum = np.cumsum(self._spawn_rates) / total if total > 0 else None
+        self._spawn_kinds = np.array([CAR, CYCLIST, PEDESTRIAN], dtype=np.int64)
         self._slot = np.arange(self.A)
         self._follow_controlled = config.action_type == "discrete" and config.ego_car_following
         self._base_speed = np.array(
@@ -271,6 +278,28 @@ class IntersectionSim:
         self._visible = np.zeros((N, C, A), bool)
         self._separation = np.full((N, C), np.inf)
         self._others = np.zeros((N, C, self.config.n_nearest, N_OTHER_FEATURES))
+
+    def generator_state(self, w: int = 0) -> dict:
+        """World ``w``'s reset generator as NumPy's ``PCG64`` state dict (a copy).
+
+        ``np.random.Generator(np.random.PCG64())`` given this state draws exactly what
+        world ``w``'s next reset draws.
+        """
+        g = [int(v) for v in self._gens[w]]
+        return {
+            "bit_generator": "PCG64",
+            "state": {"state": g[0] << 64 | g[1], "inc": g[2] << 64 | g[3]},
+            "has_uint32": g[4],
+            "uinteger": g[5],
+        }
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """A NumPy ``Generator`` in the state of world 0's reset generator: a snapshot for
+        inspection (drawing from it does not advance the simulator's)."""
+        gen = np.random.Generator(np.random.PCG64())
+        gen.bit_generator.state = self.generator_state(0)
+        return gen
 
     def _seed_all(self, seed: int) -> None:
         """Seed world ``w``'s reset stream with ``seed + w`` (all worlds)."""
@@ -565,40 +594,18 @@ class IntersectionSim:
         )  # fmt: skip
 
     def _spawn(self, us: np.ndarray) -> None:
-        """At most one new road user per world per step, at a clear entry / crosswalk start."""
-        r, cfg, C = self.road, self.config, self.C
-        rates = self._spawn_rates
-        total = rates.sum()
-        if total <= 0:
+        """At most one new road user per world per step, at a clear entry / crosswalk start
+        (compiled: :func:`~bystander.envs.intersection.kernels.spawn`)."""
+        if self._spawn_p is None:
             return
-        p = 1.0 - math.exp(-total * cfg.dt)
-        want = us[:, 0] < p
-        if not want.any():
-            return
-        cum = np.cumsum(rates) / total
-        which = np.searchsorted(cum, us[:, 1], side="right").clip(0, 2)  # 0 car, 1 cyclist, 2 ped
-        kind = np.array([CAR, CYCLIST, PEDESTRIAN])[which]
-        n_e, n_c = len(r.entries), len(r.crosswalks)
-        seg = np.where(
-            which == 2,
-            r.crosswalks[np.minimum((us[:, 2] * n_c).astype(np.int64), n_c - 1)],
-            r.entries[np.minimum((us[:, 2] * n_e).astype(np.int64), n_e - 1)],
-        )
-        sx, sy = r.points[seg, 0, 0], r.points[seg, 0, 1]
-        d2 = (self.x - sx[:, None]) ** 2 + (self.y - sy[:, None]) ** 2
-        clear = np.where(which == 2, 1.5, 10.0) ** 2
-        blocked = (self.alive & (d2 < clear[:, None])).any(-1)
-        free = ~self.alive[:, C:]
-        has_free = free.any(-1)
-        go = want & ~blocked & has_free
-        if not go.any():
-            return
-        w = np.nonzero(go)[0]
-        slot = C + np.argmax(free[w], axis=1)
-        v0 = self._desired_speed(kind[w], us[w, 3])
-        self._place_many(w, slot, kind[w], seg[w], np.zeros(len(w)), 0.8 * v0, v0)
-        turn = np.minimum((us[w, 4] * 3).astype(np.int64), 2)
-        self.turn[w, slot] = np.where(kind[w] == PEDESTRIAN, 0, turn)
+        r = self.road
+        spawn(
+            us, self._spawn_p, self._spawn_cum, self._spawn_kinds, r.entries, r.crosswalks,
+            r.points, r.heading, self.alive, self.kind, self.uid, self.next_uid, self.seg,
+            self.s, self.v, self.v0, self.length, self.width, self.stuck, self.turn_chosen,
+            self.turn, self.x, self.y, self.h, self.cos, self.sin, self.C, self._base_speed,
+            LENGTH, WIDTH, LATERAL_OFFSET,
+        )  # fmt: skip
 
     def _surroundings(self, worlds: np.ndarray | None = None) -> None:
         """Visibility, box gaps and nearest neighbours of the controlled cars (compiled).
