@@ -47,6 +47,7 @@ __all__ = [
     "idm_accel_serial",
     "lane_poses",
     "observer_slots",
+    "outcomes",
     "pairwise_gaps",
     "reset_worlds",
     "reset_worlds_serial",
@@ -703,9 +704,13 @@ def threaded(n_worlds: int) -> bool:
 def spawn(
     us, p, cum, kinds, entries, crosswalks, points, heading, alive, kind, uid, next_uid, seg,
     pos, v, v0, length, width, stuck, turn_chosen, turn, x, y, h, c, s_, n_controlled,
-    base_speed, length_k, width_k, lateral_offset,
+    base_speed, length_k, width_k, lateral_offset, dt, stuck_time,
 ):  # fmt: skip  # pragma: no cover - jit
-    """At most one new road user per world, in place (``us (N, 5)`` the step's uniforms).
+    """Stuck road users out, then at most one new one per world, in place.
+
+    First every scripted road user slower than 0.1 m/s adds ``dt`` to its ``stuck`` time
+    (others reset it to 0) and leaves the world past ``stuck_time`` [s]. Then, with
+    ``us (N, 5)`` the step's uniforms:
 
     World ``w`` spawns when ``us[w, 0] < p``: kind ``kinds[i]`` with ``i`` the number of
     ``cum`` (cumulative rate shares: car, cyclist, pedestrian) at or below ``us[w, 1]``;
@@ -717,6 +722,11 @@ def spawn(
     n_worlds, n_agents = alive.shape
     n_e, n_c = entries.shape[0], crosswalks.shape[0]
     for w in range(n_worlds):
+        for j in range(n_agents):
+            still = alive[w, j] and kind[w, j] != CONTROLLED and v[w, j] < 0.1
+            stuck[w, j] = (stuck[w, j] + dt) * (1.0 if still else 0.0)
+            if stuck[w, j] > stuck_time:
+                alive[w, j] = False
         if not us[w, 0] < p:
             continue
         which = 0
@@ -768,3 +778,74 @@ def spawn(
         c[w, slot] = cs
         s_[w, slot] = sn
         turn[w, slot] = 0 if ki == PEDESTRIAN else min(int(us[w, 4] * 3), 2)
+
+
+@njit(cache=True)
+def outcomes(
+    alive, x, y, c, s_, dest, goal, separation, left_map, done, route_dist, prev_dist,
+    continuous, bounds, roads_h, roads_v, arrive_r2, near_scale, collision_cost,
+    near_miss_cost, weights,
+):  # fmt: skip  # pragma: no cover - jit
+    """The step's events, costs and rewards of the controlled cars (``(N, C)`` slots).
+
+    ``done`` is the flag before this step (``active = ~done``); ``separation`` the box gap
+    [m] to the nearest road user, ``left_map (N, A)`` from :func:`advance`,
+    ``weights`` the 5 reward weights (progress, arrival, collision, offroad, time).
+    Crash: gap < 0 (controlled car still alive). Arrival: within ``sqrt(arrive_r2)`` m
+    of the goal point, heading within 60 degrees of the goal direction, not crashed.
+    Off-road (``continuous``: outside every road strip or the map; or left the map),
+    unless arrived or crashed. Cost: ``collision_cost`` on a crash, else ``near_miss_cost
+    * clip(1 - gap * near_scale, 0, 1)``. Returns ``(crashed, arrived, offroad,
+    left_map, cost, rewards (N, C, 5), terminated)``, cost and rewards times ``active``
+    (the same arithmetic as the numpy code before it, bit for bit). Controlled cars whose
+    episode ends here leave the world (``done`` set, ``alive`` cleared, in place).
+    """
+    n_worlds, n_ctrl = done.shape
+    crashed = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
+    arrived = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
+    offroad = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
+    lm = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
+    terminated = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
+    cost = np.zeros((n_worlds, n_ctrl))
+    rewards = np.zeros((n_worlds, n_ctrl, 5))
+    xmin, ymin, xmax, ymax = bounds[0], bounds[1], bounds[2], bounds[3]
+    for w in range(n_worlds):
+        for e in range(n_ctrl):
+            sep = separation[w, e]
+            cr = sep < 0.0
+            near = min(max(1.0 - sep * near_scale, 0.0), 1.0)
+            ce = collision_cost if cr else near_miss_cost * near
+            xe, ye = x[w, e], y[w, e]
+            off = False
+            if continuous:
+                on = False
+                if xe >= xmin and xe <= xmax and ye >= ymin and ye <= ymax:
+                    for k in range(roads_h.shape[0]):
+                        if abs(ye - roads_h[k, 0]) <= roads_h[k, 1]:
+                            on = True
+                    for k in range(roads_v.shape[0]):
+                        if abs(xe - roads_v[k, 0]) <= roads_v[k, 1]:
+                            on = True
+                off = not on
+            d = dest[w, e]
+            gx, gy = xe - goal[d, 0], ye - goal[d, 1]
+            aligned = c[w, e] * goal[d, 3] + s_[w, e] * goal[d, 4] > 0.5
+            ar = gx * gx + gy * gy < arrive_r2 and aligned and alive[w, e] and not cr
+            cr = cr and alive[w, e]
+            lme = left_map[w, e]
+            off = (off or lme) and not ar and not cr
+            act = 0.0 if done[w, e] else 1.0
+            crashed[w, e], arrived[w, e], offroad[w, e], lm[w, e] = cr, ar, off, lme
+            terminated[w, e] = cr or ar or off or lme
+            cost[w, e] = ce * act
+            gain = min(max(prev_dist[w, e] - route_dist[w, e], -5.0), 5.0)
+            rw = rewards[w, e]
+            rw[0] = weights[0] * gain * act
+            rw[1] = weights[1] * (1.0 if ar else 0.0) * act
+            rw[2] = weights[2] * (1.0 if cr else 0.0) * act
+            rw[3] = weights[3] * (1.0 if off else 0.0) * act
+            rw[4] = weights[4] * act
+            if terminated[w, e] and act:
+                done[w, e] = True
+                alive[w, e] = False
+    return crashed, arrived, offroad, lm, cost, rewards, terminated

@@ -48,6 +48,7 @@ from bystander.envs.intersection.kernels import (
     idm_accel_serial,
     lane_poses,
     observer_slots,
+    outcomes,
     pairwise_gaps,
     reset_worlds,
     reset_worlds_serial,
@@ -214,9 +215,14 @@ class IntersectionSim:
              config.pedestrian_rate * len(r.crosswalks)]
         )  # fmt: skip
         total = self._spawn_rates.sum()  # spawn probability per step, kind shares
-        self._spawn_p = 1.0 - math.exp(-total * config.dt) if total > 0 else None
-        self._spawn_cum = np.cumsum(self._spawn_rates) / total if total > 0 else None
+        self._spawn_p = 1.0 - math.exp(-total * config.dt) if total > 0 else -1.0  # -1: never
+        self._spawn_cum = np.cumsum(self._spawn_rates) / total if total > 0 else np.ones(3)
         self._spawn_kinds = np.array([CAR, CYCLIST, PEDESTRIAN], dtype=np.int64)
+        self._reward_weights = np.array(
+            [config.reward_progress, config.reward_arrival, config.reward_collision,
+             config.reward_offroad, config.reward_time]
+        )  # fmt: skip
+        self._bounds = np.array(r.bounds, dtype=np.float64)
         self._slot = np.arange(self.A)
         self._follow_controlled = config.action_type == "discrete" and config.ego_car_following
         self._base_speed = np.array(
@@ -483,7 +489,6 @@ class IntersectionSim:
         cfg, r, N, A, C = self.config, self.road, self.N, self.A, self.C
         dt = cfg.dt
         active = ~self.done
-        ctrl_alive = self.alive[:, :C]
         u, us = self._step_random()
 
         # --- controlled cars' commands
@@ -520,37 +525,33 @@ class IntersectionSim:
             cfg.wheelbase, DS, C, PED_CONTINUE,
         )  # fmt: skip
 
-        # --- bookkeeping: stuck scripted road users are removed, new ones spawn
-        still = self.alive & (self.kind != CONTROLLED) & (self.v < 0.1)
-        self.stuck = (self.stuck + dt) * still
-        if self.stuck.max() > cfg.stuck_time:
-            self.alive &= self.stuck <= cfg.stuck_time
+        # --- bookkeeping: stuck scripted road users are removed, new ones spawn (compiled)
         self._spawn(us)
         self.t += 1
 
-        # --- controlled cars: events
+        # --- controlled cars: events, costs, rewards (compiled)
         self._surroundings()
-        sep = self._separation
-        crashed = sep < 0.0
-        near = np.minimum(np.maximum(1.0 - sep * (1.0 / cfg.near_miss_distance), 0.0), 1.0)
-        cost = np.where(crashed, cfg.collision_cost, cfg.near_miss_cost * near)
-        lm = left_map[:, :C]
-        if self.continuous:
-            offroad = ~r.on_road(self.x[:, :C], self.y[:, :C])
-        else:
-            offroad = np.zeros((N, C), bool)
         self._route_features()
-        g = r.goal[self.dest]
-        gx, gy = self.x[:, :C] - g[..., 0], self.y[:, :C] - g[..., 1]
-        aligned = self.cos[:, :C] * g[..., 3] + self.sin[:, :C] * g[..., 4] > 0.5
-        arrived = (gx * gx + gy * gy < cfg.arrive_radius**2) & aligned & ctrl_alive & ~crashed
-        crashed &= ctrl_alive
-        offroad = (offroad | lm) & ~arrived & ~crashed
-        out = self._outputs(crashed, arrived, offroad, lm, cost * active, active)
-        # finished controlled cars leave the world
-        fin = out.terminated & active
-        self.done |= fin
-        self.alive[:, :C] &= ~fin
+        crashed, arrived, offroad, lm, cost, rewards, terminated = outcomes(
+            self.alive, self.x, self.y, self.cos, self.sin, self.dest, r.goal,
+            self._separation, left_map, self.done, self.route_dist, self.prev_dist,
+            self.continuous, self._bounds, r.roads_h, r.roads_v, cfg.arrive_radius**2,
+            1.0 / cfg.near_miss_distance, cfg.collision_cost, cfg.near_miss_cost,
+            self._reward_weights,
+        )  # fmt: skip
+        out = StepResult(
+            obs=self.observe(),
+            rewards=rewards,
+            cost=cost,
+            crashed=crashed,
+            arrived=arrived,
+            offroad=offroad,
+            left_map=lm,
+            terminated=terminated,
+            truncated=self.t >= cfg.max_cycles,
+            visible=self.visibility(),
+            active=active,
+        )
         self.prev_dist = self.route_dist.copy()
         self.last = out
         return out
@@ -594,17 +595,16 @@ class IntersectionSim:
         )  # fmt: skip
 
     def _spawn(self, us: np.ndarray) -> None:
-        """At most one new road user per world per step, at a clear entry / crosswalk start
-        (compiled: :func:`~bystander.envs.intersection.kernels.spawn`)."""
-        if self._spawn_p is None:
-            return
-        r = self.road
+        """Road users stuck longer than ``stuck_time`` leave; at most one new one per world
+        per step, at a clear entry / crosswalk start (compiled:
+        :func:`~bystander.envs.intersection.kernels.spawn`)."""
+        r, cfg = self.road, self.config
         spawn(
             us, self._spawn_p, self._spawn_cum, self._spawn_kinds, r.entries, r.crosswalks,
             r.points, r.heading, self.alive, self.kind, self.uid, self.next_uid, self.seg,
             self.s, self.v, self.v0, self.length, self.width, self.stuck, self.turn_chosen,
             self.turn, self.x, self.y, self.h, self.cos, self.sin, self.C, self._base_speed,
-            LENGTH, WIDTH, LATERAL_OFFSET,
+            LENGTH, WIDTH, LATERAL_OFFSET, cfg.dt, cfg.stuck_time,
         )  # fmt: skip
 
     def _surroundings(self, worlds: np.ndarray | None = None) -> None:
