@@ -50,6 +50,7 @@ __all__ = [
     "outcomes",
     "pairwise_gaps",
     "reset_worlds",
+    "route_features",
     "reset_worlds_serial",
     "spawn",
     "splitmix_uniforms",
@@ -849,3 +850,42 @@ def outcomes(
                 done[w, e] = True
                 alive[w, e] = False
     return crashed, arrived, offroad, lm, cost, rewards, terminated
+
+
+@njit(cache=True)
+def route_features(
+    seg, pos, x, y, c, s_, dest, prev_dist, continuous, lane_xy, lane_cs, lane_seg, lane_s,
+    dist_to_goal,
+):  # fmt: skip  # pragma: no cover - jit
+    """Reference lane position and route distance [m] of each controlled car ``(N, C)``.
+
+    Lane followers: their own segment and arc length. Free movers (``continuous``): the
+    lane point minimising ``d^2 + 25 (1 - cos(heading difference))`` over ``lane_xy (P,
+    2)`` (first minimum), with ``lane_offset`` the distance to it. Route distance: the
+    segment's distance to the goal minus the arc length, the previous value where the
+    goal is unreachable from there. Returns ``(ref_seg, ref_s, lane_offset, route_dist)``.
+    """
+    n_worlds, n_ctrl = dest.shape
+    ref_seg = np.zeros((n_worlds, n_ctrl), dtype=np.int64)
+    ref_s = np.zeros((n_worlds, n_ctrl))
+    lane_offset = np.zeros((n_worlds, n_ctrl))
+    route = np.zeros((n_worlds, n_ctrl))
+    for w in range(n_worlds):
+        for e in range(n_ctrl):
+            if continuous:
+                px, py, ce, se = x[w, e], y[w, e], c[w, e], s_[w, e]
+                best, bk, bd2 = np.inf, 0, 0.0
+                for k in range(lane_xy.shape[0]):
+                    dx, dy = lane_xy[k, 0] - px, lane_xy[k, 1] - py
+                    d2 = dx * dx + dy * dy
+                    val = d2 + 25.0 * (1.0 - (ce * lane_cs[k, 0] + se * lane_cs[k, 1]))
+                    if val < best:
+                        best, bk, bd2 = val, k, d2
+                rs, rss = lane_seg[bk], lane_s[bk]
+                lane_offset[w, e] = np.sqrt(bd2)
+            else:
+                rs, rss = max(seg[w, e], 0), pos[w, e]
+            ref_seg[w, e], ref_s[w, e] = rs, rss
+            dist = dist_to_goal[dest[w, e], rs] - rss
+            route[w, e] = dist if np.isfinite(dist) else prev_dist[w, e]
+    return ref_seg, ref_s, lane_offset, route

@@ -52,6 +52,7 @@ from bystander.envs.intersection.kernels import (
     pairwise_gaps,
     reset_worlds,
     reset_worlds_serial,
+    route_features,
     spawn,
     splitmix_uniforms,
     surroundings,
@@ -634,22 +635,13 @@ class IntersectionSim:
 
     # ------------------------------------------------------------------ outputs
     def _route_features(self) -> None:
-        """Reference lane position of each controlled car and its route distance to goal."""
-        r, C = self.road, self.C
-        if self.continuous:
-            px, py = self.x[:, :C, None], self.y[:, :C, None]
-            d2 = (r.lane_xy[:, 0] - px) ** 2 + (r.lane_xy[:, 1] - py) ** 2
-            align = (
-                self.cos[:, :C, None] * r.lane_cs[:, 0] + self.sin[:, :C, None] * r.lane_cs[:, 1]
-            )
-            k = np.argmin(d2 + 25.0 * (1.0 - align), axis=-1)
-            self.ref_seg, self.ref_s = r.lane_seg[k], r.lane_s[k]
-            self.lane_offset = np.sqrt(np.take_along_axis(d2, k[..., None], -1)[..., 0])
-        else:
-            self.ref_seg, self.ref_s = np.maximum(self.seg[:, :C], 0), self.s[:, :C]
-            self.lane_offset = np.zeros_like(self.ref_s)
-        dist = r.dist_to_goal[self.dest, self.ref_seg] - self.ref_s
-        self.route_dist = np.where(np.isfinite(dist), dist, self.prev_dist)
+        """Reference lane position of each controlled car and its route distance to goal
+        (compiled: :func:`~bystander.envs.intersection.kernels.route_features`)."""
+        r = self.road
+        self.ref_seg, self.ref_s, self.lane_offset, self.route_dist = route_features(
+            self.seg, self.s, self.x, self.y, self.cos, self.sin, self.dest, self.prev_dist,
+            self.continuous, r.lane_xy, r.lane_cs, r.lane_seg, r.lane_s, r.dist_to_goal,
+        )  # fmt: skip
 
     def _outputs(
         self, crashed: np.ndarray, arrived: np.ndarray, offroad: np.ndarray, left_map: np.ndarray,
