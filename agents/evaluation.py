@@ -253,12 +253,14 @@ def episode_row(
         dt: Seconds per step. escalations: Review-gate escalations.
         ret: Task return, when the info carries no Monitor ``episode`` entry.
     """
-    success = bool(info.get("arrived", False))
+    outcome = info.get("episode_outcome")  # several cars per world: how this one ended
+    success = outcome == "arrived" if outcome else bool(info.get("arrived", False))
+    crashed = outcome == "crashed" if outcome else bool(info.get("crashed", False))
     row: dict[str, float] = {
         "episode": float(i),
         "seed": float(seed),
         "success": float(success),
-        "collision": float(bool(info.get("crashed", False))),
+        "collision": float(crashed),
         "steps": float(steps),
         "time_to_destination_s": steps * dt if success else math.nan,
         "task_return": float((info.get("episode") or {}).get("r", ret)),
@@ -319,16 +321,17 @@ def evaluate_run(
         predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
     multipliers = build_multipliers(cfg)
     _load_final_multipliers(run_dir, multipliers)
-    result = evaluate_policy(
-        model,
-        cfg,
-        episodes=episodes,
-        seed=seed,
-        deterministic=deterministic,
-        predictor=predictor,
-        obs_normalizer=load_obs_normalizer(run_dir),
-        multipliers=multipliers,
-    )
+    kw = dict(episodes=episodes, seed=seed, deterministic=deterministic,
+              obs_normalizer=load_obs_normalizer(run_dir))  # fmt: skip
+    if cfg.n_controlled > 1:  # several cars per world: the batched simulator's slots
+        from bystander.agents.heldout import evaluate_batched
+        from bystander.agents.training import build_predictor
+
+        if predictor is None and cfg.predictor.kind != "none":
+            predictor = build_predictor(cfg)
+        result = evaluate_batched(model, cfg, predictor=predictor, **kw)
+    else:
+        result = evaluate_policy(model, cfg, predictor=predictor, multipliers=multipliers, **kw)
     result.write_csv(csv_dir if csv_dir is not None else run_dir)
     return result
 

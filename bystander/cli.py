@@ -49,10 +49,20 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     :class:`~bystander.envs.constraint_config.ConstraintConfig`)."""
     g = p.add_argument_group("shortcuts (each is a --set override)")
     add_flags(g, RunConfig)
+    g.add_argument(
+        "--agents",
+        type=int,
+        metavar="K",
+        help="controlled cars per world, one shared policy (env.config.n_controlled; "
+        "needs train.vec_env=batched)",
+    )
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    return flag_overrides(args, config_flags(RunConfig))
+    out = flag_overrides(args, config_flags(RunConfig))
+    if getattr(args, "agents", None) is not None:
+        out.append(f"env.config.n_controlled={args.agents}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -429,6 +429,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         self._check_across()
 
+    @property
+    def n_controlled(self) -> int:
+        """Controlled cars per world (``env.config.n_controlled``, default 1)."""
+        return int((self.env.config or {}).get("n_controlled", 1))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable)."""
         return dataclasses.asdict(self)
@@ -464,6 +469,15 @@ class RunConfig:
                 "0 (no held-out evaluation during training) unless env.id is "
                 f"{INTERSECTION_ID} without review.enabled and env.max_episode_steps",
                 self.eval.every,
+            )
+        cars = self.n_controlled
+        if cars != 1:  # one slot per car per world: the batched simulator's multi-agent form
+            check(
+                self.train.vec_env == "batched" and self.env.id == INTERSECTION_ID,
+                "train.vec_env",
+                f"'batched' on {INTERSECTION_ID} with env.config.n_controlled={cars} "
+                "(several controlled cars per world)",
+                self.train.vec_env,
             )
         if self.train.vec_env == "batched":
             if self.review.enabled:

@@ -277,6 +277,14 @@ class WorldView:
             self.renderer = None
 
 
+def zero_observation(obs: Any) -> Any:
+    """Zeros shaped as ``obs`` (an array or a dict of arrays): what an inactive
+    controlled car (finished, its world still running) observes."""
+    if isinstance(obs, dict):
+        return {k: np.zeros_like(v) for k, v in obs.items()}
+    return np.zeros_like(obs)
+
+
 def seed_from(np_random: np.random.Generator) -> int:
     """A simulator seed drawn from a Gymnasium ``np_random`` (reproducible chain)."""
     return int(np_random.integers(0, 2**62))
@@ -294,4 +302,5 @@ __all__ = [
     "observation_size",
     "real_array",
     "seed_from",
+    "zero_observation",
 ]

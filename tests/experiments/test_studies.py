@@ -33,6 +33,11 @@ EXPECT = {
     ),  # fmt: skip
     "partial_observation": ("partial.png", ["success", "cost_predictability"], ["ade"]),
     "review_gate": ("review_gate.png", ["success", "escalation_rate"], []),
+    "multi_agent": (
+        "multi_agent.png",
+        ["success", "collision", "cost_predictability_per_step"],
+        [],
+    ),
     "llm_tradeoff": (
         "llm_tradeoff.png",
         ["accuracy", "predictability_cost", "length_mean", "before_accuracy"],
@@ -87,7 +92,7 @@ def _check_outputs(study: str, results_dir: Path, n_trials: int) -> list[dict[st
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["frontier", "lagrangian", "cotraining",
-                                   "partial_observation", "review_gate"])  # fmt: skip
+                                   "partial_observation", "review_gate", "multi_agent"])  # fmt: skip
 def test_driving_study_smoke(study, out):
     import importlib
 
@@ -113,6 +118,9 @@ def test_driving_study_smoke(study, out):
         assert "predictor_loss" not in recs["constant_velocity"]["metrics"]["curve"]
     if study == "review_gate":
         assert [r["gate"] for r in rows][0] == "no gate" and len(rows) == 2
+    if study == "multi_agent":  # one evaluation row per car per episode
+        rec = sl.load_results(out / study)[0]
+        assert rec["metrics"]["success"] >= 0.0 and rows[0]["cars"] == "2"
 
 
 def test_llm_study_smoke(out, tiny_models):
