@@ -23,7 +23,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from bystander.envs.constraints import episode_cost_for_budget
-from bystander.envs.contract import Views
+from bystander.envs.contract import Views, concat_poses
 
 if TYPE_CHECKING:  # pragma: no cover
     from bystander.agents.training import Trainer
@@ -214,6 +214,7 @@ def concat_views(batches: list[tuple[Views, np.ndarray]]) -> tuple[Views, np.nda
         observer_types=np.concatenate([v.observer_types for v, _ in same]),
         observer_ids=np.concatenate([v.observer_ids for v, _ in same]),
         dt=same[0][0].dt,
+        poses=concat_poses([v for v, _ in same]),
     )
     return views, np.concatenate([t for _, t in same])
 

@@ -1,0 +1,390 @@
+"""Lane-following route hypotheses on the intersection's road graph (numba kernel).
+
+The geometry half of :class:`~bystander.agents.map_predictor.MapPredictor`. Given the
+ego's seen positions in the *world* frame, :func:`rollout_hypotheses` matches the ego
+to a lane and rolls out ``K = 3 ** depth`` lane-following hypotheses: hypothesis ``k``
+takes turn ``digit_i(k)`` (base 3: ``0`` right, ``1`` straight, ``2`` left) at the
+``i``-th intersection ahead (straight after the first ``depth``). Each hypothesis has
+its own speed profile (see :func:`rollout_hypotheses`) and a feature vector that the
+learned part turns into a probability.
+
+Map matching: the nearest resampled lane point under the cost ``d^2 + heading_weight *
+(1 - cos(heading error))`` (heading from the last two seen positions; ignored below
+``0.5 m/s``). Segments are pre-filtered by bounding boxes. A match on a connector
+whose sibling connectors (same approach, other turns) match almost as well is
+*undecided*: the ego is then placed at the end of the approach link with the arc
+length already driven on the connector still to go, so every hypothesis branches
+there. A clear match pins the turn being driven; the branches are the later ones.
+
+Everything here is plain arrays; the road graph is read once from a
+:class:`~bystander.envs.intersection.road.RoadNetwork` into :class:`MapArrays`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from bystander.envs.intersection.road import CONNECTOR, CROSSWALK, DS, LINK, RoadNetwork
+
+__all__ = ["N_FEATURES", "FEATURE_NAMES", "MapArrays", "rollout_hypotheses"]
+
+FEATURE_NAMES = (
+    "first_right",
+    "first_straight",
+    "first_left",
+    "second_right",
+    "second_straight",
+    "second_left",
+    "agreement",
+    "first_right_near",
+    "first_straight_near",
+    "first_left_near",
+)
+"""Per-hypothesis features: one-hot of the turn at the first / second intersection ahead
+(zeros when the horizon does not reach it or the turn is already pinned), the agreement
+of the hypothesis with a constant-turn-rate extrapolation over the first second
+(``-d^2 / (2 sigma^2)``, ``d`` in metres), and the first turn's one-hot times
+``exp(-distance to that intersection / 20 m)`` (habits that show on approach)."""
+N_FEATURES = len(FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class MapArrays:
+    """The lane graph as contiguous arrays (``S`` segments, ``P`` points per segment).
+
+    Attributes:
+        points: ``(S, P, 2)`` resampled lane centre points [m], every ``DS`` m.
+        length: ``(S,)`` segment lengths [m]. n_points: ``(S,)`` valid points.
+        kind: ``(S,)`` LINK / CONNECTOR / CROSSWALK codes of ``road.py``.
+        succ: ``(S, 3)`` successor per turn (``-1``: leaves the map).
+        decision: ``(S,)`` True for links that end at an intersection.
+        turn: ``(S,)`` a connector's turn (``-1`` for other segments).
+        pred: ``(S,)`` the approach link of a connector (``-1`` otherwise).
+        bbox: ``(S, 4)`` ``(xmin, ymin, xmax, ymax)`` of each lane [m].
+        heading: ``(S, P, 2)`` unit tangent ``(cos, sin)`` at each point.
+    """
+
+    points: np.ndarray
+    length: np.ndarray
+    n_points: np.ndarray
+    kind: np.ndarray
+    succ: np.ndarray
+    decision: np.ndarray
+    turn: np.ndarray
+    pred: np.ndarray
+    bbox: np.ndarray
+    heading: np.ndarray
+
+    @classmethod
+    def from_road(cls, road: RoadNetwork) -> MapArrays:
+        """Read the lanes (links and connectors) of ``road``; crosswalks are left out."""
+        kind = np.asarray(road.kind, dtype=np.int64)
+        succ = np.asarray(road.succ, dtype=np.int64)
+        n = len(kind)
+        pred = -np.ones(n, dtype=np.int64)
+        for sid in np.flatnonzero(kind == LINK):
+            for t in range(3):
+                if succ[sid, t] >= 0 and kind[succ[sid, t]] == CONNECTOR:
+                    pred[succ[sid, t]] = sid
+        bbox = np.full((n, 4), np.inf)
+        for sid in range(n):
+            if kind[sid] == CROSSWALK:
+                continue
+            pts = road.points[sid, : road.n_points[sid], :2]
+            bbox[sid] = (*pts.min(axis=0), *pts.max(axis=0))
+        decision = (kind == LINK) & (np.asarray(road.node) >= 0)
+        return cls(
+            points=np.ascontiguousarray(road.points[..., :2], dtype=np.float64),
+            length=np.asarray(road.length, dtype=np.float64),
+            n_points=np.asarray(road.n_points, dtype=np.int64),
+            kind=kind,
+            succ=succ,
+            decision=decision,
+            turn=np.asarray(road.connector_turn, dtype=np.int64),
+            pred=pred,
+            bbox=bbox,
+            heading=np.ascontiguousarray(road.points[..., 2:4], dtype=np.float64),
+        )
+
+
+def rollout_hypotheses(
+    arrays: MapArrays,
+    states: np.ndarray,
+    mask: np.ndarray,
+    origin: np.ndarray,
+    dt: float,
+    horizon: int,
+    depth: int,
+    params: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Roll out every view's ``K = 3 ** depth`` hypotheses, world frame.
+
+    Args:
+        arrays: The lane graph.
+        states: Ego positions ``(B, L, 2)`` [m], world frame, oldest first (last = now).
+        mask: Seen entries ``(B, L)`` bool.
+        origin: ``(B, 2)`` [m] where a view with no seen entry is predicted (the
+            observer's own position).
+        dt: Seconds per entry.
+        horizon: Predicted steps ``H``.
+        depth: Intersections ahead whose turn is enumerated (``K = 3 ** depth``).
+        params: ``(8,)`` float: heading weight [m^2], bbox margin [m], ambiguity margin
+            [m^2], speed-change time constant [s], max speed [m/s], max acceleration
+            [m/s^2], lateral-offset decay time [s], agreement sigma [m].
+
+    Returns:
+        ``traj`` ``(B, K, H, 2)`` [m] world frame; ``features`` ``(B, K, N_FEATURES)``;
+        ``valid`` ``(B, K)`` bool (False for duplicates: hypotheses that differ only in
+        turns the horizon does not reach).
+
+    Speed profile: from the seen speed ``v0`` and acceleration ``a0`` (clipped to
+    ``+-max acceleration``), ``v(t) = v0 + a0 * tau * (1 - exp(-t / tau))`` within
+    ``[0, max speed]``; the lateral offset of the ego from the matched lane decays as
+    ``exp(-t / decay)``. The rollout starts at the last seen entry and walks to ``now``
+    before the ``H`` predicted steps.
+    """
+    b = states.shape[0]
+    k = 3 ** int(depth)
+    traj = np.empty((b, k, int(horizon), 2))
+    feats = np.zeros((b, k, N_FEATURES))
+    valid = np.zeros((b, k), dtype=np.bool_)
+    _kernel(
+        np.ascontiguousarray(states[..., :2], dtype=np.float64),
+        np.ascontiguousarray(mask, dtype=np.bool_),
+        np.ascontiguousarray(origin, dtype=np.float64),
+        float(dt),
+        int(depth),
+        np.ascontiguousarray(params, dtype=np.float64),
+        arrays.points,
+        arrays.heading,
+        arrays.length,
+        arrays.n_points,
+        arrays.kind,
+        arrays.succ,
+        arrays.decision,
+        arrays.turn,
+        arrays.pred,
+        arrays.bbox,
+        traj,
+        feats,
+        valid,
+    )
+    return traj, feats, valid
+
+
+@njit(cache=True)
+def _nearest_on(points, heading, n_points, sid, x, y, hc, hs, hw):  # pragma: no cover - jit
+    """Best (cost, index) of the points of segment ``sid``."""
+    best = 1e300
+    idx = 0
+    for j in range(n_points[sid]):
+        dx = points[sid, j, 0] - x
+        dy = points[sid, j, 1] - y
+        c = dx * dx + dy * dy + hw * (1.0 - (heading[sid, j, 0] * hc + heading[sid, j, 1] * hs))
+        if c < best:
+            best = c
+            idx = j
+    return best, idx
+
+
+@njit(cache=True)
+def _position(points, n_points, length, seg, s):  # pragma: no cover - jit
+    """Interpolated lane position at arc length ``s`` of ``seg``."""
+    f = min(max(s, 0.0), length[seg]) / DS
+    j = min(int(f), n_points[seg] - 2)
+    if j < 0:
+        return points[seg, 0, 0], points[seg, 0, 1]
+    fr = min(f - j, 1.0)
+    x = points[seg, j, 0] + (points[seg, j + 1, 0] - points[seg, j, 0]) * fr
+    y = points[seg, j, 1] + (points[seg, j + 1, 1] - points[seg, j, 1]) * fr
+    return x, y
+
+
+@njit(cache=True)
+def _kernel(  # pragma: no cover - jit
+    states, mask, origin, dt, depth, params, points, heading, length, n_points, kind, succ,
+    decision, turn, pred, bbox, traj, feats, valid,
+):  # fmt: skip
+    n, big_l = mask.shape
+    n_modes = traj.shape[1]
+    horizon = traj.shape[2]
+    hw0, margin, amb, tau, vmax, amax, tlat, sig = (
+        params[0], params[1], params[2], params[3], params[4], params[5], params[6], params[7],
+    )  # fmt: skip
+    n_seg = kind.shape[0]
+    steps_a = max(1, int(round(1.0 / dt)))
+    for b in range(n):
+        last = -1
+        prev = -1
+        prev2 = -1
+        first = -1
+        for j in range(big_l - 1, -1, -1):
+            if mask[b, j]:
+                first = j
+                if last < 0:
+                    last = j
+                elif prev < 0:
+                    prev = j
+                elif prev2 < 0:
+                    prev2 = j
+        if last < 0:
+            for m in range(n_modes):
+                valid[b, m] = m == 0
+                for h in range(horizon):
+                    traj[b, m, h, 0] = origin[b, 0]
+                    traj[b, m, h, 1] = origin[b, 1]
+            continue
+        px = states[b, last, 0]
+        py = states[b, last, 1]
+        vx = 0.0
+        vy = 0.0
+        if prev >= 0:
+            g = (last - prev) * dt
+            vx = (px - states[b, prev, 0]) / g
+            vy = (py - states[b, prev, 1]) / g
+        speed = math.sqrt(vx * vx + vy * vy)
+        acc = 0.0
+        omega = 0.0
+        if prev2 >= 0:
+            g2 = (prev - prev2) * dt
+            ux = (states[b, prev, 0] - states[b, prev2, 0]) / g2
+            uy = (states[b, prev, 1] - states[b, prev2, 1]) / g2
+            s1 = math.sqrt(ux * ux + uy * uy)
+            acc = min(max((speed - s1) / (0.5 * (last - prev2) * dt), -amax), amax)
+            if speed > 0.5 and s1 > 0.5:
+                dth = math.atan2(vy, vx) - math.atan2(uy, ux)
+                dth = math.atan2(math.sin(dth), math.cos(dth))
+                omega = min(max(dth / (0.5 * (last - prev2) * dt), -1.5), 1.5)
+        hc = 1.0
+        hs = 0.0
+        hw = 0.0
+        if speed > 0.5:
+            hc = vx / speed
+            hs = vy / speed
+            hw = hw0
+        elif first >= 0 and first != last:
+            sx = px - states[b, first, 0]
+            sy = py - states[b, first, 1]
+            sn = math.sqrt(sx * sx + sy * sy)
+            if sn > 1.0:
+                hc = sx / sn
+                hs = sy / sn
+                hw = hw0
+        # --- map matching: bbox pre-filter, full scan when no lane box is near
+        best = 1e300
+        seg0 = -1
+        j0 = 0
+        for sweep in range(2):
+            for sid in range(n_seg):
+                if kind[sid] == CROSSWALK:
+                    continue
+                if sweep == 0 and (
+                    px < bbox[sid, 0] - margin
+                    or px > bbox[sid, 2] + margin
+                    or py < bbox[sid, 1] - margin
+                    or py > bbox[sid, 3] + margin
+                ):
+                    continue
+                c, j = _nearest_on(points, heading, n_points, sid, px, py, hc, hs, hw)
+                if c < best:
+                    best = c
+                    seg0 = sid
+                    j0 = j
+            if seg0 >= 0:
+                break
+        s0 = min(j0 * DS, length[seg0])
+        offx = px - points[seg0, j0, 0]
+        offy = py - points[seg0, j0, 1]
+        pre = 0.0  # arc length still to go on an undecided connector
+        if kind[seg0] == CONNECTOR and pred[seg0] >= 0:
+            ap = pred[seg0]
+            clear = True
+            for t in range(3):
+                sib = succ[ap, t]
+                if sib != seg0 and sib >= 0:
+                    c, _ = _nearest_on(points, heading, n_points, sib, px, py, hc, hs, hw)
+                    if c - best < amb:
+                        clear = False
+            if not clear:
+                pre = s0
+                seg0 = ap
+                s0 = length[ap]
+        # distance to the first intersection ahead (m); inf when none
+        d_first = 1e300
+        if kind[seg0] == LINK and decision[seg0]:
+            d_first = length[seg0] - s0 - pre
+        elif kind[seg0] == CONNECTOR and decision[succ[seg0, 0]]:
+            d_first = length[seg0] - s0 + length[succ[seg0, 0]]
+        near = math.exp(-max(d_first, 0.0) / 20.0) if d_first < 1e299 else 0.0
+        walk = big_l - 1 - last
+        total = walk + horizon
+        # constant-turn-rate point one second after the last seen entry
+        ta = min(steps_a, total) * dt
+        hx = hc if speed > 0.5 else 0.0
+        hy = hs if speed > 0.5 else 0.0
+        if abs(omega) < 1e-6:
+            cx = px + speed * ta * hx
+            cy = py + speed * ta * hy
+        else:
+            th0 = math.atan2(hy, hx)
+            cx = px + speed * (math.sin(th0 + omega * ta) - math.sin(th0)) / omega
+            cy = py + speed * (math.cos(th0) - math.cos(th0 + omega * ta)) / omega
+        for m in range(n_modes):
+            seg = seg0
+            s = s0 + pre
+            dec = 0
+            t_first = -1
+            t_second = -1
+            v = speed
+            ax = 0.0
+            ay = 0.0
+            for step in range(total):
+                t = (step + 1) * dt
+                v = min(max(speed + acc * tau * (1.0 - math.exp(-t / tau)), 0.0), vmax)
+                s += v * dt
+                while s > length[seg]:
+                    if kind[seg] == LINK:
+                        if not decision[seg] or succ[seg, 0] < 0:
+                            s = length[seg]
+                            break
+                        tn = (m // 3**dec) % 3 if dec < depth else 1
+                        if dec == 0:
+                            t_first = tn
+                        elif dec == 1:
+                            t_second = tn
+                        dec += 1
+                        s -= length[seg]
+                        seg = succ[seg, tn]
+                    else:
+                        if succ[seg, 0] < 0:
+                            s = length[seg]
+                            break
+                        s -= length[seg]
+                        seg = succ[seg, 0]
+                x, y = _position(points, n_points, length, seg, s)
+                decay = math.exp(-t / tlat)
+                x += offx * decay
+                y += offy * decay
+                if step == min(steps_a, total) - 1:
+                    ax = x
+                    ay = y
+                if step >= walk:
+                    traj[b, m, step - walk, 0] = x
+                    traj[b, m, step - walk, 1] = y
+            ok = True
+            for i in range(dec, depth):
+                if (m // 3**i) % 3 != 0:
+                    ok = False
+            valid[b, m] = ok
+            if t_first >= 0:
+                feats[b, m, t_first] = 1.0
+                feats[b, m, 7 + t_first] = near
+            if t_second >= 0:
+                feats[b, m, 3 + t_second] = 1.0
+            dx = ax - cx
+            dy = ay - cy
+            feats[b, m, 6] = -(dx * dx + dy * dy) / (2.0 * sig * sig)
