@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from bystander.config import COTRAINED_KINDS
 from bystander.envs.constraints import episode_cost_for_budget
 from bystander.envs.contract import Views, concat_poses
 
@@ -282,7 +283,7 @@ def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
     cbs: list[BaseCallback] = [EpisodeMetricsCallback(trainer.multipliers)]
     if trainer.multipliers:
         cbs.append(MultiplierCallback(trainer))
-    if trainer.cfg.predictor.kind == "cotrained":
+    if trainer.cfg.predictor.kind in COTRAINED_KINDS:
         cbs.append(PredictorCoTrainingCallback(trainer))
     state = getattr(trainer, "callback_state", None) or {}
     for cb in cbs:
