@@ -66,6 +66,8 @@ class MapArrays:
         pred: ``(S,)`` the approach link of a connector (``-1`` otherwise).
         bbox: ``(S, 4)`` ``(xmin, ymin, xmax, ymax)`` of each lane [m].
         heading: ``(S, P, 2)`` unit tangent ``(cos, sin)`` at each point.
+        table_f: ``(S, 5)`` float ``length, bbox`` and table_i: ``(S, 8)`` int ``n_points,
+            kind, succ (3), decision, turn, pred``: the kernel's packed view of the above.
     """
 
     points: np.ndarray
@@ -78,6 +80,15 @@ class MapArrays:
     pred: np.ndarray
     bbox: np.ndarray
     heading: np.ndarray
+
+    @property
+    def table_f(self) -> np.ndarray:
+        return np.ascontiguousarray(np.column_stack([self.length, self.bbox]))
+
+    @property
+    def table_i(self) -> np.ndarray:
+        cols = [self.n_points, self.kind, self.succ, self.decision, self.turn, self.pred]
+        return np.ascontiguousarray(np.column_stack(cols).astype(np.int64))
 
     @classmethod
     def from_road(cls, road: RoadNetwork) -> MapArrays:
@@ -115,31 +126,41 @@ def rollout_hypotheses(
     arrays: MapArrays,
     states: np.ndarray,
     mask: np.ndarray,
-    origin: np.ndarray,
+    poses: np.ndarray | None,
     dt: float,
     horizon: int,
     depth: int,
     params: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Roll out every view's ``K = 3 ** depth`` hypotheses, world frame.
+    weights: np.ndarray,
+    ranked: bool = False,
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Roll out every view's ``K = 3 ** depth`` hypotheses and weigh them.
 
     Args:
         arrays: The lane graph.
-        states: Ego positions ``(B, L, 2)`` [m], world frame, oldest first (last = now).
+        states: Ego positions ``(B, L, 2)`` [m] in each observer's frame, oldest first
+            (last = now).
         mask: Seen entries ``(B, L)`` bool.
-        origin: ``(B, 2)`` [m] where a view with no seen entry is predicted (the
-            observer's own position).
+        poses: Observer poses ``(B, 3)`` ``(x [m], y [m], heading [rad])``, world frame;
+            None: ``states`` are world-frame. A view with no seen entry is predicted
+            at its observer's position.
         dt: Seconds per entry.
         horizon: Predicted steps ``H``.
         depth: Intersections ahead whose turn is enumerated (``K = 3 ** depth``).
         params: ``(8,)`` float: heading weight [m^2], bbox margin [m], ambiguity margin
             [m^2], speed-change time constant [s], max speed [m/s], max acceleration
             [m/s^2], lateral-offset decay time [s], agreement sigma [m].
+        weights: ``(N_FEATURES,)`` logit weights.
+        ranked: Return the hypotheses most likely first (ties: fewer non-straight turns
+            first, then mode index), else in mode order.
+        tables: ``(points (S, P, 4), table_f, table_i)`` of ``arrays``, cached by callers.
 
     Returns:
-        ``traj`` ``(B, K, H, 2)`` [m] world frame; ``features`` ``(B, K, N_FEATURES)``;
-        ``valid`` ``(B, K)`` bool (False for duplicates: hypotheses that differ only in
-        turns the horizon does not reach).
+        ``traj`` ``(B, K, H, 2)`` [m] in the views' frames; ``log_probs`` ``(B, K)``
+        (``-inf`` for duplicates: hypotheses that differ only in turns the rollout does
+        not reach); ``features`` ``(B, K, N_FEATURES)`` and ``valid`` ``(B, K)`` bool,
+        both in mode order.
 
     Speed profile: from the seen speed ``v0`` and acceleration ``a0`` (clipped to
     ``+-max acceleration``), ``v(t) = v0 + a0 * tau * (1 - exp(-t / tau))`` within
@@ -149,42 +170,44 @@ def rollout_hypotheses(
     """
     b = states.shape[0]
     k = 3 ** int(depth)
+    if tables is None:
+        pts = np.ascontiguousarray(np.concatenate([arrays.points, arrays.heading], axis=-1))
+        tables = (pts, arrays.table_f, arrays.table_i)
     traj = np.empty((b, k, int(horizon), 2))
+    logp = np.empty((b, k))
     feats = np.zeros((b, k, N_FEATURES))
     valid = np.zeros((b, k), dtype=np.bool_)
+    has_pose = poses is not None
     _kernel(
         np.ascontiguousarray(states[..., :2], dtype=np.float64),
         np.ascontiguousarray(mask, dtype=np.bool_),
-        np.ascontiguousarray(origin, dtype=np.float64),
+        np.ascontiguousarray(poses if has_pose else np.zeros((b, 3)), dtype=np.float64),
+        has_pose,
         float(dt),
         int(depth),
-        np.ascontiguousarray(params, dtype=np.float64),
-        arrays.points,
-        arrays.heading,
-        arrays.length,
-        arrays.n_points,
-        arrays.kind,
-        arrays.succ,
-        arrays.decision,
-        arrays.turn,
-        arrays.pred,
-        arrays.bbox,
+        params,
+        weights,
+        ranked,
+        tables[0],
+        tables[1],
+        tables[2],
         traj,
+        logp,
         feats,
         valid,
     )
-    return traj, feats, valid
+    return traj, logp, feats, valid
 
 
 @njit(cache=True)
-def _nearest_on(points, heading, n_points, sid, x, y, hc, hs, hw):  # pragma: no cover - jit
+def _nearest_on(pts, n_pts, sid, x, y, hc, hs, hw):  # pragma: no cover - jit
     """Best (cost, index) of the points of segment ``sid``."""
     best = 1e300
     idx = 0
-    for j in range(n_points[sid]):
-        dx = points[sid, j, 0] - x
-        dy = points[sid, j, 1] - y
-        c = dx * dx + dy * dy + hw * (1.0 - (heading[sid, j, 0] * hc + heading[sid, j, 1] * hs))
+    for j in range(n_pts):
+        dx = pts[sid, j, 0] - x
+        dy = pts[sid, j, 1] - y
+        c = dx * dx + dy * dy + hw * (1.0 - (pts[sid, j, 2] * hc + pts[sid, j, 3] * hs))
         if c < best:
             best = c
             idx = j
@@ -192,22 +215,22 @@ def _nearest_on(points, heading, n_points, sid, x, y, hc, hs, hw):  # pragma: no
 
 
 @njit(cache=True)
-def _position(points, n_points, length, seg, s):  # pragma: no cover - jit
+def _position(pts, n_pts, length, seg, s):  # pragma: no cover - jit
     """Interpolated lane position at arc length ``s`` of ``seg``."""
-    f = min(max(s, 0.0), length[seg]) / DS
-    j = min(int(f), n_points[seg] - 2)
+    f = min(max(s, 0.0), length) / DS
+    j = min(int(f), n_pts - 2)
     if j < 0:
-        return points[seg, 0, 0], points[seg, 0, 1]
+        return pts[seg, 0, 0], pts[seg, 0, 1]
     fr = min(f - j, 1.0)
-    x = points[seg, j, 0] + (points[seg, j + 1, 0] - points[seg, j, 0]) * fr
-    y = points[seg, j, 1] + (points[seg, j + 1, 1] - points[seg, j, 1]) * fr
+    x = pts[seg, j, 0] + (pts[seg, j + 1, 0] - pts[seg, j, 0]) * fr
+    y = pts[seg, j, 1] + (pts[seg, j + 1, 1] - pts[seg, j, 1]) * fr
     return x, y
 
 
 @njit(cache=True)
 def _kernel(  # pragma: no cover - jit
-    states, mask, origin, dt, depth, params, points, heading, length, n_points, kind, succ,
-    decision, turn, pred, bbox, traj, feats, valid,
+    states, mask, poses, has_pose, dt, depth, params, weights, ranked, pts, tf, ti,
+    traj, logp, feats, valid,
 ):  # fmt: skip
     n, big_l = mask.shape
     n_modes = traj.shape[1]
@@ -215,9 +238,30 @@ def _kernel(  # pragma: no cover - jit
     hw0, margin, amb, tau, vmax, amax, tlat, sig = (
         params[0], params[1], params[2], params[3], params[4], params[5], params[6], params[7],
     )  # fmt: skip
-    n_seg = kind.shape[0]
+    n_seg = tf.shape[0]
     steps_a = max(1, int(round(1.0 / dt)))
+    world = np.empty((big_l, 2))
+    scratch = np.empty((n_modes, horizon, 2))
+    logit = np.empty(n_modes)
+    order = np.empty(n_modes, dtype=np.int64)
+    straight = np.zeros(n_modes)
+    for m in range(n_modes):
+        for i in range(depth):
+            if (m // 3**i) % 3 == 1:
+                straight[m] += 1.0
     for b in range(n):
+        c0 = 1.0
+        s0_ = 0.0
+        ox = 0.0
+        oy = 0.0
+        if has_pose:
+            ox = poses[b, 0]
+            oy = poses[b, 1]
+            c0 = math.cos(poses[b, 2])
+            s0_ = math.sin(poses[b, 2])
+        for j in range(big_l):  # observer frame -> world
+            world[j, 0] = c0 * states[b, j, 0] - s0_ * states[b, j, 1] + ox
+            world[j, 1] = s0_ * states[b, j, 0] + c0 * states[b, j, 1] + oy
         last = -1
         prev = -1
         prev2 = -1
@@ -231,28 +275,29 @@ def _kernel(  # pragma: no cover - jit
                     prev = j
                 elif prev2 < 0:
                     prev2 = j
-        if last < 0:
+        if last < 0:  # nothing seen: the observer's origin (as CV), one live mode
             for m in range(n_modes):
                 valid[b, m] = m == 0
+                logp[b, m] = 0.0 if m == 0 else -np.inf
                 for h in range(horizon):
-                    traj[b, m, h, 0] = origin[b, 0]
-                    traj[b, m, h, 1] = origin[b, 1]
+                    traj[b, m, h, 0] = 0.0
+                    traj[b, m, h, 1] = 0.0
             continue
-        px = states[b, last, 0]
-        py = states[b, last, 1]
+        px = world[last, 0]
+        py = world[last, 1]
         vx = 0.0
         vy = 0.0
         if prev >= 0:
             g = (last - prev) * dt
-            vx = (px - states[b, prev, 0]) / g
-            vy = (py - states[b, prev, 1]) / g
+            vx = (px - world[prev, 0]) / g
+            vy = (py - world[prev, 1]) / g
         speed = math.sqrt(vx * vx + vy * vy)
         acc = 0.0
         omega = 0.0
         if prev2 >= 0:
             g2 = (prev - prev2) * dt
-            ux = (states[b, prev, 0] - states[b, prev2, 0]) / g2
-            uy = (states[b, prev, 1] - states[b, prev2, 1]) / g2
+            ux = (world[prev, 0] - world[prev2, 0]) / g2
+            uy = (world[prev, 1] - world[prev2, 1]) / g2
             s1 = math.sqrt(ux * ux + uy * uy)
             acc = min(max((speed - s1) / (0.5 * (last - prev2) * dt), -amax), amax)
             if speed > 0.5 and s1 > 0.5:
@@ -267,8 +312,8 @@ def _kernel(  # pragma: no cover - jit
             hs = vy / speed
             hw = hw0
         elif first >= 0 and first != last:
-            sx = px - states[b, first, 0]
-            sy = py - states[b, first, 1]
+            sx = px - world[first, 0]
+            sy = py - world[first, 1]
             sn = math.sqrt(sx * sx + sy * sy)
             if sn > 1.0:
                 hc = sx / sn
@@ -280,76 +325,74 @@ def _kernel(  # pragma: no cover - jit
         j0 = 0
         for sweep in range(2):
             for sid in range(n_seg):
-                if kind[sid] == CROSSWALK:
+                if ti[sid, 1] == CROSSWALK:
                     continue
                 if sweep == 0 and (
-                    px < bbox[sid, 0] - margin
-                    or px > bbox[sid, 2] + margin
-                    or py < bbox[sid, 1] - margin
-                    or py > bbox[sid, 3] + margin
+                    px < tf[sid, 1] - margin
+                    or px > tf[sid, 3] + margin
+                    or py < tf[sid, 2] - margin
+                    or py > tf[sid, 4] + margin
                 ):
                     continue
-                c, j = _nearest_on(points, heading, n_points, sid, px, py, hc, hs, hw)
+                c, j = _nearest_on(pts, ti[sid, 0], sid, px, py, hc, hs, hw)
                 if c < best:
                     best = c
                     seg0 = sid
                     j0 = j
             if seg0 >= 0:
                 break
-        s0 = min(j0 * DS, length[seg0])
-        offx = px - points[seg0, j0, 0]
-        offy = py - points[seg0, j0, 1]
+        s0 = min(j0 * DS, tf[seg0, 0])
+        offx = px - pts[seg0, j0, 0]
+        offy = py - pts[seg0, j0, 1]
         pre = 0.0  # arc length still to go on an undecided connector
-        if kind[seg0] == CONNECTOR and pred[seg0] >= 0:
-            ap = pred[seg0]
+        if ti[seg0, 1] == CONNECTOR and ti[seg0, 7] >= 0:
+            ap = ti[seg0, 7]
             clear = True
             for t in range(3):
-                sib = succ[ap, t]
+                sib = ti[ap, 2 + t]
                 if sib != seg0 and sib >= 0:
-                    c, _ = _nearest_on(points, heading, n_points, sib, px, py, hc, hs, hw)
+                    c, _ = _nearest_on(pts, ti[sib, 0], sib, px, py, hc, hs, hw)
                     if c - best < amb:
                         clear = False
             if not clear:
                 pre = s0
                 seg0 = ap
-                s0 = length[ap]
-        # distance to the first intersection ahead (m); inf when none
-        d_first = 1e300
-        if kind[seg0] == LINK and decision[seg0]:
-            d_first = length[seg0] - s0 - pre
-        elif kind[seg0] == CONNECTOR and decision[succ[seg0, 0]]:
-            d_first = length[seg0] - s0 + length[succ[seg0, 0]]
-        near = math.exp(-max(d_first, 0.0) / 20.0) if d_first < 1e299 else 0.0
+                s0 = tf[ap, 0]
+        # distance to the first intersection ahead (m); none: no "near" feature
+        near = 0.0
+        if ti[seg0, 1] == LINK and ti[seg0, 5]:
+            near = math.exp(-max(tf[seg0, 0] - s0 - pre, 0.0) / 20.0)
+        elif ti[seg0, 1] == CONNECTOR and ti[seg0, 2] >= 0 and ti[ti[seg0, 2], 5]:
+            near = math.exp(-(tf[seg0, 0] - s0 + tf[ti[seg0, 2], 0]) / 20.0)
         walk = big_l - 1 - last
         total = walk + horizon
         # constant-turn-rate point one second after the last seen entry
-        ta = min(steps_a, total) * dt
-        hx = hc if speed > 0.5 else 0.0
-        hy = hs if speed > 0.5 else 0.0
+        na = min(steps_a, total)
+        ta = na * dt
         if abs(omega) < 1e-6:
-            cx = px + speed * ta * hx
-            cy = py + speed * ta * hy
+            cx = px + speed * ta * hc
+            cy = py + speed * ta * hs
         else:
-            th0 = math.atan2(hy, hx)
+            th0 = math.atan2(hs, hc)
             cx = px + speed * (math.sin(th0 + omega * ta) - math.sin(th0)) / omega
             cy = py + speed * (math.cos(th0) - math.cos(th0 + omega * ta)) / omega
+        top = -np.inf
         for m in range(n_modes):
             seg = seg0
             s = s0 + pre
             dec = 0
             t_first = -1
             t_second = -1
-            v = speed
-            ax = 0.0
-            ay = 0.0
+            ax = px
+            ay = py
             for step in range(total):
                 t = (step + 1) * dt
                 v = min(max(speed + acc * tau * (1.0 - math.exp(-t / tau)), 0.0), vmax)
                 s += v * dt
-                while s > length[seg]:
-                    if kind[seg] == LINK:
-                        if not decision[seg] or succ[seg, 0] < 0:
-                            s = length[seg]
+                while s > tf[seg, 0]:
+                    if ti[seg, 1] == LINK:
+                        if not ti[seg, 5] or ti[seg, 2] < 0:
+                            s = tf[seg, 0]
                             break
                         tn = (m // 3**dec) % 3 if dec < depth else 1
                         if dec == 0:
@@ -357,24 +400,26 @@ def _kernel(  # pragma: no cover - jit
                         elif dec == 1:
                             t_second = tn
                         dec += 1
-                        s -= length[seg]
-                        seg = succ[seg, tn]
+                        s -= tf[seg, 0]
+                        seg = ti[seg, 2 + tn]
                     else:
-                        if succ[seg, 0] < 0:
-                            s = length[seg]
+                        if ti[seg, 2] < 0:
+                            s = tf[seg, 0]
                             break
-                        s -= length[seg]
-                        seg = succ[seg, 0]
-                x, y = _position(points, n_points, length, seg, s)
+                        s -= tf[seg, 0]
+                        seg = ti[seg, 2]
+                x, y = _position(pts, ti[seg, 0], tf[seg, 0], seg, s)
                 decay = math.exp(-t / tlat)
                 x += offx * decay
                 y += offy * decay
-                if step == min(steps_a, total) - 1:
+                if step == na - 1:
                     ax = x
                     ay = y
-                if step >= walk:
-                    traj[b, m, step - walk, 0] = x
-                    traj[b, m, step - walk, 1] = y
+                if step >= walk:  # world -> observer frame
+                    dx = x - ox
+                    dy = y - oy
+                    scratch[m, step - walk, 0] = c0 * dx + s0_ * dy
+                    scratch[m, step - walk, 1] = -s0_ * dx + c0 * dy
             ok = True
             for i in range(dec, depth):
                 if (m // 3**i) % 3 != 0:
@@ -388,3 +433,34 @@ def _kernel(  # pragma: no cover - jit
             dx = ax - cx
             dy = ay - cy
             feats[b, m, 6] = -(dx * dx + dy * dy) / (2.0 * sig * sig)
+            z = -np.inf
+            if ok:
+                z = 0.0
+                for f in range(feats.shape[2]):
+                    z += feats[b, m, f] * weights[f]
+                top = max(top, z)
+            logit[m] = z
+        total_p = 0.0
+        for m in range(n_modes):
+            if valid[b, m]:
+                total_p += math.exp(logit[m] - top)
+        lse = top + math.log(total_p)
+        for m in range(n_modes):
+            order[m] = m
+        if ranked:  # insertion sort: logit desc, then straighter, then index
+            for i in range(1, n_modes):
+                cur = order[i]
+                j = i - 1
+                while j >= 0 and (
+                    logit[order[j]] < logit[cur]
+                    or (logit[order[j]] == logit[cur] and straight[order[j]] < straight[cur])
+                ):
+                    order[j + 1] = order[j]
+                    j -= 1
+                order[j + 1] = cur
+        for r in range(n_modes):
+            m = order[r]
+            logp[b, r] = logit[m] - lse
+            for h in range(horizon):
+                traj[b, r, h, 0] = scratch[m, h, 0]
+                traj[b, r, h, 1] = scratch[m, h, 1]

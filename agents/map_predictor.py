@@ -57,7 +57,7 @@ from torch import nn
 from bystander.agents.map_hypotheses import N_FEATURES, MapArrays, rollout_hypotheses
 from bystander.agents.predictors import TrajectoryPredictor, _check_int, check_views
 from bystander.atomic import atomic_open
-from bystander.envs.contract import FRAMES, Views
+from bystander.envs.contract import Views
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.road import RoadNetwork
 
@@ -240,12 +240,18 @@ class MapPredictor(TrajectoryPredictor):
         return self
 
     # ------------------------------------------------------------------ model
-    def _hypotheses(
-        self, views: Views, horizon: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hypotheses ``(B, K, H, 2)`` in the views' frames, features ``(B, K, F)``, valid ``(B, K)``."""
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_tables", None)  # rebuilt on demand (numpy copies of the map)
+        return state
+
+    def _run(
+        self, views: Views, horizon: int | None, ranked: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The kernel on ``views``: hypotheses ``(B, K, H, 2)`` in the views' frames,
+        log-probabilities ``(B, K)``, features ``(B, K, F)`` and valid ``(B, K)``."""
         states, mask, dt = check_views(views)
-        h = int(self.horizon) if horizon is None else int(horizon)
+        h = int(self.horizon) if horizon is None else _check_int("horizon", horizon, 1)
         b = states.shape[0]
         poses = views.poses
         if poses is not None:
@@ -255,23 +261,16 @@ class MapPredictor(TrajectoryPredictor):
                     f"views.poses: expected finite observer poses of shape ({b}, 3) "
                     f"(x [m], y [m], heading [rad]) or None, got shape {poses.shape}"
                 )
-        frame = FRAMES["rigid2d"]
-        world = states if poses is None or b == 0 else frame.from_frame(states, poses)
-        origin = np.zeros((b, 2)) if poses is None else poses[:, :2]
-        traj, feats, valid = rollout_hypotheses(
-            self.arrays, world, mask, origin, dt, h, self.depth, self._params
-        )
-        if poses is not None and b:
-            k = traj.shape[1]
-            traj = frame.to_frame(traj.reshape(b, k * h, 2), poses).reshape(b, k, h, 2)
-        return traj, feats, valid
-
-    def _log_probs(self, feats: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        w = self.net.weight.detach().numpy()[0]
-        logits = np.where(valid, feats @ w, -np.inf)
-        top = logits.max(axis=1, keepdims=True) if logits.size else logits
-        z = logits - top
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        tables = self.__dict__.get("_tables")
+        if tables is None:
+            a = self.arrays
+            pts = np.ascontiguousarray(np.concatenate([a.points, a.heading], axis=-1))
+            tables = self._tables = (pts, a.table_f, a.table_i)
+        weights = self.net.weight.detach().numpy()[0]
+        return rollout_hypotheses(
+            self.arrays, states, mask, poses, dt, h, self.depth, self._params, weights,
+            ranked, tables,
+        )  # fmt: skip
 
     def predict_modes(
         self, views: Views, horizon: int | None = None
@@ -279,14 +278,20 @@ class MapPredictor(TrajectoryPredictor):
         """All hypotheses ``(B, K, H, 2)`` [m] in the views' frames (fixed order: mode ``k``
         turns ``digit_i(k)`` at the ``i``-th intersection ahead) and their log-probabilities
         ``(B, K)`` (``-inf`` for duplicates). ``horizon`` overrides :attr:`horizon`."""
-        traj, feats, valid = self._hypotheses(views, horizon)
-        return traj, self._log_probs(feats, valid)
+        traj, logp, _, _ = self._run(views, horizon, ranked=False)
+        return traj, logp
+
+    def predict_ranked(
+        self, views: Views, horizon: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`predict_modes`, most likely first (ties: the straighter route first)."""
+        traj, logp, _, _ = self._run(views, horizon, ranked=True)
+        return traj, logp
 
     def predict(self, views: Views) -> np.ndarray:
-        """Hypotheses ``(B, K, horizon, 2)`` [m], each view in its own frame, most likely first."""
-        traj, logp = self.predict_modes(views)
-        order = np.argsort(-logp, axis=1, kind="stable")
-        return np.take_along_axis(traj, order[:, :, None, None], axis=1)
+        """Hypotheses ``(B, K, horizon, 2)`` [m], each view in its own frame, most likely
+        first (ties: the straighter route first)."""
+        return self._run(views, None, ranked=True)[0]
 
     def error(
         self, predictions: np.ndarray, truth: np.ndarray, views: Views | None = None
@@ -317,17 +322,17 @@ class MapPredictor(TrajectoryPredictor):
 
     def nll(self, views: Views, truth: np.ndarray) -> np.ndarray:
         """The mixture's negative log-likelihood of ``truth`` ``(B, H, D)`` [m], nats per
-        predicted position, ``(B,)`` (``H`` = ``truth.shape[1]``)."""
+        trajectory, ``(B,)`` (``H`` = ``truth.shape[1]``)."""
         h = int(np.asarray(truth).shape[1]) if np.asarray(truth).ndim == 3 else -1
         truth = self._check_truth(truth, len(views), h)
         traj, logp = self.predict_modes(views, h)
         joint = logp + self._mode_loglik(traj, truth, float(views.dt))
         top = joint.max(axis=1, keepdims=True)
         lse = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
-        return -lse / h
+        return -lse
 
     def update(self, views: Views, truth: np.ndarray) -> dict[str, float]:
-        """One Adam step on the mixture NLL (nats per position) of (views, truth ``(B, H, D)``).
+        """One Adam step on the mixture NLL (nats per trajectory) of (views, truth ``(B, H, D)``).
 
         Returns:
             ``{"loss": NLL before the step, "n": B}``; ``{}`` when frozen.
@@ -337,12 +342,12 @@ class MapPredictor(TrajectoryPredictor):
         truth = self._check_truth(truth, len(views), int(self.horizon))
         if len(views) == 0:
             return {"loss": float("nan"), "n": 0}
-        traj, feats, valid = self._hypotheses(views)
+        traj, _, feats, valid = self._run(views, None, ranked=False)
         ll = torch.from_numpy(self._mode_loglik(traj, truth, float(views.dt)))
         logits = self.net(torch.from_numpy(feats))[..., 0]
         logits = logits.masked_fill(~torch.from_numpy(valid), -torch.inf)
         logp = torch.log_softmax(logits, dim=1)
-        loss = -torch.logsumexp(logp + ll, dim=1).mean() / int(self.horizon)
+        loss = -torch.logsumexp(logp + ll, dim=1).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

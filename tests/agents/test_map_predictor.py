@@ -140,8 +140,16 @@ def test_error_is_the_most_likely_modes_ade_or_min_ade(road: RoadNetwork) -> Non
     assert nll.shape == (len(views),) and np.isfinite(nll).all()
 
 
+class _Recording(MapPredictor):
+    """Keeps the poses of every batch of views it is asked to predict."""
+
+    def predict(self, views: Views) -> np.ndarray:
+        self.seen_poses = [*getattr(self, "seen_poses", []), views.poses]
+        return super().predict(views)
+
+
 def test_frozen_map_predictor_under_the_predictability_wrapper() -> None:
-    pred = MapPredictor(GRID, horizon=10, history=HIST).freeze()
+    pred = _Recording(GRID, horizon=10, history=HIST).freeze()
     env = PredictabilityReward(gym.make("bystander/Intersection-v0", config=GRID), pred)
     driver = RouteHabitDriver("right", 9.0)
     obs, _ = env.reset(seed=3)
@@ -152,6 +160,8 @@ def test_frozen_map_predictor_under_the_predictability_wrapper() -> None:
         if term or trunc:
             break
     assert np.isfinite(costs).all() and max(costs) > 0
+    # the tracker hands over the observers' poses, one (x, y, heading) per view
+    assert pred.seen_poses and all(p is not None and p.shape[1] == 3 for p in pred.seen_poses)
     assert pred.update(*samples(route(env.unwrapped.sim.road, 0, [0]), 10, [20])) == {}
 
 
