@@ -203,3 +203,42 @@ def test_bad_inputs_give_clear_errors(road: RoadNetwork) -> None:
     with pytest.raises(ValueError, match="habit"):
         scripted_driver("habit:backwards")
     assert scripted_driver("habit:left:6").speed == 6.0
+
+
+def test_map_cotrained_run_updates_syncs_and_saves_it(tmp_path) -> None:
+    import torch
+
+    from bystander.agents.training import Trainer, load_trained_predictor
+
+    cfg = load_config(
+        overrides=[
+            "train.vec_env=batched",
+            "train.tensorboard=false",
+            "train.n_envs=2",
+            "train.hyperparams.n_steps=64",
+            "train.hyperparams.batch_size=64",
+            "train.hyperparams.n_epochs=1",
+            "env.config.max_cycles=80",
+            f"runs_dir={tmp_path}",
+            "predictor.kind=map_cotrained",
+            "predictor.horizon=10",
+            "predictor.lr=0.05",
+            "predictor.batch_size=64",
+            "predictor.buffer_size=512",
+            "train.total_timesteps=256",
+        ]
+    )
+    trainer = Trainer(cfg)
+    try:
+        before = trainer.predictor.net.weight.detach().clone()
+        trainer.train()
+        after = trainer.predictor.net.weight.detach()
+        assert trainer.predictor.updates > 0 and not torch.equal(before, after)
+        hooks = trainer.venv
+        while "copies" not in vars(hooks):
+            hooks = hooks.venv
+        assert torch.equal(hooks.copies.predictor.net.weight, after)  # the env's copy
+        saved = load_trained_predictor(cfg, trainer.run_dir / "predictor.pt")
+        assert torch.equal(saved.net.weight, after) and saved.frozen
+    finally:
+        trainer.close()
