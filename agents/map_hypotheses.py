@@ -1,12 +1,16 @@
 """Lane-following route hypotheses on the intersection's road graph (numba kernel).
 
-The geometry half of :class:`~bystander.agents.map_predictor.MapPredictor`. Given the
-ego's seen positions in the *world* frame, :func:`rollout_hypotheses` matches the ego
-to a lane and rolls out ``K = 3 ** depth`` lane-following hypotheses: hypothesis ``k``
-takes turn ``digit_i(k)`` (base 3: ``0`` right, ``1`` straight, ``2`` left) at the
-``i``-th intersection ahead (straight after the first ``depth``). Each hypothesis has
-its own speed profile (see :func:`rollout_hypotheses`) and a feature vector that the
-learned part turns into a probability.
+The compiled half of :class:`~bystander.agents.map_predictor.MapPredictor`, one pass
+per view: :func:`rollout_hypotheses` maps the ego's seen positions from the observer's
+frame to the world frame (the observer's pose), matches the ego to a lane, rolls out
+``K = 3 ** depth`` lane-following hypotheses (hypothesis ``k`` takes turn
+``digit_i(k)``, base 3: ``0`` right, ``1`` straight, ``2`` left, at the ``i``-th
+intersection ahead, straight after the first ``depth``), computes each hypothesis'
+features (:data:`FEATURE_NAMES`) and log-probability ``log softmax(features @ w)``,
+and writes the hypotheses back in the observer's frame, optionally ranked. The speed
+law (see :func:`rollout_hypotheses`) is the same for every hypothesis; their profiles
+differ only through the route they follow. Duplicates (hypotheses that differ only in
+turns the rollout never reaches) get probability 0.
 
 Map matching: the nearest resampled lane point under the cost ``d^2 + heading_weight *
 (1 - cos(heading error))`` (heading from the last two seen positions; ignored below

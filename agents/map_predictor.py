@@ -10,15 +10,18 @@ go". For each view it
    already world-frame), because the road graph lives there;
 2. matches the ego to a lane and rolls out ``K = 3 ** depth`` lane-following
    hypotheses, one per combination of turns at the next ``depth`` intersections, each
-   with a speed profile from the seen speed and acceleration (numba kernel,
-   :mod:`bystander.agents.map_hypotheses`);
+   with a speed profile from the seen speed and acceleration;
 3. gives each hypothesis a logit ``w . phi_k`` from its features ``phi_k`` (turn
    one-hots, the turn near the intersection, agreement with a constant-turn-rate
    extrapolation over the first second; see
    :data:`~bystander.agents.map_hypotheses.FEATURE_NAMES`); duplicates (hypotheses
    that differ only in turns beyond the horizon) get probability 0;
 4. maps the hypotheses back to the observer's frame and returns them ordered from the
-   most to the least likely: ``(B, K, H, 2)`` metres.
+   most to the least likely (ties: the straighter route first): ``(B, K, H, 2)`` m.
+
+Steps 1-4 are one numba pass over the batch
+(:func:`~bystander.agents.map_hypotheses.rollout_hypotheses`), like the
+constant-velocity kernel; torch is used only by :meth:`MapPredictor.update`.
 
 The learned distribution is a conditional logit (a linear softmax over hypotheses,
 torch ``nn.Linear(N_FEATURES, 1)`` in :attr:`MapPredictor.net`). It starts *habit-blind*:
@@ -40,6 +43,16 @@ Frozen use: :meth:`~MapPredictor.freeze` (``predictor.kind: map`` in a run confi
 Co-training: ``predictor.kind: map_cotrained`` (the training loop calls ``update`` on
 the pairs the tracker scored and syncs ``net`` to the env copies). The map comes from
 the env config (:class:`~bystander.envs.intersection.config.IntersectionConfig`).
+
+Design decisions and limits: the contract's views carried no observer pose, so
+:class:`~bystander.envs.contract.Views` gained an optional ``poses`` field (the rigid
+transform is exact, so predicting in the world frame and mapping back loses nothing).
+The learned part is deliberately small: it learns *which route*, not *how fast*; the
+speed law is shared by all hypotheses (no stops for queues or crossings, no turn speed
+limits: the discrete ego keeps its target speed through turns). Beyond ``depth``
+intersections every hypothesis goes straight, and at the map edge it stops. The cost
+uses the predicted ranking, so it changes as soon as the weights do. With Adam the
+logit weights move about ``lr`` per step: 0.05 learns a habit within tens of steps.
 """
 
 from __future__ import annotations
