@@ -58,9 +58,7 @@ logit weights move about ``lr`` per step: 0.05 learns a habit within tens of ste
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +67,7 @@ from torch import nn
 
 from bystander.agents.map_hypotheses import N_FEATURES, MapArrays, rollout_hypotheses
 from bystander.agents.predictors import TrajectoryPredictor, _check_int, check_views
-from bystander.atomic import atomic_open
+from bystander.agents.torch_state import TorchPredictorState
 from bystander.envs.contract import Views
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.road import RoadNetwork
@@ -91,7 +89,7 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
-class MapPredictor(TrajectoryPredictor):
+class MapPredictor(TorchPredictorState, TrajectoryPredictor):
     """Route hypotheses on the road graph with a learned distribution (module docstring).
 
     Args:
@@ -114,6 +112,9 @@ class MapPredictor(TrajectoryPredictor):
         updates: Number of optimizer steps taken so far.
         net: ``nn.Linear(N_FEATURES, 1, bias=False)``: the logit weights.
     """
+
+    FORMAT = FORMAT  # the file header (TorchPredictorState)
+    FORMAT_VERSION = _VERSION
 
     def __init__(
         self,
@@ -184,73 +185,6 @@ class MapPredictor(TrajectoryPredictor):
             "max_speed": self.max_speed,
             "seed": self.seed,
         }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write header, weights and optimizer state to ``path`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": FORMAT,
-            "version": _VERSION,
-            "config": self.config(),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "frozen": self.frozen,
-            "updates": self.updates,
-        }
-        with atomic_open(path) as fh:
-            torch.save(payload, fh)
-        return path
-
-    @staticmethod
-    def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
-        try:
-            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # a corrupt or foreign file
-            raise ValueError(f"path: {path} is not a {FORMAT} file ({exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"path: {path} is not a {FORMAT} file (missing format header)")
-        if payload.get("version") != _VERSION:
-            raise ValueError(
-                f"path: {path} has format version {payload.get('version')}, expected {_VERSION}"
-            )
-        return payload
-
-    def load(self, path: str | os.PathLike[str]) -> MapPredictor:
-        """Load weights, optimizer state and frozen flag saved by :meth:`save`.
-
-        Raises:
-            ValueError: not a saved map predictor, or its config differs (fields named).
-        """
-        payload = self._read(path)
-        mine, theirs = self.config(), dict(payload["config"])
-        diff = [k for k in mine if theirs.get(k) != mine.get(k)]
-        if diff:
-            raise ValueError(f"config mismatch loading {path}: {', '.join(diff)} differ")
-        self.net.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.updates = int(payload["updates"])
-        self.freeze() if payload["frozen"] else self.unfreeze()
-        return self
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> MapPredictor:
-        """Build a predictor with the configuration stored in ``path`` and load it."""
-        return cls(**cls._read(path)["config"]).load(path)
-
-    def freeze(self) -> MapPredictor:
-        """Stop learning: :meth:`update` returns ``{}``."""
-        self.frozen = True
-        self.net.requires_grad_(False)
-        return self
-
-    def unfreeze(self) -> MapPredictor:
-        """Resume learning via :meth:`update`."""
-        self.frozen = False
-        self.net.requires_grad_(True)
-        return self
 
     # ------------------------------------------------------------------ model
     def __getstate__(self) -> dict[str, Any]:

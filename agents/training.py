@@ -81,7 +81,9 @@ def build_predictor(cfg: RunConfig) -> Any | None:
 
     ``frozen`` loads a :class:`~bystander.agents.learned.LearnedPredictor` from
     ``predictor.path`` and freezes it; ``cotrained`` builds a fresh one (seeded with
-    ``train.seed``), or loads ``path`` when given, and leaves it trainable.
+    ``train.seed``), or loads ``path`` when given, and leaves it trainable. ``map`` /
+    ``map_cotrained``: the same with a :class:`~bystander.agents.map_predictor.MapPredictor`
+    on the run's map (``env.config``); a fresh ``map`` one is habit-blind.
     """
     p = cfg.predictor
     if p.kind == "none":
@@ -95,47 +97,35 @@ def build_predictor(cfg: RunConfig) -> Any | None:
 
         return ConstantTurnRatePredictor(horizon=p.horizon, history=p.history)
     if p.kind in ("map", "map_cotrained"):
-        return _build_map_predictor(cfg)
-    from bystander.agents.learned import LearnedPredictor
+        from bystander.agents.map_predictor import MapPredictor
 
-    if p.path:
-        if not Path(p.path).is_file():
-            raise FileNotFoundError(f"predictor.path: no such file {p.path}")
-        pred = LearnedPredictor.from_file(p.path)
-        if (pred.horizon, pred.history) != (p.horizon, p.history):
-            raise ValueError(
-                f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
-                f"history={pred.history}; config says {p.horizon}, {p.history}"
-            )
-    else:
-        pred = LearnedPredictor(horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed)
-    if p.kind == "frozen":
-        pred.freeze()
-    else:
-        pred.unfreeze()
-    return pred
-
-
-def _build_map_predictor(cfg: RunConfig) -> Any:
-    """``map`` / ``map_cotrained``: a :class:`~bystander.agents.map_predictor.MapPredictor`
-    on the run's map (``env.config``), loaded from ``predictor.path`` when given."""
-    from bystander.agents.map_predictor import MapPredictor
-
-    p = cfg.predictor
-    if p.path:
-        if not Path(p.path).is_file():
-            raise FileNotFoundError(f"predictor.path: no such file {p.path}")
-        pred = MapPredictor.from_file(p.path)
-        if (pred.horizon, pred.history) != (p.horizon, p.history):
-            raise ValueError(
-                f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
-                f"history={pred.history}; config says {p.horizon}, {p.history}"
-            )
-    else:
-        pred = MapPredictor(
+        pred = _learned_from_file(cfg, MapPredictor) or MapPredictor(
             cfg.env.config, horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed
         )
-    return pred.freeze() if p.kind == "map" else pred.unfreeze()
+        return pred.freeze() if p.kind == "map" else pred.unfreeze()
+    from bystander.agents.learned import LearnedPredictor
+
+    pred = _learned_from_file(cfg, LearnedPredictor) or LearnedPredictor(
+        horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed
+    )
+    return pred.freeze() if p.kind == "frozen" else pred.unfreeze()
+
+
+def _learned_from_file(cfg: RunConfig, cls: Any) -> Any:
+    """The predictor of class ``cls`` saved at ``predictor.path`` (None when no path is
+    set), checked against the config's horizon and history."""
+    p = cfg.predictor
+    if not p.path:
+        return None
+    if not Path(p.path).is_file():
+        raise FileNotFoundError(f"predictor.path: no such file {p.path}")
+    pred = cls.from_file(p.path)
+    if (pred.horizon, pred.history) != (p.horizon, p.history):
+        raise ValueError(
+            f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
+            f"history={pred.history}; config says {p.horizon}, {p.history}"
+        )
+    return pred
 
 
 def load_trained_predictor(cfg: RunConfig, path: str | Path) -> Any:
