@@ -47,17 +47,19 @@ EGOS: dict[str, tuple[list[str], str]] = {
             "constraint.mode=lagrangian",
             "constraint.channel=predictability",
             "constraint.cost_normalization=per_step",
-            "constraint.budget=0.25",
-            "constraint.lambda_lr=5.0",
-            "constraint.lambda_init=0.1",
-            "constraint.lambda_max=2.0",
-            "constraint.lambda_min=0.05",
-            "constraint.window=3",
+            "constraint.budget=0.30",
+            "constraint.lambda_lr=50.0",
+            "constraint.lambda_init=0.01",
+            "constraint.lambda_max=0.1",
+            "constraint.lambda_min=0.005",
+            "constraint.delay=150",
+            "constraint.window=10",
         ],
         "PPO on (r - lambda * c) / (1 + lambda), c = the observers' mean prediction error "
         "per step (constant-velocity predictors, metres), lambda updated once per rollout "
-        "so that the episodes' mean cost per step stays under 0.25 m (Safe RLHF "
-        "log-lambda ascent, floor 0.05).",
+        "so that the episodes' mean cost per step stays under 0.30 m (Safe RLHF "
+        "log-lambda ascent; lambda held for the first 150 rollouts, capped at 0.1 below "
+        "the stand-still cliff).",
     ),
 }
 """The two egos: config overrides over the built-in defaults, and a description."""
