@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bystander.envs.intersection.sim import META_ACTIONS
+from bystander.envs.intersection.sim import META_ACTIONS, META_TO_FACTORED
 
 __all__ = [
     "HABIT_TURNS",
@@ -49,7 +49,14 @@ _TURN_ACTIONS = np.array(
 
 
 class _Driver:
-    """``predict`` over one observation ``(F,)`` or a batch ``(N, F)``."""
+    """``predict`` over one observation ``(F,)`` or a batch ``(N, F)``.
+
+    ``factored``: the env has ``action_type="factored"``; the meta-actions are sent as
+    their factored twins (:data:`~bystander.envs.intersection.sim.META_TO_FACTORED`), so
+    a scripted driver drives the same way in both spaces.
+    """
+
+    factored = False
 
     def __init__(self, ego_max_speed: float = 12.0) -> None:
         if not ego_max_speed > 0:
@@ -69,6 +76,8 @@ class _Driver:
                 f"got shape {arr.shape}"
             )
         acts = self.actions(arr.reshape(-1, arr.shape[-1]))
+        if self.factored:
+            acts = META_TO_FACTORED[acts]
         return (acts if arr.ndim == 2 else acts[0]), None
 
 
@@ -158,6 +167,18 @@ def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _
         ValueError: an unknown spec, naming the accepted ones.
     """
     env_config = env_config or {}
+    driver = _scripted_driver(spec, env_config)
+    action_type = env_config.get("action_type", "discrete")
+    if action_type not in ("discrete", "factored"):
+        raise ValueError(
+            f"env_config.action_type: expected 'discrete' or 'factored' for scripted drivers "
+            f"(they act with meta-actions), got {action_type!r}"
+        )
+    driver.factored = action_type == "factored"
+    return driver
+
+
+def _scripted_driver(spec: str, env_config: Mapping[str, Any]) -> _Driver:
     max_speed = float(env_config.get("ego_max_speed", 12.0))
     step = float(env_config.get("speed_step", 3.0))
     name, _, arg = str(spec).partition(":")

@@ -259,12 +259,12 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
         base = load_config(cfg_path).to_dict()
     cfg = load_config(base=base, overrides=list(args.overrides))
     if (
-        cfg.env.config.get("action_type", "discrete") != "discrete"
+        cfg.env.config.get("action_type", "discrete") not in ("discrete", "factored")
         or cfg.env.config.get("observation", "vector") != "vector"
     ):
         raise ValueError(
-            "--scripted: the scripted drivers use discrete meta-actions and the vector "
-            "observation (env.config.action_type=discrete, env.config.observation=vector)"
+            "--scripted: the scripted drivers use meta-actions and the vector observation "
+            "(env.config.action_type=discrete or factored, env.config.observation=vector)"
         )
     specs: list[str] = []
     for spec in args.scripted:

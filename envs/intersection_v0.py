@@ -50,10 +50,10 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from bystander.envs.intersection.config import IntersectionConfig
-from bystander.envs.intersection.sim import KEEP
 from bystander.envs.intersection.views import (
     WorldView,
     check_action,
+    keep_action,
     make_spaces,
     zero_observation,
 )
@@ -144,7 +144,7 @@ class IntersectionParallelEnv(ParallelEnv):
         cfg = self.config
         batch = (
             np.zeros((cfg.n_controlled, 2)) if cfg.action_type == "continuous"
-            else np.full(cfg.n_controlled, KEEP, dtype=np.int64)
+            else np.full(cfg.n_controlled, keep_action(cfg), dtype=np.int64)
         )  # fmt: skip
         for agent, action in actions.items():
             i = self._check_agent(agent)
@@ -243,6 +243,6 @@ def raw_env(render_mode: str | None = None, finished_agents: str = "remove", **c
 def env(render_mode: str | None = None, finished_agents: str = "remove", **config: Any):
     """The AEC env with PettingZoo's assertion and order-enforcing wrappers."""
     e = raw_env(render_mode=render_mode, finished_agents=finished_agents, **config)
-    if IntersectionConfig.from_dict(config).action_type == "discrete":
+    if IntersectionConfig.from_dict(config).action_type != "continuous":
         e = wrappers.AssertOutOfBoundsWrapper(e)
     return wrappers.OrderEnforcingWrapper(e)

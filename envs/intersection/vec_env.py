@@ -79,6 +79,7 @@ from bystander.envs.intersection.vec_slots import (
 )
 from bystander.envs.intersection.views import (
     COST_CHANNEL,
+    action_names,
     check_actions,
     episode_progress,
     make_spaces,
@@ -174,6 +175,7 @@ class IntersectionVecEnv(VecEnv):
         self.sim = IntersectionSim(config, n_worlds=self._n, seed=0)
         self.observation_space, self.action_space = make_spaces(config)
         self.continuous = config.action_type == "continuous"
+        self._names = action_names(config)
         self._actions: np.ndarray | None = None
         self._episode_cost = np.zeros((self._n, C))
         self._start_route = np.zeros((self._n, C))  # route distance at episode start [m]
@@ -322,7 +324,7 @@ class IntersectionVecEnv(VecEnv):
         return self._observe(out)
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = check_actions(actions, self.num_envs, self.continuous)
+        self._actions = check_actions(actions, self.num_envs, self.continuous, self._names)
 
     def step_wait(self):
         """Step all worlds in one simulator call; auto-reset the ones that finished.
