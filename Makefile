@@ -12,8 +12,8 @@ PIP_TORCH_ARGS ?=
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.bystander-installed
 TEST_STAMP = $(VENV)/.bystander-test-installed
-# Optional extras the test suite exercises (TRL adapter, Ray sweep backend).
-TEST_EXTRAS ?= dev,trl,ray
+# Optional extras the test suite exercises (TRL adapter, Ray sweep backend, SuperSuit).
+TEST_EXTRAS ?= dev,trl,ray,clients
 
 .PHONY: setup demo test test-fast lint bench clean
 

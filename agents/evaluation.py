@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bystander.config import RunConfig
+from bystander.config import COTRAINED_KINDS, RunConfig
 from bystander.envs.constraints import MIN_PROGRESS_M
 from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
@@ -253,12 +253,14 @@ def episode_row(
         dt: Seconds per step. escalations: Review-gate escalations.
         ret: Task return, when the info carries no Monitor ``episode`` entry.
     """
-    success = bool(info.get("arrived", False))
+    outcome = info.get("episode_outcome")  # several cars per world: how this one ended
+    success = outcome == "arrived" if outcome else bool(info.get("arrived", False))
+    crashed = outcome == "crashed" if outcome else bool(info.get("crashed", False))
     row: dict[str, float] = {
         "episode": float(i),
         "seed": float(seed),
         "success": float(success),
-        "collision": float(bool(info.get("crashed", False))),
+        "collision": float(crashed),
         "steps": float(steps),
         "time_to_destination_s": steps * dt if success else math.nan,
         "task_return": float((info.get("episode") or {}).get("r", ret)),
@@ -313,22 +315,23 @@ def evaluate_run(
     if overrides:
         cfg = load_config(base=cfg.to_dict(), overrides=overrides)
     predictor = None
-    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.learned import LearnedPredictor
+    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.training import load_trained_predictor
 
-        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
     multipliers = build_multipliers(cfg)
     _load_final_multipliers(run_dir, multipliers)
-    result = evaluate_policy(
-        model,
-        cfg,
-        episodes=episodes,
-        seed=seed,
-        deterministic=deterministic,
-        predictor=predictor,
-        obs_normalizer=load_obs_normalizer(run_dir),
-        multipliers=multipliers,
-    )
+    kw = dict(episodes=episodes, seed=seed, deterministic=deterministic,
+              obs_normalizer=load_obs_normalizer(run_dir))  # fmt: skip
+    if cfg.n_controlled > 1:  # several cars per world: the batched simulator's slots
+        from bystander.agents.heldout import evaluate_batched
+        from bystander.agents.training import build_predictor
+
+        if predictor is None and cfg.predictor.kind != "none":
+            predictor = build_predictor(cfg)
+        result = evaluate_batched(model, cfg, predictor=predictor, **kw)
+    else:
+        result = evaluate_policy(model, cfg, predictor=predictor, multipliers=multipliers, **kw)
     result.write_csv(csv_dir if csv_dir is not None else run_dir)
     return result
 
@@ -558,10 +561,10 @@ def render_run(
     run_dir = Path(run_dir)
     model, cfg = load_policy(run_dir)
     predictor = None
-    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.learned import LearnedPredictor
+    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.training import load_trained_predictor
 
-        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
     multipliers = build_multipliers(cfg)
     _load_final_multipliers(run_dir, multipliers)
     path, _ = render_policy(

@@ -65,7 +65,9 @@ def evaluate_batched(
         policy: Anything with SB3's ``predict(obs (N, ...), deterministic=...)``.
         cfg: The run config (``env.config``; the env must be ``bystander/Intersection-v0``
             without ``review`` or ``env.max_episode_steps``, as the batched stack).
-        episodes: Number of episodes ``N`` (default ``eval.episodes``).
+        episodes: Number of episodes ``N`` (default ``eval.episodes``); with
+            ``n_controlled = C`` cars per world, ``N * C`` rows (row ``w * C + c``: car
+            ``c`` of the episode on seed ``seed + w``; ``steps`` are its steps in play).
         seed: First seed (default ``eval.seed``).
         deterministic: Greedy actions (default ``eval.deterministic``).
         predictor: The observers' predictor (``None``: no predictability figures).
@@ -85,20 +87,24 @@ def evaluate_batched(
         )
     venv = make_intersection_vec_env(n, cfg.env.config, seed=first, predictors=predictor)
     dt = float(venv.get_attr("dt", [0])[0])
-    rows: list[dict[str, float] | None] = [None] * n
-    steps = np.zeros(n, dtype=np.int64)
-    still = np.zeros(n, dtype=np.int64)
+    cars = venv.num_envs // n  # several controlled cars per world: one row per car
+    rows: list[dict[str, float] | None] = [None] * venv.num_envs
+    steps = np.zeros(venv.num_envs, dtype=np.int64)
+    still = np.zeros(venv.num_envs, dtype=np.int64)
     try:
         obs = venv.reset()
         while any(r is None for r in rows):
             o = obs_normalizer(obs) if obs_normalizer is not None else obs
             actions, _ = policy.predict(o, deterministic=greedy)
             obs, _, dones, infos = venv.step(actions)
+            arrays = step_arrays(venv)
             open_ = np.array([r is None for r in rows])
-            steps += open_
-            still += open_ & (step_arrays(venv)["speed"] < STAND_STILL_SPEED)
+            playing = open_ & arrays.get("active", True)  # a finished car's steps don't count
+            steps += playing
+            still += playing & (arrays["speed"] < STAND_STILL_SPEED)
             for i in np.flatnonzero(open_ & (np.asarray(dones) | (steps >= max_steps))):
-                rows[i] = _row(i, first + i, infos[i], int(steps[i]), int(still[i]), dt)
+                w = i // cars
+                rows[i] = _row(i, first + w, infos[i], int(steps[i]), int(still[i]), dt)
     finally:
         venv.close()
     episodes_ = [r for r in rows if r is not None]

@@ -26,8 +26,6 @@ config header; loading a file made with another configuration is refused.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,7 @@ from bystander.agents.predictors import (
     check_views,
     constant_velocity_parts,
 )
-from bystander.atomic import atomic_open
+from bystander.agents.torch_state import TorchPredictorState
 from bystander.envs.contract import Views
 
 __all__ = ["LearnedPredictor", "FORMAT"]
@@ -88,7 +86,7 @@ class _Net(nn.Module):
         return self.head(self.body(x))
 
 
-class LearnedPredictor(TrajectoryPredictor):
+class LearnedPredictor(TorchPredictorState, TrajectoryPredictor):
     """Small torch model predicting residuals over constant velocity (see module docstring).
 
     Args:
@@ -111,6 +109,9 @@ class LearnedPredictor(TrajectoryPredictor):
         frozen: When True, :meth:`update` is a no-op returning ``{}``.
         updates: Number of optimizer steps taken so far.
     """
+
+    FORMAT = FORMAT  # the file header (TorchPredictorState)
+    FORMAT_VERSION = _VERSION
 
     def __init__(
         self,
@@ -164,78 +165,6 @@ class LearnedPredictor(TrajectoryPredictor):
             "seed": self.seed,
             "modes": self.modes,
         }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write header, weights and optimizer state to ``path`` atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": FORMAT,
-            "version": _VERSION,
-            "config": self.config(),
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "frozen": self.frozen,
-            "updates": self.updates,
-        }
-        with atomic_open(path) as fh:
-            torch.save(payload, fh)
-        return path
-
-    @staticmethod
-    def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
-        try:
-            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # a corrupt or foreign file
-            raise ValueError(f"path: {path} is not a {FORMAT} file ({exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"path: {path} is not a {FORMAT} file (missing format header)")
-        if payload.get("version") != _VERSION:
-            raise ValueError(
-                f"path: {path} has format version {payload.get('version')}, expected {_VERSION}"
-            )
-        return payload
-
-    def load(self, path: str | os.PathLike[str]) -> LearnedPredictor:
-        """Load weights, optimizer state and frozen flag saved by :meth:`save` into this model.
-
-        Raises:
-            ValueError: the file is not a saved predictor, or its config differs from
-                this model's (the differing fields are named).
-        """
-        payload = self._read(path)
-        mine, theirs = self.config(), dict(payload["config"])
-        diff = {k: (theirs.get(k), mine.get(k)) for k in mine if theirs.get(k) != mine.get(k)}
-        if diff:
-            detail = ", ".join(
-                f"{k}: file has {a!r}, model has {b!r}" for k, (a, b) in diff.items()
-            )
-            raise ValueError(f"config mismatch loading {path}: {detail}")
-        self.net.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.updates = int(payload["updates"])
-        self.freeze() if payload["frozen"] else self.unfreeze()
-        return self
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> LearnedPredictor:
-        """Build a predictor with the configuration stored in ``path`` and load it."""
-        return cls(**cls._read(path)["config"]).load(path)
-
-    # ------------------------------------------------------------------ training state
-    def freeze(self) -> LearnedPredictor:
-        """Stop learning: :meth:`update` returns ``{}``; parameters need no gradient."""
-        self.frozen = True
-        self.net.requires_grad_(False)
-        return self
-
-    def unfreeze(self) -> LearnedPredictor:
-        """Resume learning via :meth:`update` / :meth:`fit`."""
-        self.frozen = False
-        self.net.requires_grad_(True)
-        return self
 
     # ------------------------------------------------------------------ model
     def _features(self, views: Views) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
@@ -387,4 +316,5 @@ def subset(views: Views, index: np.ndarray) -> Views:
         observer_ids=np.asarray(views.observer_ids)[index],
         dt=views.dt,
         context=ctx,
+        poses=None if views.poses is None else np.asarray(views.poses)[index],
     )

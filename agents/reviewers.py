@@ -152,9 +152,9 @@ class DrivingReviewer:
             out = np.zeros((n, c, 2))
             out[self.world, self.ego] = np.asarray(action, dtype=np.float64).reshape(2)
         else:
-            from bystander.envs.intersection.sim import KEEP
+            from bystander.envs.intersection.views import keep_action
 
-            out = np.full((n, c), KEEP, dtype=np.int64)
+            out = np.full((n, c), keep_action(sim.config), dtype=np.int64)
             out[self.world, self.ego] = int(np.asarray(action).reshape(()))
         return out
 
@@ -168,9 +168,9 @@ class DrivingReviewer:
         if sim.continuous:
             follow = action if self.continuation is None else self.continuation
         else:
-            from bystander.envs.intersection.sim import KEEP
+            from bystander.envs.intersection.views import keep_action
 
-            follow = KEEP if self.continuation is None else self.continuation
+            follow = keep_action(sim.config) if self.continuation is None else self.continuation
         first, then = self._sim_actions(sim, action), self._sim_actions(sim, follow)
         path = np.zeros((self.horizon, 2))
         risk = 0.0
@@ -266,8 +266,10 @@ class LeastCostFallback:
         if find_sim(env).continuous:
             return [np.zeros(2, dtype=np.float32), np.array([-0.5, 0.0], dtype=np.float32)]
         from bystander.envs.intersection.sim import KEEP, SLOWER
+        from bystander.envs.intersection.views import meta_action
 
-        return [KEEP, SLOWER]
+        config = find_sim(env).config
+        return [meta_action(config, KEEP), meta_action(config, SLOWER)]
 
     def __call__(self, env: Any, action: Any) -> Any:
         options = self._candidates(env)

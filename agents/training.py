@@ -52,7 +52,7 @@ from bystander.agents.heldout import HeldOutEvaluation
 from bystander.agents.hooks import VecHooks
 from bystander.agents.stack import build_vec_env
 from bystander.atomic import abandon_run_dir, atomic_open, claim_run_dir
-from bystander.config import RunConfig, resolved_hyperparams, save_config
+from bystander.config import COTRAINED_KINDS, RunConfig, resolved_hyperparams, save_config
 from bystander.envs.constraints import Multiplier, multiplier_key
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "build_multipliers",
     "build_predictor",
     "load_obs_normalizer",
+    "load_trained_predictor",
     "load_policy",
     "seed_everything",
     "train",
@@ -80,7 +81,9 @@ def build_predictor(cfg: RunConfig) -> Any | None:
 
     ``frozen`` loads a :class:`~bystander.agents.learned.LearnedPredictor` from
     ``predictor.path`` and freezes it; ``cotrained`` builds a fresh one (seeded with
-    ``train.seed``), or loads ``path`` when given, and leaves it trainable.
+    ``train.seed``), or loads ``path`` when given, and leaves it trainable. ``map`` /
+    ``map_cotrained``: the same with a :class:`~bystander.agents.map_predictor.MapPredictor`
+    on the run's map (``env.config``); a fresh ``map`` one is habit-blind.
     """
     p = cfg.predictor
     if p.kind == "none":
@@ -93,24 +96,47 @@ def build_predictor(cfg: RunConfig) -> Any | None:
         from bystander.agents.predictors import ConstantTurnRatePredictor
 
         return ConstantTurnRatePredictor(horizon=p.horizon, history=p.history)
+    if p.kind in ("map", "map_cotrained"):
+        from bystander.agents.map_predictor import MapPredictor
+
+        pred = _learned_from_file(cfg, MapPredictor) or MapPredictor(
+            cfg.env.config, horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed
+        )
+        return pred.freeze() if p.kind == "map" else pred.unfreeze()
     from bystander.agents.learned import LearnedPredictor
 
-    if p.path:
-        if not Path(p.path).is_file():
-            raise FileNotFoundError(f"predictor.path: no such file {p.path}")
-        pred = LearnedPredictor.from_file(p.path)
-        if (pred.horizon, pred.history) != (p.horizon, p.history):
-            raise ValueError(
-                f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
-                f"history={pred.history}; config says {p.horizon}, {p.history}"
-            )
-    else:
-        pred = LearnedPredictor(horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed)
-    if p.kind == "frozen":
-        pred.freeze()
-    else:
-        pred.unfreeze()
+    pred = _learned_from_file(cfg, LearnedPredictor) or LearnedPredictor(
+        horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed
+    )
+    return pred.freeze() if p.kind == "frozen" else pred.unfreeze()
+
+
+def _learned_from_file(cfg: RunConfig, cls: Any) -> Any:
+    """The predictor of class ``cls`` saved at ``predictor.path`` (None when no path is
+    set), checked against the config's horizon and history."""
+    p = cfg.predictor
+    if not p.path:
+        return None
+    if not Path(p.path).is_file():
+        raise FileNotFoundError(f"predictor.path: no such file {p.path}")
+    pred = cls.from_file(p.path)
+    if (pred.horizon, pred.history) != (p.horizon, p.history):
+        raise ValueError(
+            f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
+            f"history={pred.history}; config says {p.horizon}, {p.history}"
+        )
     return pred
+
+
+def load_trained_predictor(cfg: RunConfig, path: str | Path) -> Any:
+    """The co-trained predictor a run saved at ``path`` (``predictor.pt``), frozen."""
+    if cfg.predictor.kind == "map_cotrained":
+        from bystander.agents.map_predictor import MapPredictor
+
+        return MapPredictor.from_file(path).freeze()
+    from bystander.agents.learned import LearnedPredictor
+
+    return LearnedPredictor.from_file(path).freeze()
 
 
 def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
@@ -312,7 +338,7 @@ class Trainer:
     def _sync_envs(self) -> None:
         state = {k: m.state_dict() for k, m in self.multipliers.items()}
         pstate = None
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             pstate = self.predictor.net.state_dict()
         if state or pstate is not None:
             self.hooks.sync(state, pstate)
@@ -331,7 +357,7 @@ class Trainer:
         vn = self.venv if isinstance(self.venv, VecNormalize) else None
         snapshots = self.hooks.snapshot()
         preds = {}
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             preds["main"] = self.predictor
         # SB3's model.save leaves out the rollout position; without it learn() would
         # reset the envs on resume.
@@ -408,7 +434,7 @@ class Trainer:
             self.model.save(f)
         if isinstance(self.venv, VecNormalize):
             self.venv.save(str(self.run_dir / "vecnormalize.pkl"))
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             self.predictor.save(self.run_dir / "predictor.pt")
         steps = int(self.model.num_timesteps)
         stats = {}

@@ -49,10 +49,20 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     :class:`~bystander.envs.constraint_config.ConstraintConfig`)."""
     g = p.add_argument_group("shortcuts (each is a --set override)")
     add_flags(g, RunConfig)
+    g.add_argument(
+        "--agents",
+        type=int,
+        metavar="K",
+        help="controlled cars per world, one shared policy (env.config.n_controlled; "
+        "needs train.vec_env=batched)",
+    )
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    return flag_overrides(args, config_flags(RunConfig))
+    out = flag_overrides(args, config_flags(RunConfig))
+    if getattr(args, "agents", None) is not None:
+        out.append(f"env.config.n_controlled={args.agents}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,12 +259,12 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
         base = load_config(cfg_path).to_dict()
     cfg = load_config(base=base, overrides=list(args.overrides))
     if (
-        cfg.env.config.get("action_type", "discrete") != "discrete"
+        cfg.env.config.get("action_type", "discrete") not in ("discrete", "factored")
         or cfg.env.config.get("observation", "vector") != "vector"
     ):
         raise ValueError(
-            "--scripted: the scripted drivers use discrete meta-actions and the vector "
-            "observation (env.config.action_type=discrete, env.config.observation=vector)"
+            "--scripted: the scripted drivers use meta-actions and the vector observation "
+            "(env.config.action_type=discrete or factored, env.config.observation=vector)"
         )
     specs: list[str] = []
     for spec in args.scripted:

@@ -16,7 +16,10 @@ from typing import Any
 
 from bystander.agents.evaluation import EvalResult
 
-__all__ = ["EgoEntry", "plot_utility_vs_predictability", "write_report"]
+__all__ = ["EgoEntry", "plot_heldout_cost", "plot_utility_vs_predictability", "write_report"]
+
+_HELDOUT_UNIT = {"per_step": "_per_step", "per_metre": "_per_metre", "sum": ""}
+"""Held-out CSV column suffix of each cost normalisation (the budget's unit)."""
 
 
 @dataclass
@@ -101,6 +104,58 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
     return path
 
 
+def _heldout_rows(run_dir: Path) -> list[dict[str, float]]:
+    """``RUN_DIR/logs/heldout.csv`` as floats (empty when the run logged none)."""
+    import csv
+
+    path = Path(run_dir) / "logs" / "heldout.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) if v else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def plot_heldout_cost(
+    entries: list[EgoEntry], path: str | Path, channel: str = "predictability"
+) -> Path | None:
+    """Held-out cost of each trained ego over training, in its budget's unit, with the
+    budget of constrained egos drawn as a dashed line; the stand-still fraction below.
+    ``None`` when no ego logged held-out evaluations (``eval.every``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [(e, _heldout_rows(e.run_dir)) for e in entries if not e.scripted]
+    series = [(e, rows) for e, rows in series if rows]
+    if not series:
+        return None
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 5.0), dpi=110, sharex=True)
+    units = set()
+    for k, (e, rows) in enumerate(series):
+        con = e.train.get("constraint") or {}
+        unit = con.get("cost_normalization", "per_step")
+        units.add(unit)
+        col = f"cost_{channel}{_HELDOUT_UNIT.get(unit, '_per_step')}"
+        steps = [r["step"] for r in rows]
+        color = f"C{k}"
+        ax.plot(steps, [r.get(col, math.nan) for r in rows], "o-", color=color, label=e.label)
+        if con.get("mode") in ("lagrangian", "pid"):
+            ax.axhline(con["budget"], ls="--", color=color, lw=1, label=f"{e.label} budget")
+        ax2.plot(steps, [r.get("stand_still_fraction", math.nan) for r in rows], "o-", color=color)
+    ax.set_ylabel(f"held-out {channel} cost ({', '.join(sorted(units))})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax2.set_ylabel("stand-still fraction")
+    ax2.set_xlabel("env steps")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_report(
     run_dir: str | Path,
     entries: list[EgoEntry],
@@ -156,7 +211,21 @@ def write_report(
             lines.append(
                 f"| {e.label} | " + " | ".join(_fmt(s.get(f"ade_{t}")) for t in types) + " |"
             )
-    lines += ["", f"![utility vs predictability]({plot.name})", "", "## Egos", ""]
+    lines += ["", f"![utility vs predictability]({plot.name})", ""]
+    heldout = plot_heldout_cost(entries, run_dir / "heldout_cost.png")
+    if heldout is not None:
+        lines += [
+            "## Held-out cost over training",
+            "",
+            "Greedy evaluations on fixed held-out seeds during training (`eval.every`), in "
+            "the unit of each ego's budget; the dashed line is a constrained ego's budget. "
+            "A budget is held when the curve settles on or under its line without the "
+            "stand-still fraction rising.",
+            "",
+            f"![held-out cost over training]({heldout.name})",
+            "",
+        ]
+    lines += ["## Egos", ""]
     for e in (e for e in entries if not e.scripted):
         lines.append(f"### {e.label}")
         lines.append("")

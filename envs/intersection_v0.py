@@ -19,6 +19,24 @@ usual assertion / order-enforcing wrappers.
 
 Actions missing for a live agent default to KEEP (discrete) or zeros (continuous);
 actions for unknown or finished agents raise ``ValueError``.
+
+Finished agents: ``finished_agents="remove"`` (default) is PettingZoo's usual
+convention above. ``finished_agents="inactive"`` keeps every agent in ``agents`` until
+the episode ends for all, as fixed-size clients (SuperSuit's
+``pettingzoo_env_to_vec_env_v1``, PettingZoo's SB3 tutorial) require without
+``black_death``:
+
+- an agent's last step in play (arrival, crash, off-road, leaving the map) has
+  ``terminated=False`` and ``info["finished"] = True`` (with its episode figures, as
+  a terminated agent's info); after it, the agent is inactive: zero observation, zero
+  reward, ``info == {"active": False}``, and its actions are accepted and ignored;
+- the episode ends when every agent has finished (all ``terminated``) or at
+  ``max_cycles``: agents that finished earlier are then ``terminated``, the others
+  ``truncated``; ``agents`` becomes empty.
+
+In both modes a truncated (not terminated) agent's info has
+``"TimeLimit.truncated": True``, so that SB3 bootstraps through SuperSuit's
+SB3 wrapper, which merges terminations and truncations into ``dones``.
 """
 
 from __future__ import annotations
@@ -32,10 +50,18 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from bystander.envs.intersection.config import IntersectionConfig
-from bystander.envs.intersection.sim import KEEP
-from bystander.envs.intersection.views import WorldView, check_action, make_spaces
+from bystander.envs.intersection.views import (
+    WorldView,
+    check_action,
+    keep_action,
+    make_spaces,
+    zero_observation,
+)
 
-__all__ = ["IntersectionParallelEnv", "env", "parallel_env", "raw_env"]
+__all__ = ["FINISHED_AGENTS", "IntersectionParallelEnv", "env", "parallel_env", "raw_env"]
+
+FINISHED_AGENTS = ("remove", "inactive")
+"""Values of ``finished_agents``: what happens to an agent that finishes (module doc)."""
 
 
 class IntersectionParallelEnv(ParallelEnv):
@@ -48,12 +74,20 @@ class IntersectionParallelEnv(ParallelEnv):
         "is_parallelizable": True,
     }
 
-    def __init__(self, render_mode: str | None = None, **config: Any) -> None:
+    def __init__(
+        self, render_mode: str | None = None, finished_agents: str = "remove", **config: Any
+    ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode: expected None or one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
+        if finished_agents not in FINISHED_AGENTS:
+            raise ValueError(
+                f"finished_agents: expected one of {FINISHED_AGENTS}, got {finished_agents!r}"
+            )
         self.render_mode = render_mode
+        self.finished_agents = finished_agents
+        self._finished: set[str] = set()
         self.config = IntersectionConfig.from_dict(config)
         self.max_cycles = self.config.max_cycles
         self.possible_agents = [f"car_{i}" for i in range(self.config.n_controlled)]
@@ -93,6 +127,7 @@ class IntersectionParallelEnv(ParallelEnv):
         out = self.world.reset(int(self._np_random.integers(0, 2**62)))
         self._out = out
         self.agents = list(self.possible_agents)
+        self._finished = set()
         obs = {a: self.world.observation(out, i) for i, a in enumerate(self.agents)}
         infos = {a: self.world.info(out, i, reset=True) for i, a in enumerate(self.agents)}
         if self.render_mode == "human":
@@ -109,25 +144,59 @@ class IntersectionParallelEnv(ParallelEnv):
         cfg = self.config
         batch = (
             np.zeros((cfg.n_controlled, 2)) if cfg.action_type == "continuous"
-            else np.full(cfg.n_controlled, KEEP, dtype=np.int64)
+            else np.full(cfg.n_controlled, keep_action(cfg), dtype=np.int64)
         )  # fmt: skip
         for agent, action in actions.items():
             i = self._check_agent(agent)
             if agent not in self.agents:
                 raise ValueError(f"actions: agent {agent!r} is done; live agents are {self.agents}")
-            batch[i] = check_action(action, cfg, name=f"actions[{agent!r}]")
+            action = check_action(action, cfg, name=f"actions[{agent!r}]")
+            if agent not in self._finished:  # an inactive agent's action is ignored
+                batch[i] = action
         out = self.world.step(batch)
         self._out = out
-        live = list(self.agents)
-        idx = [self.agent_name_mapping[a] for a in live]
-        obs = {a: self.world.observation(out, i) for a, i in zip(live, idx, strict=True)}
-        rewards = {a: float(out.rewards[0, i].sum()) for a, i in zip(live, idx, strict=True)}
-        terms = {a: bool(out.terminated[0, i]) for a, i in zip(live, idx, strict=True)}
-        truncs = {a: bool(out.truncated[0]) for a in live}
-        infos = {a: self.world.info(out, i) for a, i in zip(live, idx, strict=True)}
-        self.agents = [a for a in live if not (terms[a] or truncs[a])]
+        if self.finished_agents == "inactive":
+            obs, rewards, terms, truncs, infos = self._step_inactive(out)
+        else:
+            live = list(self.agents)
+            idx = [self.agent_name_mapping[a] for a in live]
+            obs = {a: self.world.observation(out, i) for a, i in zip(live, idx, strict=True)}
+            rewards = {a: float(out.rewards[0, i].sum()) for a, i in zip(live, idx, strict=True)}
+            terms = {a: bool(out.terminated[0, i]) for a, i in zip(live, idx, strict=True)}
+            truncs = {a: bool(out.truncated[0]) for a in live}
+            infos = {a: self.world.info(out, i) for a, i in zip(live, idx, strict=True)}
+            self.agents = [a for a in live if not (terms[a] or truncs[a])]
+        for a, info in infos.items():
+            if truncs[a] and not terms[a]:
+                info["TimeLimit.truncated"] = True
         if self.render_mode == "human":
             self.render()
+        return obs, rewards, terms, truncs, infos
+
+    def _step_inactive(self, out: Any) -> tuple[dict, dict, dict, dict, dict]:
+        """One step's dicts under ``finished_agents="inactive"`` (module doc): every
+        agent reports until the episode ends for all."""
+        obs, rewards, infos = {}, {}, {}
+        for a in self.agents:
+            i = self.agent_name_mapping[a]
+            if a in self._finished:
+                obs[a] = zero_observation(self.world.observation(out, i))
+                rewards[a] = 0.0
+                infos[a] = {"active": False}
+                continue
+            obs[a] = self.world.observation(out, i)
+            rewards[a] = float(out.rewards[0, i].sum())
+            infos[a] = self.world.info(out, i)
+            infos[a]["active"] = True
+            if out.terminated[0, i]:
+                infos[a]["finished"] = True
+                self._finished.add(a)
+        everyone = len(self._finished) == len(self.possible_agents)
+        over = everyone or bool(out.truncated[0])
+        terms = {a: over and a in self._finished for a in self.agents}
+        truncs = {a: over and a not in self._finished for a in self.agents}
+        if over:
+            self.agents = []
         return obs, rewards, terms, truncs, infos
 
     def render(self):
@@ -154,19 +223,26 @@ class IntersectionParallelEnv(ParallelEnv):
         self.world.overlays.append(fn)
 
 
-def parallel_env(render_mode: str | None = None, **config: Any) -> IntersectionParallelEnv:
-    """The parallel env; ``config`` are :class:`IntersectionConfig` fields (``max_cycles``...)."""
-    return IntersectionParallelEnv(render_mode=render_mode, **config)
+def parallel_env(
+    render_mode: str | None = None, finished_agents: str = "remove", **config: Any
+) -> IntersectionParallelEnv:
+    """The parallel env; ``config`` are :class:`IntersectionConfig` fields (``max_cycles``...);
+    ``finished_agents``: ``"remove"`` or ``"inactive"`` (module doc)."""
+    return IntersectionParallelEnv(
+        render_mode=render_mode, finished_agents=finished_agents, **config
+    )
 
 
-def raw_env(render_mode: str | None = None, **config: Any):
+def raw_env(render_mode: str | None = None, finished_agents: str = "remove", **config: Any):
     """The AEC env without wrappers (``parallel_to_aec``)."""
-    return parallel_to_aec(parallel_env(render_mode=render_mode, **config))
+    return parallel_to_aec(
+        parallel_env(render_mode=render_mode, finished_agents=finished_agents, **config)
+    )
 
 
-def env(render_mode: str | None = None, **config: Any):
+def env(render_mode: str | None = None, finished_agents: str = "remove", **config: Any):
     """The AEC env with PettingZoo's assertion and order-enforcing wrappers."""
-    e = raw_env(render_mode=render_mode, **config)
-    if IntersectionConfig.from_dict(config).action_type == "discrete":
+    e = raw_env(render_mode=render_mode, finished_agents=finished_agents, **config)
+    if IntersectionConfig.from_dict(config).action_type != "continuous":
         e = wrappers.AssertOutOfBoundsWrapper(e)
     return wrappers.OrderEnforcingWrapper(e)

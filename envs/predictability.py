@@ -86,7 +86,8 @@ class PredictabilityParallelWrapper(BaseParallelWrapper):
     is an ego with its own tracker; all agents' requests are batched (one call per
     predictor and request kind per step). Per-agent infos get the same keys as
     :class:`PredictabilityReward`; an agent's episode ends when it is terminated or
-    truncated. Arguments as :class:`PredictabilityReward`.
+        truncated, or on its last step in play (``info["finished"]``, the intersection's
+    ``finished_agents="inactive"`` mode). Arguments as :class:`PredictabilityReward`.
     """
 
     def __init__(
@@ -132,7 +133,11 @@ class PredictabilityParallelWrapper(BaseParallelWrapper):
     def step(self, actions: dict[Any, Any]):
         obs, rewards, terms, truncs, infos = self.env.step(actions)
         items = [
-            (a, info[EGO_STEP_KEY], bool(terms.get(a, False) or truncs.get(a, False)))
+            (
+                a,
+                info[EGO_STEP_KEY],
+                bool(terms.get(a, False) or truncs.get(a, False) or info.get("finished", False)),
+            )
             for a, info in infos.items()
             if EGO_STEP_KEY in info
         ]

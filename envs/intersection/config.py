@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["ACTION_TYPES", "IntersectionConfig", "OBSERVATION_TYPES"]
 
-ACTION_TYPES = ("discrete", "continuous")
+ACTION_TYPES = ("discrete", "continuous", "factored")
 OBSERVATION_TYPES = ("vector", "occupancy", "dict")
 
 
@@ -97,8 +97,12 @@ class IntersectionConfig:
         max_cycles: Episode length limit in steps (truncation).
     Ego / controlled cars
         n_controlled: Number of controlled cars (PettingZoo agents); the Gymnasium view needs 1.
-        action_type: ``"discrete"`` meta-actions on lane following or ``"continuous"``
-            (acceleration, steering) on a kinematic bicycle model.
+        action_type: ``"discrete"`` meta-actions on lane following (6: a step changes the
+            target speed *or* plans a turn, so turn actions also keep speed),
+            ``"factored"`` (12 = speed x turn intent: SLOWER / KEEP / FASTER times NONE /
+            TURN_LEFT / GO_STRAIGHT / TURN_RIGHT, both chosen every step; action
+            ``4 * speed + turn``, :data:`~bystander.envs.intersection.sim.FACTORED_ACTIONS`)
+            or ``"continuous"`` (acceleration, steering) on a kinematic bicycle model.
         ego_max_speed: Top speed of controlled cars [m/s].
         speed_step: Target-speed change of the SLOWER / FASTER meta-actions [m/s].
         ego_car_following: Discrete mode: controlled cars brake for the road user ahead

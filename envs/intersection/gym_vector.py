@@ -80,7 +80,14 @@ class IntersectionVectorEnv(VectorEnv):
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
-        self._base = IntersectionVecEnv(num_envs, config, render_mode=render_mode, info_mode="lean")
+        cfg = IntersectionConfig.from_dict(config)
+        if cfg.n_controlled != 1:
+            raise ValueError(
+                f"config.n_controlled: expected 1 (one ego per world: num_envs counts worlds), "
+                f"got {cfg.n_controlled}; several cars per world: IntersectionVecEnv (SB3) "
+                "or bystander.envs.intersection_v0 (PettingZoo)"
+            )
+        self._base = IntersectionVecEnv(num_envs, cfg, render_mode=render_mode, info_mode="lean")
         # the shared layers, as on the SB3 path (same code, same figures)
         self._venv: Any = self._base
         if predictors is not None:

@@ -74,7 +74,11 @@ __all__ = [
     "LENGTH",
     "LOOKAHEAD",
     "MAX_BRAKE",
+    "FACTORED_ACTIONS",
+    "FACTORED_SPEEDS",
+    "FACTORED_TURNS",
     "META_ACTIONS",
+    "META_TO_FACTORED",
     "N_EGO_FEATURES",
     "N_OTHER_FEATURES",
     "OBSERVER_TYPES",
@@ -114,12 +118,23 @@ PED_CLEARANCE = 25.0  # pedestrians start crossing only when no vehicle moves th
 # Discrete meta-actions.
 SLOWER, KEEP, FASTER, TURN_LEFT, GO_STRAIGHT, TURN_RIGHT = range(6)
 META_ACTIONS = ("SLOWER", "KEEP", "FASTER", "TURN_LEFT", "GO_STRAIGHT", "TURN_RIGHT")
+# Factored actions (action_type="factored"): speed x turn intent, ``4 * speed + turn``.
+FACTORED_SPEEDS = ("SLOWER", "KEEP", "FASTER")
+FACTORED_TURNS = ("NONE", "TURN_LEFT", "GO_STRAIGHT", "TURN_RIGHT")
+FACTORED_ACTIONS = tuple(f"{s}+{t}" for s in FACTORED_SPEEDS for t in FACTORED_TURNS)
+META_TO_FACTORED = np.array([0, 4, 8, 5, 6, 7])
+"""The factored action doing what each meta-action does (a turn keeps the speed)."""
 
 N_EGO_FEATURES = 15
 N_OTHER_FEATURES = 11
 REWARD_NAMES = ("progress", "arrival", "collision", "offroad", "time")
 _ONE_HOT3 = np.vstack([np.eye(3), np.zeros((1, 3))])  # index -1 -> zeros
 _ACTION_TURN_TABLE = np.array([-1, -1, -1, 2, 1, 0])  # meta-action -> turn (-1: none)
+# per action type: (target-speed change in speed steps, turn (-1: none)) of each action
+_ACTION_TABLES = {
+    "discrete": (np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]), _ACTION_TURN_TABLE),
+    "factored": (np.repeat([-1.0, 0.0, 1.0], 4), np.tile([-1, 2, 1, 0], 3)),
+}
 _KIND_ONE_HOT = np.eye(4)[[3, 0, 1, 2]]  # kind -> (car, pedestrian, cyclist, controlled)
 
 
@@ -225,7 +240,7 @@ class IntersectionSim:
         )  # fmt: skip
         self._bounds = np.array(r.bounds, dtype=np.float64)
         self._slot = np.arange(self.A)
-        self._follow_controlled = config.action_type == "discrete" and config.ego_car_following
+        self._follow_controlled = not self.continuous and config.ego_car_following
         self._base_speed = np.array(
             [
                 config.ego_max_speed,
@@ -239,7 +254,8 @@ class IntersectionSim:
             [[np.isfinite(r.dist_to_goal[k, e]) and r.meta[ex][1:] != r.meta[e][1:]
               for k, ex in enumerate(r.exits)] for e in r.entries]
         )  # fmt: skip
-        self._speed_delta = np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]) * config.speed_step
+        delta, self._turn_table = _ACTION_TABLES.get(config.action_type, _ACTION_TABLES["discrete"])
+        self._speed_delta = delta * config.speed_step
         plan = [CAR] * config.n_cars + [CYCLIST] * config.n_cyclists
         plan += [PEDESTRIAN] * config.n_pedestrians  # kinds placed at reset, slots C, C + 1...
         self._plan = np.array(plan[: self.A - self.C], dtype=np.int64)
@@ -481,7 +497,8 @@ class IntersectionSim:
         """Advance every world by ``dt``.
 
         Args:
-            actions: Discrete: ``(N, C)`` ints in ``[0, 6)`` (:data:`META_ACTIONS`).
+            actions: Discrete: ``(N, C)`` ints in ``[0, 6)`` (:data:`META_ACTIONS`);
+                factored: in ``[0, 12)`` (:data:`FACTORED_ACTIONS`).
                 Continuous: ``(N, C, 2)`` floats in ``[-1, 1]``: (acceleration, steering),
                 scaled by ``max_accel`` / ``max_decel`` and ``max_steer``.
                 Entries of finished controlled cars are ignored. Validation is the
@@ -502,7 +519,7 @@ class IntersectionSim:
             a = np.asarray(actions, dtype=np.int64).reshape(N, C)
             tv = self.target_v + self._speed_delta[a]
             self.target_v = np.minimum(np.maximum(tv, 0.0), cfg.ego_max_speed)
-            new_turn = _ACTION_TURN_TABLE[a]
+            new_turn = self._turn_table[a]
             turn_act = (new_turn >= 0) & active
             self.turn[:, :C] = np.where(turn_act, new_turn, self.turn[:, :C])
             self.turn_chosen[:, :C] |= turn_act

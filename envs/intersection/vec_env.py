@@ -2,11 +2,23 @@
 
 :class:`IntersectionVecEnv` is the batched twin of the Gymnasium view
 ``bystander/Intersection-v0`` (:class:`~bystander.envs.intersection.gym_env.IntersectionEnv`):
-one :class:`~bystander.envs.intersection.sim.IntersectionSim` with ``n_worlds = N``, one
-controlled car per world. Per world, observations, rewards and ``info`` dicts carry the
-same keys and values as the single env (:data:`~bystander.envs.intersection.views.INFO_KEYS`,
-``ego_step`` included, so :class:`~bystander.envs.vector.PredictabilityVecWrapper`
-runs on it with one predictor call per step for all worlds and observers).
+one :class:`~bystander.envs.intersection.sim.IntersectionSim` with ``n_worlds = N``. Per
+world, observations, rewards and ``info`` dicts carry the same keys and values as the
+single env (:data:`~bystander.envs.intersection.views.INFO_KEYS`, ``ego_step`` included,
+so :class:`~bystander.envs.vector.PredictabilityVecWrapper` runs on it with one
+predictor call per step for all worlds and observers).
+
+Several controlled cars per world (``config.n_controlled = C > 1``, multi-agent
+training with a shared policy): ``num_envs = N * C`` slots, slot ``k = w * C + c`` being
+car ``c`` of world ``w`` (:mod:`~bystander.envs.intersection.vec_slots`). Each car is an
+ego observed by every other road user, the other controlled cars included. A car that
+finishes while others drive on stays in its slot, inactive, until its world's episode
+ends (as the PettingZoo env's ``finished_agents="inactive"``): zero observation and
+reward, ``step_arrays["active"]`` false, nothing scored. A world ends when all its cars
+have finished or at ``max_cycles``: all its slots are done, cars that finished earlier as
+terminations, the others with ``TimeLimit.truncated``; final infos carry each car's
+episode figures and ``episode_outcome`` (:data:`~bystander.envs.intersection.vec_slots.OUTCOMES`),
+full infos ``active``. With ``C = 1`` everything is as the single env.
 
 SB3 ``VecEnv`` contract:
 
@@ -21,7 +33,7 @@ SB3 ``VecEnv`` contract:
   later unseeded resets continue the same seed chain): see :meth:`seed`.
 - ``get_attr`` / ``set_attr`` / ``env_method``: see their docstrings for which names
   are per world and which are shared by all worlds (one simulator, one config).
-- ``render()``: the world ``render_world`` (an attribute, default 0) as one frame.
+- ``render()``: the slot ``render_world`` (an attribute, default 0) as one frame.
 
 Batched outputs (for wrappers that work on arrays rather than per-world dicts):
 
@@ -34,11 +46,10 @@ Batched outputs (for wrappers that work on arrays rather than per-world dicts):
   (``"cost"`` ``(N,)``, ``"costs"`` channel -> ``(N,)``, ``"rewards"`` name -> ``(N,)``,
   ``"speed"``, ``"route_distance"``, ``"crashed"``, ``"arrived"``, ...).
 - ``info_mode="lean"``: ``infos[i]`` of a step is a shared read-only empty mapping
-  unless world ``i``'s episode ended then (it is then a dict with every key of the
-  ``"full"`` info); per-step values are in :attr:`step_arrays`. (SB3's wrappers only
-  write to the infos of finished episodes; copy an info before adding keys to it.) At ``N = 1024`` building ``N`` info dicts per step costs
-  more than the simulator; the training stack uses ``"lean"``. Default ``"full"``:
-  every world's info as the Gymnasium view's.
+  unless slot ``i``'s episode ended then (a dict with every key of the ``"full"`` info;
+  SB3's wrappers only write to those: copy an info before adding keys to it). At
+  ``N = 1024``, ``N`` info dicts per step cost more than the simulator; the training
+  stack uses ``"lean"``. Default ``"full"``: every slot's info as the Gymnasium view's.
 
 The training stacks over it are built by :mod:`bystander.agents.stack` (e.g.
 :func:`~bystander.agents.stack.make_intersection_vec_env`).
@@ -55,16 +66,20 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
-from bystander.envs.contract import EGO_STEP_KEY, EgoBatch, EgoStep
+from bystander.envs.contract import EGO_STEP_KEY, EgoBatch
 from bystander.envs.intersection.config import IntersectionConfig
-from bystander.envs.intersection.sim import (
-    OBSERVER_TYPES,
-    REWARD_NAMES,
-    IntersectionSim,
-    StepResult,
+from bystander.envs.intersection.sim import REWARD_NAMES, IntersectionSim, StepResult
+from bystander.envs.intersection.vec_slots import (
+    OUTCOMES,
+    ActiveEvents,
+    ego_batch,
+    ego_steps,
+    outcome_codes,
+    slots_of,
 )
 from bystander.envs.intersection.views import (
     COST_CHANNEL,
+    action_names,
     check_actions,
     episode_progress,
     make_spaces,
@@ -73,9 +88,6 @@ from bystander.envs.intersection.views import (
 )
 
 __all__ = ["INFO_MODES", "IntersectionVecEnv"]
-
-_NO_UID = np.iinfo(np.int64).max
-_TYPE_NAMES = tuple(str(t) for t in OBSERVER_TYPES)
 _NO_INFO: Mapping[str, Any] = MappingProxyType({})
 """The info of a world whose episode goes on, in lean mode: one shared, read-only,
 empty mapping (N fresh dicts per step cost more in garbage collection than the step)."""
@@ -88,21 +100,22 @@ class IntersectionVecEnv(VecEnv):
     """SB3 ``VecEnv`` of ``n_worlds`` intersection worlds stepped by one simulator call.
 
     Args:
-        n_worlds: Number of worlds ``N`` (``num_envs``).
+        n_worlds: Number of worlds ``N`` (``num_envs = N * n_controlled``).
         config: Overrides of :class:`IntersectionConfig` fields (dict) or a config;
-            ``n_controlled`` must be 1 (one ego per world, as the Gymnasium view).
+            ``n_controlled`` cars per world (one slot each, module doc).
         seed: If given, the first :meth:`reset` seeds world ``i`` with ``seed + i``
             (as ``seed(seed)``). Default: fresh entropy per world.
         render_mode: ``None``, ``"rgb_array"`` or ``"human"``; :meth:`render` draws
-            world ``render_world``.
+            slot ``render_world``.
         info_mode: ``"full"`` (every world's info dict every step, as the Gymnasium
             view's) or ``"lean"`` (info dicts only for worlds whose episode ended; the
             per-step values in :attr:`step_arrays`).
 
-    Observations: ``(N, F)`` float32 (``vector``), ``(N, 4, G, G)`` (``occupancy``) or a
-    dict of both, as the single env's space per world. Actions: ``(N,)`` ints in
-    ``[0, 6)`` (discrete meta-actions) or ``(N, 2)`` floats in ``[-1, 1]``
-    (continuous; clipped). Rewards ``(N,)`` float32 = sum of ``info["rewards"]``.
+    Observations: ``(S, F)`` float32 (``vector``), ``(S, 4, G, G)`` (``occupancy``) or a
+    dict of both, as the single env's space per slot (``S = N * C`` slots). Actions:
+    ``(S,)`` ints in ``[0, 6)`` (discrete meta-actions) or ``(S, 2)`` floats in
+    ``[-1, 1]`` (continuous; clipped). Rewards ``(S,)`` float32 = sum of
+    ``info["rewards"]``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
@@ -138,9 +151,8 @@ class IntersectionVecEnv(VecEnv):
         self._renderer: Any = None
         self._np_randoms: list[np.random.Generator | None] = [None] * int(n_worlds)
         self._n = int(n_worlds)
-        self.num_envs = self._n  # VecEnv.__init__ reads render_mode through get_attr
         self._build(IntersectionConfig.from_dict(config))
-        super().__init__(self._n, self.observation_space, self.action_space)
+        super().__init__(self.num_envs, self.observation_space, self.action_space)
         self.metadata = {
             "render_modes": ["human", "rgb_array"],
             "render_fps": self.config.render_fps,
@@ -150,22 +162,26 @@ class IntersectionVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ building
     def _build(self, config: IntersectionConfig) -> None:
-        if config.n_controlled != 1:
+        if getattr(self, "_C", config.n_controlled) != config.n_controlled:
             raise ValueError(
-                f"config.n_controlled: expected 1 (one ego per world, as the Gymnasium view), "
-                f"got {config.n_controlled}"
+                f"config.n_controlled: expected {self._C} (the slots of a built VecEnv are "
+                f"fixed), got {config.n_controlled}"
             )
+        self._C = C = config.n_controlled
+        self.num_envs = self._n * C  # VecEnv.__init__ reads render_mode through get_attr
         self.config = config
         self.dt = config.dt
         self._context = MappingProxyType({"dt": config.dt})  # every EgoStep's context
         self.sim = IntersectionSim(config, n_worlds=self._n, seed=0)
         self.observation_space, self.action_space = make_spaces(config)
         self.continuous = config.action_type == "continuous"
+        self._names = action_names(config)
         self._actions: np.ndarray | None = None
-        self._episode_cost = np.zeros(self._n)
-        self._start_route = np.zeros(self._n)  # route distance at each episode's start [m]
-        self._route_prev = np.zeros(self._n)  # route distance before the current step [m]
-        self._progress = np.zeros(self._n)  # metres of route gained by the last step
+        self._episode_cost = np.zeros((self._n, C))
+        self._start_route = np.zeros((self._n, C))  # route distance at episode start [m]
+        self._route_prev = np.zeros((self._n, C))  # route distance before this step [m]
+        self._progress = np.zeros((self._n, C))  # metres of route gained by the last step
+        self._outcome = np.zeros((self._n, C), dtype=np.int8)  # index into OUTCOMES
         self.episode_seeds = np.zeros(self._n, dtype=np.int64)
         self._started = False
         self._path: list[tuple[float, float]] = []
@@ -173,94 +189,50 @@ class IntersectionVecEnv(VecEnv):
             self._renderer.close()
             self._renderer = None
 
-    # ------------------------------------------------------------------ per-world pieces
+    # ------------------------------------------------------------------ per-slot pieces
     def _observe(self, out: StepResult) -> np.ndarray | dict[str, np.ndarray]:
-        mode = self.config.observation
-        if mode == "vector":
-            return out.obs[:, 0].copy()
-        occ = self.sim.occupancy()[:, 0]
-        if mode == "occupancy":
-            return occ
-        return {"vector": out.obs[:, 0].copy(), "occupancy": occ}
-
-    def _ego_steps(self, out: StepResult, worlds: np.ndarray, start: bool) -> list[EgoStep]:
-        """``EgoStep`` of ``worlds``, identical to the single env's (observers sorted by id)."""
-        sim = self.sim
-        alive = sim.alive[worlds].copy()
-        alive[:, 0] = False  # the ego is not its own observer
-        key = np.where(alive, sim.uid[worlds], _NO_UID)
-        order = np.argsort(key, axis=1, kind="stable")
-        counts = alive.sum(axis=1).tolist()
-        wsel = worlds[:, None]
-        ids = sim.uid[wsel, order]
-        types = OBSERVER_TYPES[sim.kind[wsel, order]]
-        visible = out.visible[wsel, 0, order][..., None]
-        poses = np.stack([sim.x[wsel, order], sim.y[wsel, order], sim.h[wsel, order]], axis=-1)
-        ego = np.stack([sim.x[worlds, 0], sim.y[worlds, 0]], axis=-1)[:, None, :]
-        ctx = self._context  # read-only, shared by the worlds and steps
-        # The arrays are valid by construction (same shapes as the single env's, which
-        # EgoStep validates): build the frozen dataclass without re-validating each world
-        # (3x cheaper; the tests compare every field with the single env's EgoStep).
-        new, cls = object.__new__, EgoStep
-        steps = []
-        for k, m in enumerate(counts):
-            e = new(cls)
-            e.__dict__.update(
-                states=ego[k],
-                observer_ids=ids[k, :m],
-                observer_types=types[k, :m],
-                visible=visible[k, :m],
-                observer_frames=poses[k, :m],
-                frame="rigid2d",
-                episode_start=start,
-                context=ctx,
-            )
-            steps.append(e)
-        return steps
-
-    def _ego_batch(self, out: StepResult, worlds: np.ndarray, start: bool) -> EgoBatch:
-        """:class:`EgoBatch` of ``worlds`` (arrays copied: an auto-reset rewrites the sim's)."""
-        sim = self.sim
-        all_worlds = len(worlds) == self._n
-        sel: Any = slice(None) if all_worlds else worlds
-        present = sim.alive[sel].copy()
-        present[:, 0] = False  # the ego is not its own observer
-        poses = np.stack([sim.x[sel], sim.y[sel], sim.h[sel]], axis=-1)
-        return EgoBatch(
-            worlds=worlds,
-            states=np.stack([sim.x[sel, 0], sim.y[sel, 0]], axis=-1),
-            observer_ids=sim.uid[sel].copy(),
-            present=present,
-            observer_types=sim.kind[sel].copy(),
-            type_names=_TYPE_NAMES,
-            visible=out.visible[sel, 0] & present,
-            observer_frames=poses,
-            frame="rigid2d",
-            episode_start=start,
-            context=self._context,
-        )
+        """Observations ``(S, ...)`` of every slot (zeros for inactive cars)."""
+        mode, N, C = self.config.observation, self._n, self._C
+        idle = None if C == 1 else ~out.active.reshape(N * C)
+        vec = occ = None
+        if mode != "occupancy":
+            vec = out.obs.reshape(N * C, -1).copy()
+            if idle is not None:
+                vec[idle] = 0.0
+        if mode != "vector":
+            occ = self.sim.occupancy()
+            occ = occ.reshape(N * C, *occ.shape[2:])
+            if idle is not None:
+                occ[idle] = 0.0
+        if mode == "dict":
+            return {"vector": vec, "occupancy": occ}
+        return vec if mode == "vector" else occ
 
     def _reset_infos(self, out: StepResult, worlds: np.ndarray) -> list[dict[str, Any]]:
-        sim = self.sim
-        self.reset_ego_batch = self._ego_batch(out, worlds, True)
+        sim, C = self.sim, self._C
+        self.reset_ego_batch = ego_batch(sim, out, worlds, True, self._context)
         if self.info_mode == "lean":
-            return [{} for _ in range(len(worlds))]  # SB3 stores these: fresh dicts
-        egos = self._ego_steps(out, worlds, True)
-        speed = sim.v[worlds, 0].tolist()
-        dist = sim.route_dist[worlds, 0].tolist()
-        dest = sim.dest[worlds, 0].tolist()
+            return [{} for _ in range(len(worlds) * C)]  # SB3 stores these: fresh dicts
+        egos = ego_steps(sim, out, worlds, True, self._context)
+        speed = sim.v[worlds, :C].ravel().tolist()
+        dist = sim.route_dist[worlds, :C].ravel().tolist()
+        dest = sim.dest[worlds, :C].ravel().tolist()
         return [
             {EGO_STEP_KEY: e, "speed": s, "route_distance": d, "destination": g}
             for e, s, d, g in zip(egos, speed, dist, dest, strict=True)
         ]
 
     def _full_infos(self, out: StepResult, worlds: np.ndarray) -> list[dict[str, Any]]:
-        """Step infos of ``worlds`` with every key of the Gymnasium view's info."""
-        sim = self.sim
-        egos = self._ego_steps(out, worlds, False)
+        """Step infos of every slot of ``worlds`` with every key of the Gymnasium
+        view's info (and ``active`` with several cars per world)."""
+        arrays, C = self.step_arrays, self._C
+        slots = slots_of(worlds, C)
+        active = None if C == 1 else out.active[worlds]  # cars in play during the step
+        egos = ego_steps(self.sim, out, worlds, False, self._context, active)
         names = REWARD_NAMES
-        cost = out.cost[worlds, 0]
-        return [
+        comps = np.stack([arrays["rewards"][n][slots] for n in names], axis=1)
+        cost = arrays["cost"][slots]
+        infos = [
             {
                 EGO_STEP_KEY: e,
                 "speed": sp,
@@ -277,26 +249,26 @@ class IntersectionVecEnv(VecEnv):
             }
             for e, sp, rd, pr, de, rw, c, cr, ar, off, lm in zip(
                 egos,
-                sim.v[worlds, 0].tolist(),
-                sim.route_dist[worlds, 0].tolist(),
-                self._progress[worlds].tolist(),
-                sim.dest[worlds, 0].tolist(),
-                out.rewards[worlds, 0].tolist(),
+                *(arrays[k][slots].tolist() for k in ("speed", "route_distance", "progress")),
+                arrays["destination"][slots].tolist(),
+                comps.tolist(),
                 cost.tolist(),
-                out.crashed[worlds, 0].tolist(),
-                out.arrived[worlds, 0].tolist(),
-                out.offroad[worlds, 0].tolist(),
-                out.left_map[worlds, 0].tolist(),
+                *(arrays[k][slots].tolist() for k in ("crashed", "arrived", "offroad", "left_map")),
                 strict=True,
             )
         ]
+        if C > 1:
+            for info, act in zip(infos, arrays["active"][slots].tolist(), strict=True):
+                info["active"] = act
+        return infos
 
     def _reset_worlds(self, worlds: np.ndarray, apply_seeds: bool = True) -> StepResult:
         """New episodes in ``worlds``: each draws its simulator seed from its seed chain.
 
         Seeds given to :meth:`seed` apply at the next :meth:`reset` only
         (``apply_seeds``), never at an auto-reset, as in SB3's ``DummyVecEnv``: SB3 calls
-        ``seed`` on a running env (e.g. when loading a model) without resetting it.
+        ``seed`` on a running env (e.g. when loading a model) without resetting it. World
+        ``w`` takes the seed given to slot ``w`` (``seed + w``).
         """
         for w in worlds.tolist():
             if (apply_seeds and self._seeds[w] is not None) or self._np_randoms[w] is None:
@@ -306,15 +278,18 @@ class IntersectionVecEnv(VecEnv):
         # per-world streams: world w draws exactly what a single env's N = 1 simulator draws
         self.sim.seed_worlds(self.episode_seeds[worlds].tolist(), worlds)
         out = self.sim.reset(worlds=worlds)
+        C = self._C
         self._episode_cost[worlds] = 0.0
-        self._start_route[worlds] = self.sim.route_dist[worlds, 0]
-        self._route_prev[worlds] = self.sim.route_dist[worlds, 0]
-        if self.render_world in worlds.tolist():
+        self._outcome[worlds] = 0
+        self._start_route[worlds] = self.sim.route_dist[worlds, :C]
+        self._route_prev[worlds] = self.sim.route_dist[worlds, :C]
+        if self.render_world // C in worlds.tolist():
             self._path = [self._ego_xy(self.render_world)]
         return out
 
-    def _ego_xy(self, w: int) -> tuple[float, float]:
-        return float(self.sim.x[w, 0]), float(self.sim.y[w, 0])
+    def _ego_xy(self, k: int) -> tuple[float, float]:
+        w, c = divmod(k, self._C)
+        return float(self.sim.x[w, c]), float(self.sim.y[w, c])
 
     # ------------------------------------------------------------------ VecEnv API
     def reset(self) -> np.ndarray | dict[str, np.ndarray]:
@@ -338,7 +313,7 @@ class IntersectionVecEnv(VecEnv):
                 seeds = list(self._seeds)
                 self._build(self.config.replace(cfgs[0]))
                 self._seeds = seeds
-        worlds = np.arange(self.num_envs)
+        worlds = np.arange(self._n)
         out = self._reset_worlds(worlds)
         self._reset_seeds()
         self._reset_options()
@@ -349,82 +324,114 @@ class IntersectionVecEnv(VecEnv):
         return self._observe(out)
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = check_actions(actions, self.num_envs, self.continuous)
+        self._actions = check_actions(actions, self.num_envs, self.continuous, self._names)
 
     def step_wait(self):
         """Step all worlds in one simulator call; auto-reset the ones that finished.
 
-        Returns ``(obs, rewards (N,) float32, dones (N,) bool, infos)``.
+        Returns ``(obs, rewards (S,) float32, dones (S,) bool, infos)``.
         """
         if not self._started:
             raise RuntimeError("step() called before reset()")
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions)")
         actions, self._actions = self._actions, None
-        sim = self.sim
-        out = sim.step(actions)
+        sim, N, C = self.sim, self._n, self._C
+        out = sim.step(actions.reshape((N, C) + actions.shape[2:]))
         obs = self._observe(out)
-        comps = out.rewards[:, 0]
+        S = N * C
+        comps = out.rewards.reshape(S, -1)
         rewards = comps.sum(axis=1).astype(np.float32)
-        terminated = out.terminated[:, 0]
-        dones = terminated | out.truncated
-        cost = out.cost[:, 0]
-        self._episode_cost += cost
-        self._progress = step_progress(self._route_prev, sim.route_dist[:, 0])
-        self._route_prev = sim.route_dist[:, 0].copy()
-        all_worlds = np.arange(self.num_envs)
-        self.ego_batch = self._ego_batch(out, all_worlds, False)
+        cost = out.cost.reshape(S)
+        self._episode_cost += out.cost
+        route_now = sim.route_dist[:, :C]
+        if C == 1:
+            active = None
+            events = out
+            world_done = out.terminated[:, 0] | out.truncated
+        else:  # events of cars in play only; finished cars keep their last route distance
+            active = out.active
+            events = ActiveEvents(out, active)
+            route_now = np.where(active, route_now, self._route_prev)
+            self._outcome = np.where(
+                active & events.terminated, outcome_codes(events), self._outcome
+            )
+            world_done = sim.done.all(axis=1) | out.truncated
+        self._progress = step_progress(self._route_prev, route_now)
+        self._route_prev = route_now.copy()
+        all_worlds = np.arange(N)
+        self.ego_batch = ego_batch(sim, out, all_worlds, False, self._context, active)
         self.reset_ego_batch = None
-        names = REWARD_NAMES
+        speed = sim.v[:, :C] if C == 1 else np.where(active, sim.v[:, :C], 0.0)
         self.step_arrays = {
-            "rewards": {name: comps[:, k] for k, name in enumerate(names)},
+            "rewards": {name: comps[:, k] for k, name in enumerate(REWARD_NAMES)},
             "costs": {COST_CHANNEL: cost},
             "cost": cost,
-            "speed": sim.v[:, 0].copy(),
-            "route_distance": sim.route_dist[:, 0].copy(),
-            "progress": self._progress,
-            "destination": sim.dest[:, 0].copy(),
-            "crashed": out.crashed[:, 0],
-            "arrived": out.arrived[:, 0],
-            "offroad": out.offroad[:, 0],
-            "left_map": out.left_map[:, 0],
+            "speed": speed.reshape(S).copy(),
+            "route_distance": route_now.reshape(S).copy(),
+            "progress": self._progress.reshape(S),
+            "destination": sim.dest[:, :C].reshape(S).copy(),
+            "crashed": events.crashed.reshape(S),
+            "arrived": events.arrived.reshape(S),
+            "offroad": events.offroad.reshape(S),
+            "left_map": events.left_map.reshape(S),
         }
-        done_idx = np.flatnonzero(dones)
+        if C > 1:
+            self.step_arrays["active"] = out.active.reshape(S)
+        dones = np.repeat(world_done, C) if C > 1 else world_done
+        done_worlds = np.flatnonzero(world_done)
+        done_idx = slots_of(done_worlds, C)
         if self.info_mode == "full":
             infos = self._full_infos(out, all_worlds)
         else:
-            infos = [_NO_INFO] * self._n
+            infos = [_NO_INFO] * S
             if len(done_idx):
-                for w, info in zip(done_idx.tolist(), self._full_infos(out, done_idx), strict=True):
-                    infos[w] = info
-        if self.render_mode is not None and out.active[self.render_world, 0]:
+                for k, info in zip(
+                    done_idx.tolist(), self._full_infos(out, done_worlds), strict=True
+                ):
+                    infos[k] = info
+        w0, c0 = divmod(self.render_world, C)
+        if self.render_mode is not None and out.active[w0, c0]:
             self._path.append(self._ego_xy(self.render_world))
         if len(done_idx):
-            ep_cost = self._episode_cost[done_idx].tolist()
-            for k, w in enumerate(done_idx.tolist()):
-                info = infos[w]
-                info["episode_cost"] = ep_cost[k]
-                info["episode_costs"] = {COST_CHANNEL: ep_cost[k]}
-                info["episode_progress"] = episode_progress(
-                    self._start_route[w], sim.route_dist[w, 0]
-                )
-                info["TimeLimit.truncated"] = bool(out.truncated[w] and not terminated[w])
-                if isinstance(obs, dict):
-                    info["terminal_observation"] = {key: v[w].copy() for key, v in obs.items()}
-                else:
-                    info["terminal_observation"] = obs[w].copy()
-            rout = self._reset_worlds(done_idx, apply_seeds=False)
-            fresh = self._observe(rout)
-            if isinstance(obs, dict):
-                for key in obs:
-                    obs[key][done_idx] = fresh[key][done_idx]
-            else:
-                obs[done_idx] = fresh[done_idx]
-            for w, info in zip(done_idx.tolist(), self._reset_infos(rout, done_idx), strict=True):
-                self.reset_infos[w] = info
+            self._end_episodes(out, obs, infos, done_worlds, done_idx)
         if self.render_mode == "human":
             self.render()
         return obs, rewards, dones, infos
+
+    def _end_episodes(
+        self, out: StepResult, obs: Any, infos: list, done_worlds: np.ndarray, done_idx: np.ndarray
+    ) -> None:
+        """Episode figures into the infos of slots ``done_idx`` (worlds ``done_worlds``),
+        then auto-reset: the new episodes' first observations replace theirs in ``obs``."""
+        sim, C = self.sim, self._C
+        ep_cost = self._episode_cost[done_worlds].ravel().tolist()
+        finished = sim.done[done_worlds].ravel().tolist()
+        truncated = np.repeat(out.truncated[done_worlds], C).tolist()
+        start = self._start_route[done_worlds].ravel().tolist()
+        end = self._route_prev[done_worlds].ravel().tolist()
+        outcome = self._outcome[done_worlds].ravel().tolist()
+        for j, k in enumerate(done_idx.tolist()):
+            info = infos[k]
+            info["episode_cost"] = ep_cost[j]
+            info["episode_costs"] = {COST_CHANNEL: ep_cost[j]}
+            info["episode_progress"] = episode_progress(start[j], end[j])
+            info["TimeLimit.truncated"] = bool(truncated[j] and not finished[j])
+            if C > 1:
+                info["episode_outcome"] = OUTCOMES[outcome[j]]
+            if isinstance(obs, dict):
+                info["terminal_observation"] = {key: v[k].copy() for key, v in obs.items()}
+            else:
+                info["terminal_observation"] = obs[k].copy()
+        rout = self._reset_worlds(done_worlds, apply_seeds=False)
+        fresh = self._observe(rout)
+        if isinstance(obs, dict):
+            for key in obs:
+                obs[key][done_idx] = fresh[key][done_idx]
+        else:
+            obs[done_idx] = fresh[done_idx]
+        for k, info in zip(done_idx.tolist(), self._reset_infos(rout, done_worlds), strict=True):
+            self.reset_infos[k] = info
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         """Seed world ``i`` with ``seed + i`` at the next :meth:`reset` (SB3 semantics).
@@ -444,22 +451,24 @@ class IntersectionVecEnv(VecEnv):
             self._renderer = None
 
     # ------------------------------------------------------------------ attributes
-    PER_WORLD_ATTRS = ("episode_seed", "episode_cost", "np_random", "t", "sim_world")
-    """Names :meth:`get_attr` answers per world: ``episode_seed`` (the simulator seed of the
-    current episode), ``episode_cost`` (cost so far this episode), ``np_random`` (the
-    world's seed-chain generator), ``t`` (steps this episode), ``sim_world`` (the world
-    index into :attr:`sim`'s arrays)."""
+    PER_WORLD_ATTRS = ("episode_seed", "episode_cost", "np_random", "t", "sim_world", "car")
+    """Names :meth:`get_attr` answers per slot: ``episode_seed`` (the simulator seed of
+    the slot's world's episode), ``episode_cost`` (the car's cost so far this episode),
+    ``np_random`` (the world's seed-chain generator), ``t`` (steps this episode),
+    ``sim_world`` (the world index into :attr:`sim`'s arrays), ``car`` (the controlled
+    car's index in its world)."""
 
-    def _per_world(self, name: str, w: int) -> Any:
+    def _per_world(self, name: str, k: int) -> Any:
+        w, c = divmod(k, self._C)
         if name == "episode_seed":
             return int(self.episode_seeds[w])
         if name == "episode_cost":
-            return float(self._episode_cost[w])
+            return float(self._episode_cost[w, c])
         if name == "np_random":
             return self._np_randoms[w]
         if name == "t":
             return int(self.sim.t[w])
-        return w
+        return c if name == "car" else w
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """Per-world values for :attr:`PER_WORLD_ATTRS`; otherwise the vec env's
@@ -497,7 +506,7 @@ class IntersectionVecEnv(VecEnv):
         setattr(self, attr_name, value)
 
     def set_render_world(self, world: int) -> None:
-        """Draw world ``world`` from now on (its past path is drawn from this point)."""
+        """Draw slot ``world`` from now on (its past path is drawn from this point)."""
         if isinstance(world, bool) or not isinstance(world, (int, np.integer)):
             raise TypeError(f"render_world: expected an int in [0, {self.num_envs}), got {world!r}")
         if not 0 <= world < self.num_envs:
@@ -532,10 +541,11 @@ class IntersectionVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ extras
     def observer_view(self, world: int = 0) -> dict:
-        """Observers of world ``world``'s ego this step, as the single env's ``observer_view``."""
+        """Observers of slot ``world``'s ego this step, as the single env's ``observer_view``."""
         if not self._started:
             raise RuntimeError("observer_view() called before reset()")
-        return self.sim.observer_view(int(world), 0, self.sim.last.visible)
+        w, c = divmod(int(world), self._C)
+        return self.sim.observer_view(w, c, self.sim.last.visible)
 
     def add_overlay(self, fn: Callable) -> None:
         """Draw ``fn(surface, world_to_px)`` on every rendered frame (after the scene)."""
@@ -549,7 +559,8 @@ class IntersectionVecEnv(VecEnv):
         self.overlays.clear()
 
     def render_frame(self, world: int | None = None) -> np.ndarray:
-        """uint8 ``(H, W, 3)`` frame of world ``world`` (default ``render_world``).
+        """uint8 ``(H, W, 3)`` frame of slot ``world``'s world, centred on its car
+        (default ``render_world``).
 
         Works in any render mode (headless); the ego's past path is drawn only for
         ``render_world``.
@@ -564,7 +575,8 @@ class IntersectionVecEnv(VecEnv):
 
             self._renderer = Renderer(self.sim.road, self.config, human=self.render_mode == "human")
         paths = [self._path] if w == self.render_world else []
-        return self._renderer.draw(self.sim, w=w, c=0, paths=paths, overlays=self.overlays)
+        wc = divmod(w, self._C)
+        return self._renderer.draw(self.sim, w=wc[0], c=wc[1], paths=paths, overlays=self.overlays)
 
     def render(self, mode: str | None = None) -> np.ndarray | None:
         """Frame of world ``render_world``: returned (``rgb_array``) or shown (``human``)."""

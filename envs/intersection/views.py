@@ -19,7 +19,10 @@ from bystander.envs.contract import EGO_STEP_KEY, EgoStep
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.kernels import observer_slots
 from bystander.envs.intersection.sim import (
+    FACTORED_ACTIONS,
+    KEEP,
     META_ACTIONS,
+    META_TO_FACTORED,
     N_EGO_FEATURES,
     N_OTHER_FEATURES,
     OBSERVER_TYPES,
@@ -53,6 +56,25 @@ def observation_size(config: IntersectionConfig) -> int:
     return N_EGO_FEATURES + N_OTHER_FEATURES * config.n_nearest
 
 
+def action_names(config: IntersectionConfig) -> tuple[str, ...]:
+    """Names of a discrete config's actions (:data:`META_ACTIONS` or, for
+    ``action_type="factored"``, :data:`FACTORED_ACTIONS`); empty for continuous."""
+    if config.action_type == "continuous":
+        return ()
+    return FACTORED_ACTIONS if config.action_type == "factored" else META_ACTIONS
+
+
+def meta_action(config: IntersectionConfig, meta: int) -> int:
+    """The action of ``config``'s discrete space that does what meta-action ``meta``
+    (:data:`META_ACTIONS` index) does: itself, or its factored twin (a turn keeps speed)."""
+    return int(META_TO_FACTORED[meta]) if config.action_type == "factored" else int(meta)
+
+
+def keep_action(config: IntersectionConfig) -> int:
+    """The action that keeps the target speed and plans nothing (KEEP, or KEEP+NONE)."""
+    return meta_action(config, KEEP)
+
+
 def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]:
     """(observation space, action space) of one controlled car."""
     vec = spaces.Box(-1.0, 1.0, (observation_size(config),), dtype=np.float32)
@@ -66,8 +88,8 @@ def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]
     else:
         obs = spaces.Dict({"vector": vec, "occupancy": occ})
     act: spaces.Space
-    if config.action_type == "discrete":
-        act = spaces.Discrete(len(META_ACTIONS))
+    if config.action_type != "continuous":
+        act = spaces.Discrete(len(action_names(config)))
     else:
         act = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
     return obs, act
@@ -85,10 +107,12 @@ def real_array(values: Any, name: str, expected: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def check_actions(actions: Any, n: int, continuous: bool) -> np.ndarray:
+def check_actions(
+    actions: Any, n: int, continuous: bool, names: tuple[str, ...] = META_ACTIONS
+) -> np.ndarray:
     """Validate one batch of actions of ``n`` worlds (one controlled car each): ``(n, 1, 2)``
     float64 clipped to [-1, 1] (continuous; ``(n, 2)`` accepted) or ``(n, 1)`` int64
-    meta-actions (ints or integral floats)."""
+    discrete actions named ``names`` (ints or integral floats)."""
     if continuous:
         arr = real_array(actions, "actions", f"({n}, 2) floats (acceleration, steering)")
         if arr.shape not in ((n, 2), (n, 1, 2)):
@@ -106,14 +130,13 @@ def check_actions(actions: Any, n: int, continuous: bool) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)):
             raise ValueError(
-                f"actions: expected ints in [0, {len(META_ACTIONS)}) "
-                f"({', '.join(META_ACTIONS)}), got dtype {arr.dtype}"
+                f"actions: expected ints in [0, {len(names)}) "
+                f"({', '.join(names)}), got dtype {arr.dtype}"
             )
     arr = arr.reshape(n, 1).astype(np.int64)
-    if arr.min() < 0 or arr.max() >= len(META_ACTIONS):
+    if arr.min() < 0 or arr.max() >= len(names):
         raise ValueError(
-            f"actions: expected ints in [0, {len(META_ACTIONS)}), got values in "
-            f"[{arr.min()}, {arr.max()}]"
+            f"actions: expected ints in [0, {len(names)}), got values in [{arr.min()}, {arr.max()}]"
         )
     return arr
 
@@ -137,16 +160,18 @@ def episode_progress(start_route_dist: float, route_dist: float) -> float:
 
 def check_action(action: Any, config: IntersectionConfig, name: str = "action") -> Any:
     """Validate one action; returns it as ``int`` (discrete) or ``(2,)`` float64 array."""
-    if config.action_type == "discrete":
+    if config.action_type != "continuous":
+        names = action_names(config)
         arr = np.asarray(action)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(
-                f"{name}: expected an int meta-action in [0, {len(META_ACTIONS)}) "
-                f"({', '.join(META_ACTIONS)}), got {action!r}"
+                f"{name}: expected an int {config.action_type.replace('discrete', 'meta')}"
+                f"-action in [0, {len(names)}) "
+                f"({', '.join(names)}), got {action!r}"
             )
         a = int(arr)
-        if not 0 <= a < len(META_ACTIONS):
-            raise ValueError(f"{name}: expected an int in [0, {len(META_ACTIONS)}), got {a}")
+        if not 0 <= a < len(names):
+            raise ValueError(f"{name}: expected an int in [0, {len(names)}), got {a}")
         return a
     arr = real_array(action, name, "2 floats (acceleration, steering)")
     if arr.shape != (2,):
@@ -277,6 +302,14 @@ class WorldView:
             self.renderer = None
 
 
+def zero_observation(obs: Any) -> Any:
+    """Zeros shaped as ``obs`` (an array or a dict of arrays): what an inactive
+    controlled car (finished, its world still running) observes."""
+    if isinstance(obs, dict):
+        return {k: np.zeros_like(v) for k, v in obs.items()}
+    return np.zeros_like(obs)
+
+
 def seed_from(np_random: np.random.Generator) -> int:
     """A simulator seed drawn from a Gymnasium ``np_random`` (reproducible chain)."""
     return int(np_random.integers(0, 2**62))
@@ -284,6 +317,9 @@ def seed_from(np_random: np.random.Generator) -> int:
 
 __all__ = [
     "COST_CHANNEL",
+    "action_names",
+    "keep_action",
+    "meta_action",
     "INFO_KEYS",
     "WorldView",
     "check_action",
@@ -294,4 +330,5 @@ __all__ = [
     "observation_size",
     "real_array",
     "seed_from",
+    "zero_observation",
 ]

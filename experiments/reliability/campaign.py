@@ -67,32 +67,35 @@ TRAIN = ["--n-envs", "4", "--set", "train.hyperparams.n_steps=64",
 
 def valid_action(action: Any, action_type: str) -> bool:
     """The intersection env's documented action contract: an integer meta-action in
-    [0, 6), or two finite real numbers in [-1, 1] (acceleration, steering)."""
+    [0, 6) (factored: [0, 12)), or two finite real numbers in [-1, 1] (acceleration,
+    steering)."""
     try:
         arr = np.asarray(action)
     except (TypeError, ValueError):
         return False
-    if arr.dtype.kind not in ("iu" if action_type == "discrete" else "iuf"):
+    n_actions = {"discrete": 6, "factored": 12}.get(action_type)
+    if arr.dtype.kind not in ("iu" if n_actions else "iuf"):
         return False
-    if action_type == "discrete":
-        return arr.shape == () and 0 <= int(arr) < 6
+    if n_actions:
+        return arr.shape == () and 0 <= int(arr) < n_actions
     arr = arr.astype(np.float64)
     return arr.shape == (2,) and bool(np.isfinite(arr).all()) and bool((abs(arr) <= 1).all())
 
 
 def valid_vec_actions(actions: Any, n: int, action_type: str) -> bool:
     """The VecEnv's documented contract for a batch of ``n`` worlds: meta-actions of
-    shape ``(n,)`` or ``(n, 1)``, ints or integral floats in [0, 6); or finite real
+    shape ``(n,)`` or ``(n, 1)``, ints or integral floats in [0, 6) ([0, 12) factored); or finite real
     numbers of shape ``(n, 2)`` or ``(n, 1, 2)`` (clipped to [-1, 1], as SB3's
     algorithms clip theirs)."""
     try:
         arr = np.asarray(actions)
     except (TypeError, ValueError):
         return False
-    if action_type == "discrete":
+    n_actions = {"discrete": 6, "factored": 12}.get(action_type)
+    if n_actions:
         if arr.shape not in ((n,), (n, 1)) or arr.dtype.kind not in "iuf":
             return False
-        return bool(np.all(arr == np.round(arr)) and np.all((arr >= 0) & (arr < 6)))
+        return bool(np.all(arr == np.round(arr)) and np.all((arr >= 0) & (arr < n_actions)))
     if arr.shape not in ((n, 2), (n, 1, 2)) or arr.dtype.kind not in "iuf":
         return False
     return bool(np.isfinite(arr.astype(np.float64)).all())

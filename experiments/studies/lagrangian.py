@@ -59,20 +59,91 @@ def _variants(preset: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def budgets(preset: dict[str, Any]) -> list[float]:
+    """The preset's budgets: ``lagrangian.budgets`` (absolute, in the cost unit) or
+    ``budget_fractions`` of ``reference_cost`` (the unconstrained ego's held-out cost in
+    that unit, measured by this study's ``reference`` trials; see the preset)."""
+    s = sl.section(preset, NAME)
+    if "budget_fractions" in s:
+        ref = s.get("reference_cost")
+        if not sl.finite(ref) or float(ref) <= 0:
+            raise ValueError(
+                f"preset lagrangian.reference_cost: expected a cost > 0 with budget_fractions, got {ref!r}"
+            )
+        return [round(float(f) * float(ref), 4) for f in s["budget_fractions"]]
+    return [float(b) for b in s["budgets"]]
+
+
+def _heldout_overrides(preset: dict[str, Any]) -> list[str]:
+    """Held-out evaluation during training (``eval_every`` env steps, ``heldout_episodes``
+    each), when the preset asks for it: budgets are judged on these."""
+    s = sl.section(preset, NAME)
+    if not s.get("eval_every"):
+        return []
+    return [f"eval.every={int(s['eval_every'])}",
+            f"eval.heldout_episodes={int(s.get('heldout_episodes', 100))}"]  # fmt: skip
+
+
 def build_trials(preset: dict[str, Any]) -> list[Trial]:
-    """Modes (``lagrangian``, ``pid`` or named variants) x budgets x seeds."""
+    """Modes (``lagrangian``, ``pid`` or named variants) x budgets x seeds, and with
+    ``reference: true`` one unconstrained ego per seed (mode ``unconstrained``)."""
     s = sl.section(preset, NAME)
     norm = _normalization(preset)
+    held = _heldout_overrides(preset)
     trials = []
     for seed in sl.seeds(preset, NAME):
+        if s.get("reference"):
+            extra = ["constraint.mode=none", f"constraint.cost_normalization={norm}", *held]
+            trials.append(Trial(NAME, {"mode": "unconstrained", "budget": 0.0},
+                                sl.driving_overrides(preset, extra, NAME), seed))  # fmt: skip
         for name, mode, own in _variants(preset):
-            for b in s["budgets"]:
+            for b in budgets(preset):
                 extra = [f"constraint.mode={mode}", f"constraint.budget={float(b)}",
-                         f"constraint.cost_normalization={norm}"]  # fmt: skip
+                         f"constraint.cost_normalization={norm}", *held]  # fmt: skip
                 extra += [str(x) for x in s.get("set", [])] + own
                 trials.append(Trial(NAME, {"mode": name, "budget": float(b)},
                                     sl.driving_overrides(preset, extra, NAME), seed))  # fmt: skip
     return trials
+
+
+def heldout_summary(records: list[dict[str, Any]], norm: str) -> dict[str, Any]:
+    """``summary.json``: per run (mode, budget, seed) the held-out cost at each evaluation
+    point (in the budget's unit), ``within_10pct_last_quarter``, ``stand_still_fraction``
+    (max over evaluation points) and ``success`` (last evaluation); per mode whether it
+    met the goal: every budget and seed within +-10 % in the last quarter, and a
+    stand-still fraction never more than 5 points above the unconstrained ego's."""
+    col = f"cost_predictability_{'per_metre' if norm == 'per_metre' else 'per_step'}"
+    runs, ref_still = [], []
+    for r in sorted(records, key=lambda x: (x["trial"]["point"]["mode"],
+                                            x["trial"]["point"]["budget"], x["trial"]["seed"])):  # fmt: skip
+        h = r["metrics"].get("heldout") or {}
+        if col not in h:
+            continue
+        point, steps = r["trial"]["point"], h["step"]
+        run = {"mode": point["mode"], "budget": point["budget"], "seed": r["trial"]["seed"],
+               "eval_costs": [[int(st), c] for st, c in zip(steps, h[col], strict=True)],
+               "stand_still_fraction": max(h["stand_still_fraction"]),
+               "success": h["success"][-1]}  # fmt: skip
+        if point["mode"] == "unconstrained":
+            ref_still.append(run["stand_still_fraction"])
+            run["reference_cost_last_quarter"] = sl.budget_tracking(
+                steps, h[col], 1.0)["last_quarter_cost"]  # fmt: skip
+        else:
+            run.update(sl.budget_tracking(steps, h[col], point["budget"]))
+        runs.append(run)
+    limit = (max(ref_still) + 0.05) if ref_still else math.nan
+    goal = {}
+    for mode in sorted({r["mode"] for r in runs} - {"unconstrained"}):
+        mine = [r for r in runs if r["mode"] == mode]
+        goal[mode] = {
+            "runs": len(mine),
+            "all_within_10pct": all(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+            "runs_within_10pct": sum(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+            "no_stand_still_phase": bool(ref_still)
+            and all(r["stand_still_fraction"] <= limit for r in mine),
+        }
+    return {"cost_unit": UNITS[norm], "column": col, "stand_still_limit": limit,
+            "runs": runs, "goal": goal}  # fmt: skip
 
 
 def _normalization(preset: dict[str, Any]) -> str:
@@ -88,7 +159,7 @@ def _normalization(preset: dict[str, Any]) -> str:
     return norm
 
 
-UNITS = {"per_step": "m per step", "sum": "m per episode"}
+UNITS = {"per_step": "m per step", "sum": "m per episode", "per_metre": "m per metre of route"}
 
 
 def _shaping_match(results_dir: Path, budgets: list[float], norm: str) -> list[dict[str, Any]]:
@@ -148,8 +219,8 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     modes = sorted({c["mode"] for c in curves})
     fig, axes = p.subplots(2, max(1, len(modes)), figsize=(5 * max(1, len(modes)), 6.5),
                            squeeze=False)  # fmt: skip
-    budgets = sorted({c["budget"] for c in curves})
-    colors = {b: f"C{i}" for i, b in enumerate(budgets)}
+    levels = sorted({c["budget"] for c in curves})
+    colors = {b: f"C{i}" for i, b in enumerate(levels)}
     for j, mode in enumerate(modes):
         for c in (c for c in curves if c["mode"] == mode):
             steps = c.get("steps", [])
@@ -163,7 +234,7 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
                                 label=f"budget {c['budget']:g} (seed {c['seed']})")  # fmt: skip
             if steps and lam:
                 axes[1, j].plot(steps[: len(lam)], lam, color=col, alpha=0.8)
-        for b in budgets:
+        for b in levels:
             axes[0, j].axhline(b, color=colors[b], ls="--", lw=1)
         axes[0, j].set_title(f"{mode}: cost seen by the multiplier (dashed: budget)")
         axes[0, j].set_ylabel(f"predictability cost [{unit}]")
@@ -175,7 +246,7 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
             ax.grid(alpha=0.3)
     sl.save(fig, results_dir / "cost_lambda.png")
 
-    match = _shaping_match(results_dir, budgets, norm)
+    match = _shaping_match(results_dir, levels, norm)
     cols = [("mode", "mode"), (f"budget [{unit}]", "budget"), ("seeds", "n_seeds"),
             ("final cost", "final_cost"), ("per seed (by seed)", "final_cost_per_seed"),
             ("final cost - budget", "cost_minus_budget"),
@@ -205,8 +276,31 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
                      markdown_table(match, [("budget", "budget"),
                                             ("closest shaping weight", "closest_weight"),
                                             ("its final training cost", "its_cost")]), ""]  # fmt: skip
+    summary = heldout_summary(records, norm)
+    if summary["runs"]:
+        sl.atomic_write_json(results_dir / "summary.json", summary)
+        goal_rows = [{"mode": m, **g} for m, g in summary["goal"].items()]
+        sections += [
+            "## Held-out cost against the budget", "",
+            "Greedy evaluations on fixed held-out seeds during training (`eval.every`); "
+            "`summary.json` has every run's curve. Goal per mode: every budget and seed "
+            "within +-10 % of its budget at every evaluation point of the last quarter of "
+            "training, and a stand-still fraction never more than 5 points above the "
+            "unconstrained ego's (limit "
+            f"{summary['stand_still_limit']:.2f}).", "",
+            markdown_table(goal_rows, [("mode", "mode"), ("runs", "runs"),
+                                       ("runs within +-10 %", "runs_within_10pct"),
+                                       ("all within", "all_within_10pct"),
+                                       ("no stand-still phase", "no_stand_still_phase")]), "",
+            markdown_table(summary["runs"], [
+                ("mode", "mode"), ("budget", "budget"), ("seed", "seed"),
+                ("last-quarter cost", "last_quarter_cost"),
+                ("within +-10 % (last quarter)", "within_10pct_last_quarter"),
+                ("max stand-still", "stand_still_fraction"), ("success", "success")]), "",
+        ]  # fmt: skip
     sl.write_page(results_dir, TITLE, NAME, preset, sections)
     return {
+        "heldout_goal": summary["goal"],
         "final_cost_vs_budget": [
             {
                 "mode": r["mode"],

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import studylib as sl  # noqa: E402
 
 STUDIES = ("frontier", "lagrangian", "cotraining", "partial_observation", "review_gate",
-           "llm_tradeoff")  # fmt: skip
+           "llm_tradeoff", "multi_agent")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,7 +230,42 @@ def driving_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
     curve = _curve(run_dir)
     m.update(constraint_dynamics(curve, float(cfg.constraint.budget)))
     m["curve"] = curve
+    heldout = heldout_curve(run_dir)
+    if heldout:
+        m["heldout"] = heldout
     return m
+
+
+def heldout_curve(run_dir: Path) -> dict[str, list[float]]:
+    """The held-out evaluations logged during training (``eval.every``;
+    ``RUN_DIR/logs/heldout.csv``) as columns: ``step``, ``success``, ``collision``,
+    ``stand_still_fraction``, ``progress_m`` and every ``cost_*_per_step`` /
+    ``cost_*_per_metre``. Empty when the run logged none."""
+    path = run_dir / "logs" / "heldout.csv"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    keep = [k for k in (rows[0] if rows else {})
+            if k in ("step", "success", "collision", "stand_still_fraction", "progress_m")
+            or (k.startswith("cost_") and k.endswith(("_per_step", "_per_metre")))]  # fmt: skip
+    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in keep}
+
+
+def budget_tracking(
+    steps: list[float], costs: list[float], budget: float, tolerance: float = 0.10
+) -> dict[str, float]:
+    """How well held-out costs track a budget: ``within_10pct_last_quarter`` (fraction of
+    the evaluation points in the last quarter of training, by step, within
+    ``+-tolerance * budget`` of it) and ``last_quarter_cost`` (their mean cost)."""
+    pts = [(s, c) for s, c in zip(steps, costs, strict=True) if math.isfinite(c)]
+    if not pts or budget <= 0:
+        return {"within_10pct_last_quarter": math.nan, "last_quarter_cost": math.nan}
+    end = max(s for s, _ in pts)
+    last = [c for s, c in pts if s > 0.75 * end] or [pts[-1][1]]
+    inside = [abs(c - budget) <= tolerance * budget for c in last]
+    return {"within_10pct_last_quarter": float(np.mean(inside)),
+            "last_quarter_cost": float(np.mean(last))}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- LLM trial

@@ -179,3 +179,25 @@ def test_report_markdown_and_plot(keep_eval, tmp_path: Path) -> None:
     assert "utility_vs_predictability.png" in text and "lambda[predictability] = 0.500" in text
     png = tmp_path / "utility_vs_predictability.png"
     assert png.is_file() and png.stat().st_size > 5000
+    assert "heldout_cost.png" not in text  # no held-out evaluations logged: no curve
+
+
+def test_report_plots_heldout_cost_against_the_budget(keep_eval, tmp_path: Path) -> None:
+    result, _ = keep_eval
+    for name, costs in (("a", (0.40, 0.42)), ("b", (0.41, 0.26))):
+        logs = tmp_path / name / "logs"
+        logs.mkdir(parents=True)
+        rows = "".join(f"{s},{c},{c * 1.3},0.05\n" for s, c in zip((512, 1024), costs, strict=True))
+        (logs / "heldout.csv").write_text(
+            "step,cost_predictability_per_step,cost_predictability_per_metre,"
+            "stand_still_fraction\n" + rows
+        )
+    con = {"mode": "lagrangian", "budget": 0.25, "cost_normalization": "per_step"}
+    entries = [
+        EgoEntry("unconstrained", tmp_path / "a", result, {"constraint": {"mode": "none"}}),
+        EgoEntry("lagrangian", tmp_path / "b", result, {"constraint": con}),
+    ]
+    text = write_report(tmp_path, entries).read_text()
+    assert "## Held-out cost over training" in text and "](heldout_cost.png)" in text
+    png = tmp_path / "heldout_cost.png"
+    assert png.is_file() and png.stat().st_size > 5000

@@ -66,3 +66,25 @@ def test_heldout_figures_during_training_equal_bystander_evaluate(tmp_path: Path
     with open(run / "logs" / "progress.csv", newline="") as f:
         logged = [r for r in csv.DictReader(f) if r.get("heldout/success")]
     assert [int(float(r["time/total_timesteps"])) for r in logged] == [512, 1024, 1536]
+
+
+def test_agents_flag_trains_several_cars_and_evaluates_one_row_per_car(tmp_path: Path) -> None:
+    """``bystander train --agents 3``: one slot per car per world, a shared policy; the
+    evaluation has one row per car per episode, each car's outcome its own."""
+    run = tmp_path / "run"
+    args = ["train", "--agents", "3", "--timesteps", "768", "--run-dir", str(run),
+            "--n-envs", "2", "--set", "train.hyperparams.n_steps=64",
+            "--set", "train.hyperparams.batch_size=64", "--set", "train.tensorboard=false",
+            "--set", "env.config.max_cycles=60", "--no-evaluate"]  # fmt: skip
+    assert main(args) == 0
+    ev = evaluate_run(run, episodes=4)
+    assert len(ev.episodes) == 12
+    assert [r["seed"] for r in ev.episodes] == [
+        float(ev.episodes[0]["seed"] + k // 3) for k in range(12)
+    ]
+    for r in ev.episodes:
+        assert 1 <= r["steps"] <= 60 and not (r["success"] and r["collision"])
+    # the cars of one world share its seed but not their figures
+    assert len({(r["steps"], r["progress_m"]) for r in ev.episodes[:3]}) > 1
+    with pytest.raises(ValueError, match="train.vec_env: expected 'batched'"):
+        load_config(overrides=["env.config.n_controlled=2", "train.vec_env=dummy"])

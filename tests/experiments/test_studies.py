@@ -25,7 +25,7 @@ import studylib as sl  # noqa: E402
 # study -> (figure, columns that must be finite in every row, columns finite in some row)
 EXPECT = {
     "frontier": ("frontier.png", ["success", "cost_predictability", "task_return"], ["ade"]),
-    "lagrangian": ("cost_lambda.png", ["final_lambda", "final_cost", "success"], []),
+    "lagrangian": ("cost_lambda.png", ["final_cost", "success"], ["final_lambda"]),
     "cotraining": (
         "cotraining.png",
         ["success", "cost_predictability", "cv_cost_predictability"],
@@ -33,6 +33,11 @@ EXPECT = {
     ),  # fmt: skip
     "partial_observation": ("partial.png", ["success", "cost_predictability"], ["ade"]),
     "review_gate": ("review_gate.png", ["success", "escalation_rate"], []),
+    "multi_agent": (
+        "multi_agent.png",
+        ["success", "collision", "cost_predictability_per_step"],
+        [],
+    ),
     "llm_tradeoff": (
         "llm_tradeoff.png",
         ["accuracy", "predictability_cost", "length_mean", "before_accuracy"],
@@ -87,7 +92,7 @@ def _check_outputs(study: str, results_dir: Path, n_trials: int) -> list[dict[st
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["frontier", "lagrangian", "cotraining",
-                                   "partial_observation", "review_gate"])  # fmt: skip
+                                   "partial_observation", "review_gate", "multi_agent"])  # fmt: skip
 def test_driving_study_smoke(study, out):
     import importlib
 
@@ -104,15 +109,29 @@ def test_driving_study_smoke(study, out):
         assert math.isfinite(head["alignment_tax"][-1]["success_at_target"])
         assert (out / study / "alignment_tax.csv").is_file()
     if study == "lagrangian":
-        assert {r["mode"] for r in rows} == {"lagrangian", "pid"}
+        assert {r["mode"] for r in rows} == {"lagrangian", "pid", "unconstrained"}
+        for r in rows:  # the reference ego has no multiplier
+            assert math.isfinite(float(r["final_lambda"])) == (r["mode"] != "unconstrained")
         curves = json.loads((out / study / "curves.json").read_text())
-        assert all(len(c["lambda"]) >= 2 for c in curves)
+        assert all(len(c["lambda"]) >= 2 for c in curves if c["mode"] != "unconstrained")
+        summary = json.loads((out / study / "summary.json").read_text())
+        assert {(r["mode"], r["budget"]) for r in summary["runs"]} == {
+            ("unconstrained", 0.0), ("lagrangian", 0.3), ("pid", 0.3)}  # fmt: skip
+        for r in summary["runs"]:
+            assert [c[0] for c in r["eval_costs"]] == [256, 512]
+            assert 0.0 <= r["stand_still_fraction"] <= 1.0 and 0.0 <= r["success"] <= 1.0
+            if r["mode"] != "unconstrained":
+                assert r["within_10pct_last_quarter"] in (0.0, 1.0)
+        assert set(summary["goal"]) == {"lagrangian", "pid"}
     if study == "cotraining":  # the co-trained predictor really learned during training
         recs = {r["trial"]["point"]["predictor"]: r for r in sl.load_results(out / study)}
         assert recs["cotrained"]["metrics"]["curve"].get("predictor_loss")
         assert "predictor_loss" not in recs["constant_velocity"]["metrics"]["curve"]
     if study == "review_gate":
         assert [r["gate"] for r in rows][0] == "no gate" and len(rows) == 2
+    if study == "multi_agent":  # one evaluation row per car per episode
+        rec = sl.load_results(out / study)[0]
+        assert rec["metrics"]["success"] >= 0.0 and rows[0]["cars"] == "2"
 
 
 def test_llm_study_smoke(out, tiny_models):

@@ -54,6 +54,8 @@ def test_world_i_equals_a_single_env_seeded_seed_plus_i_through_auto_resets() ->
 
 
 def test_bad_seed_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="n_controlled: expected 1"):
+        IntersectionVectorEnv(2, {"n_controlled": 2})
     envs = IntersectionVectorEnv(2)
     with pytest.raises(TypeError, match="seed: expected an int"):
         envs.reset(seed=[1, 2])

@@ -191,8 +191,8 @@ def test_bad_input_raises_clear_errors():
         IntersectionVecEnv(0)
     with pytest.raises(TypeError, match="n_worlds"):
         IntersectionVecEnv(2.0)
-    with pytest.raises(ValueError, match="n_controlled"):
-        IntersectionVecEnv(2, {"n_controlled": 2, "max_agents": 8})
+    with pytest.raises(ValueError, match="n_controlled: expected 1"):
+        IntersectionVecEnv(2).set_attr("config", {"n_controlled": 2, "max_agents": 8})
     with pytest.raises(ValueError, match="render_mode"):
         IntersectionVecEnv(2, render_mode="video")
     venv = IntersectionVecEnv(2, seed=0)
