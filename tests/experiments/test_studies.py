@@ -192,13 +192,25 @@ def test_lagrangian_variants_and_frontier_budget_unit():
     import lagrangian
 
     medium = sl.load_preset("medium")
-    trials = lagrangian.build_trials(medium)
+    variants = {**medium["lagrangian"], "modes": [
+        "lagrangian", {"name": "lagrangian-floor", "mode": "lagrangian",
+                       "set": ["constraint.lambda_min=0.05"]}]}  # fmt: skip
+    trials = lagrangian.build_trials(dict(medium, lagrangian=variants))
     floor = [t for t in trials if t.point["mode"] == "lagrangian-floor"]
     plain = [t for t in trials if t.point["mode"] == "lagrangian"]
     assert floor and plain and len(floor) == len(plain)
-    assert all("constraint.lambda_min=0.05" in t.overrides["set"] for t in floor)
-    assert not any("lambda_min" in x for t in plain for x in t.overrides["set"])
+    assert all(t.overrides["set"][-1] == "constraint.lambda_min=0.05" for t in floor)
     assert len({t.trial_id for t in trials}) == len(trials)
+    # budgets as fractions of the reference cost, and an unconstrained reference per seed
+    fractions = medium["lagrangian"]["budget_fractions"]
+    ref = medium["lagrangian"]["reference_cost"]
+    assert lagrangian.budgets(medium) == [round(f * ref, 4) for f in fractions]
+    refs = [t for t in trials if t.point["mode"] == "unconstrained"]
+    assert len(refs) == len(medium["lagrangian"]["seeds"])
+    assert all("eval.every=65536" in t.overrides["set"] for t in trials)
+    bad = dict(medium, lagrangian={**medium["lagrangian"], "reference_cost": None})
+    with pytest.raises(ValueError, match="lagrangian.reference_cost"):
+        lagrangian.build_trials(bad)
     bad = dict(medium, lagrangian={**medium["lagrangian"], "modes": [{"name": "x", "mode": "ppo"}]})
     with pytest.raises(ValueError, match="lagrangian.modes"):
         lagrangian.build_trials(bad)
