@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from bystander.config import COTRAINED_KINDS
 from bystander.envs.constraints import episode_cost_for_budget
-from bystander.envs.contract import Views
+from bystander.envs.contract import Views, concat_poses
 
 if TYPE_CHECKING:  # pragma: no cover
     from bystander.agents.training import Trainer
@@ -214,6 +215,7 @@ def concat_views(batches: list[tuple[Views, np.ndarray]]) -> tuple[Views, np.nda
         observer_types=np.concatenate([v.observer_types for v, _ in same]),
         observer_ids=np.concatenate([v.observer_ids for v, _ in same]),
         dt=same[0][0].dt,
+        poses=concat_poses([v for v, _ in same]),
     )
     return views, np.concatenate([t for _, t in same])
 
@@ -281,7 +283,7 @@ def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
     cbs: list[BaseCallback] = [EpisodeMetricsCallback(trainer.multipliers)]
     if trainer.multipliers:
         cbs.append(MultiplierCallback(trainer))
-    if trainer.cfg.predictor.kind == "cotrained":
+    if trainer.cfg.predictor.kind in COTRAINED_KINDS:
         cbs.append(PredictorCoTrainingCallback(trainer))
     state = getattr(trainer, "callback_state", None) or {}
     for cb in cbs:

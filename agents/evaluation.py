@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bystander.config import RunConfig
+from bystander.config import COTRAINED_KINDS, RunConfig
 from bystander.envs.constraints import MIN_PROGRESS_M
 from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
@@ -315,10 +315,10 @@ def evaluate_run(
     if overrides:
         cfg = load_config(base=cfg.to_dict(), overrides=overrides)
     predictor = None
-    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.learned import LearnedPredictor
+    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.training import load_trained_predictor
 
-        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
     multipliers = build_multipliers(cfg)
     _load_final_multipliers(run_dir, multipliers)
     kw = dict(episodes=episodes, seed=seed, deterministic=deterministic,
@@ -561,10 +561,10 @@ def render_run(
     run_dir = Path(run_dir)
     model, cfg = load_policy(run_dir)
     predictor = None
-    if cfg.predictor.kind == "cotrained" and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.learned import LearnedPredictor
+    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.training import load_trained_predictor
 
-        predictor = LearnedPredictor.from_file(run_dir / "predictor.pt").freeze()
+        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
     multipliers = build_multipliers(cfg)
     _load_final_multipliers(run_dir, multipliers)
     path, _ = render_policy(

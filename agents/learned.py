@@ -387,4 +387,5 @@ def subset(views: Views, index: np.ndarray) -> Views:
         observer_ids=np.asarray(views.observer_ids)[index],
         dt=views.dt,
         context=ctx,
+        poses=None if views.poses is None else np.asarray(views.poses)[index],
     )

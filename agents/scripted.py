@@ -11,6 +11,9 @@ policy does (:func:`~bystander.agents.evaluation.evaluate_policy`,
   SLOWER / FASTER steps reach) and follows the navigation turn (the shortest route),
   with the env's car following (it brakes for the road user ahead).
 - :class:`StopDriver` ``stop``: brakes to a standstill and stays there.
+- :class:`RouteHabitDriver` ``habit:<turn>[:<m/s>]``: holds a target speed (default
+  9 m/s) like ``speed:`` but takes the same turn (``right``, ``straight`` or ``left``)
+  at every intersection, whatever the navigation says: a route habit.
 
 Observation features read (see ``IntersectionSim.observe``): 0 speed, 6 target speed
 (both / ``ego_max_speed``), 8-10 navigation turn one-hot (right, straight, left), 11-13
@@ -26,7 +29,14 @@ import numpy as np
 
 from bystander.envs.intersection.sim import META_ACTIONS
 
-__all__ = ["SCRIPTED_SPEEDS", "ConstantSpeedDriver", "StopDriver", "scripted_driver"]
+__all__ = [
+    "HABIT_TURNS",
+    "SCRIPTED_SPEEDS",
+    "ConstantSpeedDriver",
+    "RouteHabitDriver",
+    "StopDriver",
+    "scripted_driver",
+]
 
 SCRIPTED_SPEEDS = (3.0, 6.0, 9.0, 12.0)
 """Target speeds [m/s] of the speed-only scripted frontier."""
@@ -101,8 +111,46 @@ class StopDriver(_Driver):
         return np.full(len(obs), _SLOWER, dtype=np.int64)
 
 
+HABIT_TURNS = ("right", "straight", "left")
+"""Turns a :class:`RouteHabitDriver` can make a habit of (the env's turn order)."""
+
+
+class RouteHabitDriver(ConstantSpeedDriver):
+    """Hold ``speed`` m/s and take turn ``habit`` at every intersection.
+
+    Args:
+        habit: One of :data:`HABIT_TURNS`.
+        speed: Target speed [m/s], in (0, ego_max_speed].
+        ego_max_speed: The env's ``ego_max_speed`` [m/s] (observation scale).
+        speed_step: The env's ``speed_step`` [m/s].
+    """
+
+    def __init__(
+        self, habit: str, speed: float = 9.0, ego_max_speed: float = 12.0, speed_step: float = 3.0
+    ) -> None:
+        super().__init__(speed, ego_max_speed, speed_step)
+        if habit not in HABIT_TURNS:
+            raise ValueError(f"habit: expected one of {HABIT_TURNS}, got {habit!r}")
+        self.habit = habit
+        self.turn = HABIT_TURNS.index(habit)
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        target = obs[:, 6] * self.ego_max_speed
+        planned = obs[:, 11:14]
+        follow = np.where(
+            (planned[:, self.turn] > 0.5) | (obs[:, 8:11].sum(axis=1) == 0),
+            _KEEP,
+            _TURN_ACTIONS[self.turn],
+        )  # plan the habitual turn whenever another one is planned (none ahead: keep)
+        return np.where(
+            target < self.speed - self.half_step,
+            _FASTER,
+            np.where(target > self.speed + self.half_step, _SLOWER, follow),
+        ).astype(np.int64)
+
+
 def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _Driver:
-    """A driver from its name: ``speed:<m/s>`` or ``stop``, for an env built with
+    """A driver from its name: ``speed:<m/s>``, ``habit:<turn>[:<m/s>]`` or ``stop``, for an env built with
     ``env_config`` (its ``ego_max_speed`` and ``speed_step`` scale the observation and
     the meta-actions; defaults: the intersection's).
 
@@ -115,6 +163,14 @@ def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _
     name, _, arg = str(spec).partition(":")
     if name == "stop" and not arg:
         return StopDriver(max_speed)
+    if name == "habit":
+        turn, _, speed_arg = arg.partition(":")
+        try:
+            speed = float(speed_arg) if speed_arg else 9.0
+        except ValueError:
+            speed = float("nan")
+        if turn in HABIT_TURNS and speed == speed:
+            return RouteHabitDriver(turn, speed, max_speed, step)
     if name == "speed":
         try:
             speed = float(arg)
@@ -122,4 +178,7 @@ def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _
             speed = float("nan")
         if speed == speed:
             return ConstantSpeedDriver(speed, max_speed, step)
-    raise ValueError(f"scripted: expected 'speed:<m/s>' (e.g. speed:6) or 'stop', got {spec!r}")
+    raise ValueError(
+        f"scripted: expected 'speed:<m/s>' (e.g. speed:6), 'habit:<turn>[:<m/s>]' "
+        f"(turn in {HABIT_TURNS}, e.g. habit:right:9) or 'stop', got {spec!r}"
+    )

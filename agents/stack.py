@@ -49,7 +49,7 @@ from stable_baselines3.common.vec_env import (
 
 import bystander.envs  # noqa: F401  (registers the Gymnasium ids)
 from bystander.agents.hooks import BatchedHooks, TrainingHooks
-from bystander.config import RunConfig, resolved_hyperparams
+from bystander.config import COTRAINED_KINDS, RunConfig, resolved_hyperparams
 from bystander.envs.constraints import (
     LagrangianReward,
     Multiplier,
@@ -324,7 +324,7 @@ def build_batched_vec_env(
     copies of ``predictor`` and ``multipliers``."""
     pred_copy, mult_copy = cloudpickle.loads(cloudpickle.dumps((predictor, dict(multipliers))))
     return build_stack(
-        cfg, pred_copy, mult_copy, vector=True, collect_scored=cfg.predictor.kind == "cotrained"
+        cfg, pred_copy, mult_copy, vector=True, collect_scored=cfg.predictor.kind in COTRAINED_KINDS
     )
 
 
@@ -372,7 +372,7 @@ def build_vec_env(
         venv = build_batched_vec_env(cfg, predictor, multipliers)
     else:
         payload = cloudpickle.dumps((predictor, dict(multipliers)))
-        collect = cfg.predictor.kind == "cotrained"
+        collect = cfg.predictor.kind in COTRAINED_KINDS
         fns = [_EnvFactory(cfg, payload, collect) for _ in range(n)]
         if kind == "subproc":
             venv = SubprocVecEnv(fns, start_method="fork" if os.name == "posix" else None)

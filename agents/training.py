@@ -52,7 +52,7 @@ from bystander.agents.heldout import HeldOutEvaluation
 from bystander.agents.hooks import VecHooks
 from bystander.agents.stack import build_vec_env
 from bystander.atomic import abandon_run_dir, atomic_open, claim_run_dir
-from bystander.config import RunConfig, resolved_hyperparams, save_config
+from bystander.config import COTRAINED_KINDS, RunConfig, resolved_hyperparams, save_config
 from bystander.envs.constraints import Multiplier, multiplier_key
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "build_multipliers",
     "build_predictor",
     "load_obs_normalizer",
+    "load_trained_predictor",
     "load_policy",
     "seed_everything",
     "train",
@@ -93,6 +94,8 @@ def build_predictor(cfg: RunConfig) -> Any | None:
         from bystander.agents.predictors import ConstantTurnRatePredictor
 
         return ConstantTurnRatePredictor(horizon=p.horizon, history=p.history)
+    if p.kind in ("map", "map_cotrained"):
+        return _build_map_predictor(cfg)
     from bystander.agents.learned import LearnedPredictor
 
     if p.path:
@@ -111,6 +114,39 @@ def build_predictor(cfg: RunConfig) -> Any | None:
     else:
         pred.unfreeze()
     return pred
+
+
+def _build_map_predictor(cfg: RunConfig) -> Any:
+    """``map`` / ``map_cotrained``: a :class:`~bystander.agents.map_predictor.MapPredictor`
+    on the run's map (``env.config``), loaded from ``predictor.path`` when given."""
+    from bystander.agents.map_predictor import MapPredictor
+
+    p = cfg.predictor
+    if p.path:
+        if not Path(p.path).is_file():
+            raise FileNotFoundError(f"predictor.path: no such file {p.path}")
+        pred = MapPredictor.from_file(p.path)
+        if (pred.horizon, pred.history) != (p.horizon, p.history):
+            raise ValueError(
+                f"predictor.horizon/history: the file {p.path} has horizon={pred.horizon}, "
+                f"history={pred.history}; config says {p.horizon}, {p.history}"
+            )
+    else:
+        pred = MapPredictor(
+            cfg.env.config, horizon=p.horizon, history=p.history, lr=p.lr, seed=cfg.train.seed
+        )
+    return pred.freeze() if p.kind == "map" else pred.unfreeze()
+
+
+def load_trained_predictor(cfg: RunConfig, path: str | Path) -> Any:
+    """The co-trained predictor a run saved at ``path`` (``predictor.pt``), frozen."""
+    if cfg.predictor.kind == "map_cotrained":
+        from bystander.agents.map_predictor import MapPredictor
+
+        return MapPredictor.from_file(path).freeze()
+    from bystander.agents.learned import LearnedPredictor
+
+    return LearnedPredictor.from_file(path).freeze()
 
 
 def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
@@ -312,7 +348,7 @@ class Trainer:
     def _sync_envs(self) -> None:
         state = {k: m.state_dict() for k, m in self.multipliers.items()}
         pstate = None
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             pstate = self.predictor.net.state_dict()
         if state or pstate is not None:
             self.hooks.sync(state, pstate)
@@ -331,7 +367,7 @@ class Trainer:
         vn = self.venv if isinstance(self.venv, VecNormalize) else None
         snapshots = self.hooks.snapshot()
         preds = {}
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             preds["main"] = self.predictor
         # SB3's model.save leaves out the rollout position; without it learn() would
         # reset the envs on resume.
@@ -403,7 +439,7 @@ class Trainer:
             self.model.save(f)
         if isinstance(self.venv, VecNormalize):
             self.venv.save(str(self.run_dir / "vecnormalize.pkl"))
-        if self.cfg.predictor.kind == "cotrained" and self.predictor is not None:
+        if self.cfg.predictor.kind in COTRAINED_KINDS and self.predictor is not None:
             self.predictor.save(self.run_dir / "predictor.pt")
         steps = int(self.model.num_timesteps)
         stats = {}

@@ -47,6 +47,7 @@ INTERSECTION_ID = "bystander/Intersection-v0"
 __all__ = [
     "ALGOS",
     "DEFAULT_ENV_CONFIG",
+    "COTRAINED_KINDS",
     "PREDICTOR_ALIASES",
     "PREDICTOR_KINDS",
     "REVIEW_MODES",
@@ -67,7 +68,17 @@ __all__ = [
     "save_config",
 ]
 
-PREDICTOR_KINDS = ("none", "constant_velocity", "constant_turn_rate", "frozen", "cotrained")
+PREDICTOR_KINDS = (
+    "none",
+    "constant_velocity",
+    "constant_turn_rate",
+    "frozen",
+    "cotrained",
+    "map",
+    "map_cotrained",
+)
+COTRAINED_KINDS = ("cotrained", "map_cotrained")
+"""Predictor kinds the training loop updates from every rollout (and saves)."""
 ALGOS = ("ppo", "sac", "dqn")
 VEC_ENVS = ("dummy", "subproc", "batched")
 REVIEW_MODES = ("veto", "escalate")
@@ -147,7 +158,12 @@ class PredictorSection:
         kind: ``none`` (no predictability wrapper: envs without observers),
             ``constant_velocity``, ``constant_turn_rate``, ``frozen`` (a learned
             predictor loaded from ``path`` and never updated) or ``cotrained`` (a learned
-            predictor updated from every rollout, optionally initialised from ``path``).
+            predictor updated from every rollout, optionally initialised from ``path``),
+            ``map`` (the map-aware route-hypothesis predictor,
+            :class:`~bystander.agents.map_predictor.MapPredictor`, habit-blind and frozen,
+            or loaded frozen from ``path``) or ``map_cotrained`` (the same, its
+            distribution over routes updated from every rollout with learning rate
+            ``lr``; 0.05 learns a turn habit within tens of updates).
         path: Weights file of a learned predictor.
         horizon: Predicted future states (env steps; 10 = 1 s at dt 0.1 s).
         history: Past states per view, current one included.
@@ -160,7 +176,9 @@ class PredictorSection:
     kind: str = field(
         default="constant_velocity",
         metadata=_flag(
-            "--predictor", "predictor kind (cv, ctr, frozen, cotrained)", aliases=PREDICTOR_ALIASES
+            "--predictor",
+            "predictor kind (cv, ctr, frozen, cotrained, map, map_cotrained)",
+            aliases=PREDICTOR_ALIASES,
         ),
     )
     path: str | None = field(

@@ -302,6 +302,7 @@ class BatchedTracker:
                 observer_ids=uid,
                 dt=dt,
                 context=[ctx] * len(world),
+                poses=poses,
             )
             preds = check_predictions(predictor.predict(views), views, predictor)
             self._pending[g].append(

@@ -33,7 +33,7 @@ text). Lower is better; the wrappers turn it into cost and ``predictability = -e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -51,6 +51,7 @@ __all__ = [
     "Predictor",
     "RigidFrame2D",
     "Views",
+    "concat_poses",
     "find_layer",
     "iter_layers",
     "step_arrays",
@@ -265,6 +266,10 @@ class Views:
         observer_ids: Observer id per view, shape ``(B,)`` int64.
         dt: Time between consecutive states in seconds (``1.0`` for tokens).
         context: One mapping per view with the env's ``EgoStep.context``.
+        poses: Each observer's pose at prediction time, the frame ``states`` were mapped
+            into, shape ``(B, F)`` float (``rigid2d``: ``(x [m], y [m], heading [rad])``,
+            world frame); ``None`` when unknown or when ``states`` are world-frame.
+            Map-aware predictors read it to place the road network in the view's frame.
     """
 
     states: np.ndarray
@@ -273,12 +278,13 @@ class Views:
     observer_ids: np.ndarray
     dt: float = 1.0
     context: list[Mapping[str, Any]] | None = None
+    poses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
 
     def take(self, rows: np.ndarray) -> Views:
-        """The views ``rows`` (a bool mask ``(B,)`` or integer indices), contexts kept."""
+        """The views ``rows`` (a bool mask ``(B,)`` or integer indices), contexts and poses kept."""
         rows = np.asarray(rows)
         context = None
         if self.context is not None:
@@ -291,7 +297,16 @@ class Views:
             observer_ids=self.observer_ids[rows],
             dt=self.dt,
             context=context,
+            poses=None if self.poses is None else np.asarray(self.poses)[rows],
         )
+
+
+def concat_poses(views: Sequence[Views]) -> np.ndarray | None:
+    """The :attr:`Views.poses` of ``views`` concatenated along the batch axis, ``(B, F)``;
+    None unless every batch carries poses."""
+    if not views or any(v.poses is None for v in views):
+        return None
+    return np.concatenate([np.asarray(v.poses) for v in views])
 
 
 @runtime_checkable

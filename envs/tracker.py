@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from bystander.envs.checks import check_dt, check_errors, check_predictions
-from bystander.envs.contract import EGO_STEP_KEY, FRAMES, EgoStep, Predictor, Views
+from bystander.envs.contract import (
+    EGO_STEP_KEY,
+    FRAMES,
+    EgoStep,
+    Predictor,
+    Views,
+    concat_poses,
+)
 from bystander.envs.scoring import (
     Figures,
     OnScored,
@@ -104,6 +111,7 @@ def _concat_views(views: Sequence[Views]) -> Views:
         observer_ids=np.concatenate([v.observer_ids for v in views]),
         dt=views[0].dt,
         context=contexts,
+        poses=concat_poses(views),
     )
 
 
@@ -451,6 +459,7 @@ class PredictabilityTracker:
             observer_ids=np.asarray(ego.observer_ids, dtype=np.int64)[idx],
             dt=1.0 if self.dt is None else self.dt,
             context=[ctx] * len(idx),
+            poses=poses,
         )
         return views, poses
 
