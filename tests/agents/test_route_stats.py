@@ -104,3 +104,16 @@ def test_the_single_env_evaluation_has_the_route_figures_too():
             [r[key] for r in batched.episodes]
         ), key
     assert "turn_entropy_bits" in single.summary
+
+
+def test_the_demo_adds_route_habits_on_a_grid(tmp_path):
+    from bystander.demo import _scripted_frontier
+    from bystander.report import plot_utility_vs_predictability
+
+    grid = load_config(overrides=[*GRID[:-1], "eval.episodes=3"])
+    entries = _scripted_frontier(grid)
+    labels = [e.label for e in entries]
+    assert "scripted route:no-left" in labels and "scripted speed:6" in labels
+    assert plot_utility_vs_predictability(entries, tmp_path / "p.png").is_file()
+    one = load_config(overrides=["eval.episodes=2"])
+    assert not any("route:" in e.label for e in _scripted_frontier(one))
