@@ -212,10 +212,21 @@ def test_lagrangian_variants_and_frontier_budget_unit():
 
 
 def _point(kind, observers, name, time, e3, e5):
-    row = {"kind": kind, "observers": observers, "constraint": name,
-           "time_to_destination_s": time, "error_3s_m": e3, "error_5s_m": e5}  # fmt: skip
-    row.update({"error_3s_m_hi": e3 + 0.1, "error_5s_m_hi": e5 + 0.1})
-    return row
+    return {"kind": kind, "observers": observers, "constraint": name,
+            "time_to_destination_s": time, "error_3s_m": e3, "error_5s_m": e5}  # fmt: skip
+
+
+def _records(rows, n=20):
+    """Trial records whose per-episode lists hold each row's figures on every episode
+    (the first one fails: never matched)."""
+    out = []
+    for r in rows:
+        point = {k: r[k] for k in ("kind", "observers", "constraint")}
+        eps = {"seed": list(range(n)), "success": [0.0] + [1.0] * (n - 1)}
+        for k in ("time_to_destination_s", "error_3s_m", "error_5s_m"):
+            eps[k] = [r[k]] * n
+        out.append({"trial": {"point": point, "seed": 0}, "metrics": {"episodes": eps}})
+    return out
 
 
 def test_route_habits_verdicts_are_computed_from_the_figures():
@@ -229,17 +240,37 @@ def test_route_habits_verdicts_are_computed_from_the_figures():
                  _point("scripted", obs, "speed:12", 20.0, 4.0, 9.0)]  # fmt: skip
     rows += [_point("trained", "map_cotrained", "lagrangian", 30.0, 2.0, 5.0),  # frontier 3, 7
              _point("trained", "map", "lagrangian", 30.0, 3.5, 6.0),  # worse at 3 s
-             _point("trained", "cv", "lagrangian", 50.0, 1.0, 1.0),  # slower than the frontier
+             _point("trained", "cv", "lagrangian", 50.0, 1.0, 1.0),  # slower, lower error
+             _point("trained", "cv", "shaping", 50.0, 3.0, 1.0),  # slower, higher 3 s error
+             _point("trained", "map", "shaping", 15.0, 3.9, 8.0),  # faster and lower error
              _point("scripted", "map_cotrained", "route:no-left", 30.0, 3.0, 7.5)]  # fmt: skip
-    v = {(r["observers"], r["constraint"]): r for r in rh.frontier_verdicts(rows)}
+    v = {(r["observers"], r["constraint"]): r for r in rh.frontier_verdicts(rows, _records(rows))}
     co = v[("map_cotrained", "lagrangian")]
     assert co["margin_error_3s_m"] == pytest.approx(1.0) and co["beyond"] and co["significant"]
+    assert co["matched"] == 19
     assert v[("map", "lagrangian")]["beyond"] is False
     assert v[("cv", "lagrangian")]["beyond"] is None  # outside the frontier's times
+    assert v[("cv", "shaping")]["beyond"] is False  # dominated by speed:6
+    assert v[("map", "shaping")]["beyond"] is True  # dominates speed:12
+    assert v[("map", "shaping")]["frontier_at"] == "fastest"
     assert v[("map_cotrained", "route:no-left")]["beyond"] is False  # equal at 3 s
-    lines, answer = rh._sentences(rh.frontier_verdicts(rows), ["cv", "map", "map_cotrained"])
+    lines, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
     assert answer["per_observers"]["map_cotrained"]["beyond"] == ["lagrangian"]
-    assert answer["gain_with_cv_or_habit_blind"].startswith("the gain disappears with")
-    rows[-3]["error_3s_m"] = 2.5  # now the habit-blind ego beats its frontier too
-    _, answer = rh._sentences(rh.frontier_verdicts(rows), ["cv", "map", "map_cotrained"])
+    assert answer["per_observers"]["map"]["beyond"] == ["shaping"]
+    assert answer["gain_with_cv_or_habit_blind"] == (
+        "the gain disappears with constant-velocity observers; it remains with "
+        "habit-blind map-aware observers"
+    )
+    rows = [r for r in rows if (r["observers"], r["constraint"]) != ("map", "shaping")]
+    _, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
+    assert answer["gain_with_cv_or_habit_blind"].startswith("the gain disappears with const")
+    blind = next(r for r in rows if (r["observers"], r["kind"]) == ("map", "trained"))
+    blind["error_3s_m"] = 2.5  # now the habit-blind ego beats its frontier too
+    _, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
     assert "remains with habit-blind" in answer["gain_with_cv_or_habit_blind"]
