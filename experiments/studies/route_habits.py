@@ -510,6 +510,8 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         "frontier's time range only dominance counts (faster with lower errors: beyond; "
         "slower with a higher error: not beyond).", "",
         "![route habits](route_habits.png)", "",
+        "The figure and the next two tables: means over all held-out episodes (time to "
+        "destination over the arrivals of each driver); the verdicts: matched episodes.", "",
         "## Trained egos", "",
         markdown_table([r for r in rows if r["kind"] == "trained"], cols, ci=ci, digits=2), "",
         "## Scripted drivers", "",
