@@ -7,7 +7,7 @@ loops play them) and gives each finished episode's row:
 - ``route_overhead``: ``driven_m / progress_m`` for a successful episode (the route
   length driven over the shortest route's, since the route metres gained from the
   start to the goal are the shortest route's length less the arrival radius; NaN
-  otherwise; ``>= 1``, 1 for the shortest route at any speed);
+  otherwise; about 1 for the shortest route at any speed, more for detours);
 - ``crossings``: intersections crossed (entered and left);
 - ``turns_<approach>_<turn>``: crossings counted by the approach heading
   (:data:`APPROACHES`: ``E``, ``N``, ``W``, ``S``, the world heading on entering the
