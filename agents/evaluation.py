@@ -9,6 +9,8 @@ episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
 gained, ``progress_m``: the unit of ``per_metre`` budgets), escalations of the review
 gate, the fraction of steps spent
 standing still (``stand_still_fraction``: speed below :data:`STAND_STILL_SPEED`), and
+route figures (``driven_m``, ``route_overhead``, turn counts; the summary's
+``turn_entropy_bits``: :mod:`bystander.agents.route_stats`) and
 the observers' ADE / FDE in metres, over all scored predictions and per observer
 type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
 displacement of the same predictions (:func:`bystander.agents.metrics.fde`).
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bystander.agents.route_stats import RouteLog, turn_entropy_bits
 from bystander.config import COTRAINED_KINDS, RunConfig
 from bystander.envs.constraints import MIN_PROGRESS_M
 from bystander.envs.scoring import ScoredReplay
@@ -100,6 +103,9 @@ def summarize(episodes: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         else:
             m, lo, hi = mean_ci(finite)
         out[k] = {"mean": m, "ci_low": lo, "ci_high": hi, "n": float(len(finite))}
+    if "turns_E_right" in keys:  # pooled over the episodes: no interval
+        h, n = turn_entropy_bits(episodes), float(len(episodes))
+        out["turn_entropy_bits"] = {"mean": h, "ci_low": math.nan, "ci_high": math.nan, "n": n}
     return out
 
 
@@ -198,6 +204,8 @@ def evaluate_policy(
             log.reset()
             obs, info = env.reset(seed=first + i)
             dt = _env_dt(env, info)
+            routes = RouteLog(1, dt)
+            routes.start(obs)
             escalations = 0
             steps = 0
             still = 0
@@ -209,12 +217,14 @@ def evaluate_policy(
                 steps += 1
                 escalations += int(bool(info.get("escalated", False)))
                 still += int(float(info.get("speed", np.inf)) < STAND_STILL_SPEED)
+                routes.step(obs, float(info.get("speed", 0.0)), True)
                 ep_return += float(reward)
                 if terminated or truncated or steps >= max_steps:
                     break
             row = episode_row(
                 i, first + i, info, steps, still, dt, escalations=escalations, ret=ep_return
             )
+            row.update(routes.row(0, row["success"] > 0, row.get("progress_m")))
             row.update(log.figures() if predictor is not None else {})
             rows.append(row)
     finally:

@@ -17,8 +17,10 @@ budgets are judged on these figures, not on training rollouts.
 Figures per episode (as :func:`evaluate_policy`'s rows, see its module): ``success``,
 ``collision``, ``steps``, ``task_return``, ``episode_cost``, ``cost_<channel>`` and
 ``cost_<channel>_per_step``, ``stand_still_fraction`` (steps at a speed below
-:data:`~bystander.agents.evaluation.STAND_STILL_SPEED`) and ``ade`` (the observers'
-mean error over the episode, metres).
+:data:`~bystander.agents.evaluation.STAND_STILL_SPEED`), the route figures
+(:mod:`bystander.agents.route_stats`: ``driven_m``, ``route_overhead``, turn counts;
+the summary's ``turn_entropy_bits``) and ``ade`` (the observers' mean error over the
+episode, metres).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bystander.agents.evaluation import (
     eval_settings,
     summarize,
 )
+from bystander.agents.route_stats import RouteLog
 from bystander.config import RunConfig
 from bystander.envs.contract import step_arrays
 from bystander.sweeps import write_csv
@@ -93,6 +96,8 @@ def evaluate_batched(
     still = np.zeros(venv.num_envs, dtype=np.int64)
     try:
         obs = venv.reset()
+        routes = RouteLog(venv.num_envs, dt)
+        routes.start(obs)
         while any(r is None for r in rows):
             o = obs_normalizer(obs) if obs_normalizer is not None else obs
             actions, _ = policy.predict(o, deterministic=greedy)
@@ -102,9 +107,11 @@ def evaluate_batched(
             playing = open_ & arrays.get("active", True)  # a finished car's steps don't count
             steps += playing
             still += playing & (arrays["speed"] < STAND_STILL_SPEED)
+            routes.step(obs, arrays["speed"], playing, ended=np.asarray(dones))
             for i in np.flatnonzero(open_ & (np.asarray(dones) | (steps >= max_steps))):
                 w = i // cars
-                rows[i] = _row(i, first + w, infos[i], int(steps[i]), int(still[i]), dt)
+                rows[i] = row = _row(i, first + w, infos[i], int(steps[i]), int(still[i]), dt)
+                row.update(routes.row(i, row["success"] > 0, row.get("progress_m")))
     finally:
         venv.close()
     episodes_ = [r for r in rows if r is not None]

@@ -14,10 +14,16 @@ policy does (:func:`~bystander.agents.evaluation.evaluate_policy`,
 - :class:`RouteHabitDriver` ``habit:<turn>[:<m/s>]``: holds a target speed (default
   9 m/s) like ``speed:`` but takes the same turn (``right``, ``straight`` or ``left``)
   at every intersection, whatever the navigation says: a route habit.
+- ``route:<habit>[:<m/s>]`` (default 9 m/s), the goal-reaching route habits of the
+  route-habit study: ``shortest`` (the navigation's turn: ``speed:``),
+  ``straight-first`` and ``no-left`` (:class:`RoutePreferenceDriver`) and
+  ``always-right`` (``habit:right``, which on a grid circles a block and rarely
+  arrives: the founding analogy taken literally).
 
 Observation features read (see ``IntersectionSim.observe``): 0 speed, 6 target speed
 (both / ``ego_max_speed``), 8-10 navigation turn one-hot (right, straight, left), 11-13
-planned turn one-hot.
+planned turn one-hot; :class:`RoutePreferenceDriver` also reads 3 (goal point ahead of
+the ego / 100 m), 7 (distance to the next stop line / 50 m) and 14 (in an intersection).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from bystander.envs.intersection.sim import META_ACTIONS, META_TO_FACTORED
 
 __all__ = [
     "HABIT_TURNS",
+    "ROUTE_HABITS",
     "SCRIPTED_SPEEDS",
     "ConstantSpeedDriver",
     "RouteHabitDriver",
+    "RoutePreferenceDriver",
     "StopDriver",
     "scripted_driver",
 ]
@@ -158,8 +166,95 @@ class RouteHabitDriver(ConstantSpeedDriver):
         ).astype(np.int64)
 
 
+ROUTE_HABITS = ("shortest", "straight-first", "no-left", "always-right")
+"""Goal-reaching route habits of ``route:<habit>[:<m/s>]`` (module doc)."""
+
+
+class RoutePreferenceDriver(ConstantSpeedDriver):
+    """Hold ``speed`` m/s and prefer going straight over the navigation's turn.
+
+    On a grid, a route that goes straight while the goal still lies at least
+    ``ahead_blocks`` blocks beyond the next intersection and then takes the
+    navigation's turn is as short as the navigation's own (Manhattan distance): the
+    preference picks one of the equally short routes by habit. ``straight-first``
+    postpones every turn that way (it turns as late as possible); ``no-left`` postpones
+    only left turns (right turns as the navigation says; a left turn is taken only
+    when the goal no longer lies ahead, so it avoids the left turns it can).
+
+    Args:
+        preference: ``"straight-first"`` or ``"no-left"``.
+        speed: Target speed [m/s], in (0, ego_max_speed].
+        env_config: The env config (``block_length``, ``lane_width``,
+            ``crosswalk_width`` [m] place the intersection centre behind the stop line;
+            ``ego_max_speed``, ``speed_step`` [m/s] as :class:`ConstantSpeedDriver`).
+        ahead_blocks: How far the goal must lie beyond the next intersection's centre
+            to go straight [blocks].
+    """
+
+    def __init__(
+        self,
+        preference: str,
+        speed: float = 9.0,
+        env_config: Mapping[str, Any] | None = None,
+        ahead_blocks: float = 0.75,
+    ) -> None:
+        cfg = env_config or {}
+        super().__init__(
+            speed, float(cfg.get("ego_max_speed", 12.0)), float(cfg.get("speed_step", 3.0))
+        )
+        if preference not in ("straight-first", "no-left"):
+            raise ValueError(
+                f"preference: expected 'straight-first' or 'no-left', got {preference!r}"
+            )
+        self.preference = preference
+        lane, walk = float(cfg.get("lane_width", 3.5)), float(cfg.get("crosswalk_width", 3.0))
+        self.stop_offset = lane + 1.0 + walk + 1.0  # stop line -> intersection centre [m]
+        self.min_ahead = ahead_blocks * float(cfg.get("block_length", 80.0))
+
+    def actions(self, obs: np.ndarray) -> np.ndarray:
+        target = obs[:, 6] * self.ego_max_speed
+        nav = obs[:, 8:11].argmax(axis=1)
+        # the goal's distance ahead of the next intersection's centre [m] (features 3:
+        # goal forward / 100 m, clipped; 7: next stop line / 50 m)
+        beyond = obs[:, 3] * 100.0 - (obs[:, 7] * 50.0 + self.stop_offset)
+        postpone = nav != 1 if self.preference == "straight-first" else nav == 2
+        turn = np.where(postpone & (beyond >= self.min_ahead), 1, nav)
+        planned = obs[:, 11:14]
+        follow = np.where(
+            (planned[np.arange(len(obs)), turn] > 0.5)
+            | (obs[:, 8:11].sum(axis=1) == 0)
+            | (obs[:, 14] > 0.5),
+            _KEEP,
+            _TURN_ACTIONS[turn],
+        )  # (re)plan the preferred turn on the approach; inside an intersection: keep
+        return np.where(
+            target < self.speed - self.half_step,
+            _FASTER,
+            np.where(target > self.speed + self.half_step, _SLOWER, follow),
+        ).astype(np.int64)
+
+
+def _route_driver(
+    arg: str, env_config: Mapping[str, Any], max_speed: float, step: float
+) -> _Driver | None:
+    """``route:<habit>[:<m/s>]`` (default 9 m/s), or None when ``arg`` is not one."""
+    habit, _, speed_arg = arg.partition(":")
+    try:
+        speed = float(speed_arg) if speed_arg else 9.0
+    except ValueError:
+        return None
+    if habit not in ROUTE_HABITS or speed != speed:
+        return None
+    if habit == "shortest":
+        return ConstantSpeedDriver(speed, max_speed, step)
+    if habit == "always-right":
+        return RouteHabitDriver("right", speed, max_speed, step)
+    return RoutePreferenceDriver(habit, speed, env_config)
+
+
 def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _Driver:
-    """A driver from its name: ``speed:<m/s>``, ``habit:<turn>[:<m/s>]`` or ``stop``, for an env built with
+    """A driver from its name: ``speed:<m/s>``, ``habit:<turn>[:<m/s>]``,
+    ``route:<habit>[:<m/s>]`` (:data:`ROUTE_HABITS`) or ``stop``, for an env built with
     ``env_config`` (its ``ego_max_speed`` and ``speed_step`` scale the observation and
     the meta-actions; defaults: the intersection's).
 
@@ -184,6 +279,10 @@ def _scripted_driver(spec: str, env_config: Mapping[str, Any]) -> _Driver:
     name, _, arg = str(spec).partition(":")
     if name == "stop" and not arg:
         return StopDriver(max_speed)
+    if name == "route":
+        driver = _route_driver(arg, env_config, max_speed, step)
+        if driver is not None:
+            return driver
     if name == "habit":
         turn, _, speed_arg = arg.partition(":")
         try:
@@ -201,5 +300,6 @@ def _scripted_driver(spec: str, env_config: Mapping[str, Any]) -> _Driver:
             return ConstantSpeedDriver(speed, max_speed, step)
     raise ValueError(
         f"scripted: expected 'speed:<m/s>' (e.g. speed:6), 'habit:<turn>[:<m/s>]' "
-        f"(turn in {HABIT_TURNS}, e.g. habit:right:9) or 'stop', got {spec!r}"
+        f"(turn in {HABIT_TURNS}, e.g. habit:right:9), 'route:<habit>[:<m/s>]' (habit in "
+        f"{ROUTE_HABITS}, e.g. route:no-left) or 'stop', got {spec!r}"
     )

@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="DRIVER",
         help="evaluate a scripted driver instead, on the run's env and observers (or the "
-        "defaults with --set): speed:<m/s>, stop, or frontier (speeds 3, 6, 9, 12 and stop); "
-        "repeatable",
+        "defaults with --set): speed:<m/s>, stop, habit:<turn>[:<m/s>], "
+        "route:<habit>[:<m/s>] (shortest, straight-first, no-left, always-right), frontier "
+        "(speeds 3, 6, 9, 12 and stop) or routes (the four route habits); repeatable",
     )
     p.add_argument("--episodes", type=int, help="episodes (default eval.episodes)")
     p.add_argument("--seed", type=int, help="first episode seed (default eval.seed)")
@@ -247,7 +248,7 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
     """``evaluate --scripted``: scripted drivers on the same seeds and observers."""
     from bystander.agents.evaluation import format_summary
     from bystander.agents.heldout import evaluate_batched
-    from bystander.agents.scripted import SCRIPTED_SPEEDS, scripted_driver
+    from bystander.agents.scripted import ROUTE_HABITS, SCRIPTED_SPEEDS, scripted_driver
     from bystander.agents.training import build_predictor
     from bystander.config import load_config
 
@@ -268,9 +269,12 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
         )
     specs: list[str] = []
     for spec in args.scripted:
-        specs += (
-            [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"] if spec == "frontier" else [spec]
-        )
+        if spec == "frontier":
+            specs += [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]
+        elif spec == "routes":
+            specs += [f"route:{h}" for h in ROUTE_HABITS]
+        else:
+            specs.append(spec)
     drivers = [scripted_driver(s, cfg.env.config) for s in specs]
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
     for spec, driver in zip(specs, drivers, strict=True):

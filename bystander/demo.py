@@ -168,18 +168,28 @@ def _text_demo(run_dir: str, quick: bool) -> tuple[str, str, float]:
 
 def _scripted_frontier(cfg: RunConfig) -> list[Any]:
     """:data:`~bystander.agents.scripted.SCRIPTED_SPEEDS` drivers and a stopped car,
-    evaluated on ``cfg``'s env, observers and evaluation seeds (all episodes at once)."""
+    evaluated on ``cfg``'s env, observers and evaluation seeds (all episodes at once);
+    on a grid (``env.config.grid`` with more than one intersection) also the route
+    habits (:data:`~bystander.agents.scripted.ROUTE_HABITS`, 9 m/s)."""
     from bystander.agents.heldout import evaluate_batched
-    from bystander.agents.scripted import SCRIPTED_SPEEDS, scripted_driver
+    from bystander.agents.scripted import ROUTE_HABITS, SCRIPTED_SPEEDS, scripted_driver
     from bystander.agents.training import build_predictor
     from bystander.report import EgoEntry
 
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
+    specs = [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]
+    rows, cols = cfg.env.config.get("grid", (1, 1))
+    if rows * cols > 1:
+        specs += [f"route:{h}" for h in ROUTE_HABITS]
     out = []
-    for spec in [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]:
+    for spec in specs:
         ev = evaluate_batched(scripted_driver(spec, cfg.env.config), cfg, predictor=predictor)
         desc = "scripted driver (no training): " + (
-            "brakes to a standstill" if spec == "stop" else f"holds {spec[6:]} m/s, shortest route"
+            "brakes to a standstill"
+            if spec == "stop"
+            else f"route habit {spec[6:]}, 9 m/s"
+            if spec.startswith("route:")
+            else f"holds {spec[6:]} m/s, shortest route"
         )
         out.append(EgoEntry(f"scripted {spec}", Path("."), ev, description=desc, scripted=True))
     return out

@@ -68,6 +68,7 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
         (e.evaluation.summary["ade"]["mean"], e.evaluation.summary["success"]["mean"], e.label)
         for e in entries
         if e.scripted
+        and e.label.startswith(("scripted speed:", "scripted stop"))
         and "ade" in e.evaluation.summary
         and "success" in e.evaluation.summary
         and math.isfinite(e.evaluation.summary["ade"]["mean"])
@@ -78,6 +79,14 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
         for x, y, name in zip(xs, ys, names, strict=True):
             ax.annotate(name.removeprefix("scripted "), (x, y), textcoords="offset points",
                         xytext=(4, -10), fontsize=7, color="0.4")  # fmt: skip
+    habits = [(e.evaluation.summary.get("ade", {}).get("mean", math.nan),
+               e.evaluation.summary.get("success", {}).get("mean", math.nan), e.label)
+              for e in entries if e.scripted and e.label.startswith("scripted route:")]  # fmt: skip
+    for x, y, name in habits:  # route habits: beside the speed-only frontier, not on it
+        if math.isfinite(x) and math.isfinite(y):
+            ax.plot(x, y, "D", color="0.35", ms=5)
+            ax.annotate(name.removeprefix("scripted "), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color="0.3")  # fmt: skip
     for e in (e for e in entries if not e.scripted):
         s = e.evaluation.summary
         ade, succ = s.get("ade"), s.get("success")

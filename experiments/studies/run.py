@@ -5,8 +5,9 @@
     python experiments/studies/run.py all --preset full --backend ray --ray-address auto
 
 Studies: frontier (1), lagrangian (2), cotraining (3), partial_observation (4),
-review_gate (5), llm_tradeoff (6). The review gate and the shaping side of the
-Lagrangian study read Study 1's results of the same preset, so ``all`` runs
+review_gate (5), llm_tradeoff (6), multi_agent (7), route_habits (8). The review
+gate and the shaping side of the Lagrangian study read Study 1's results of the same
+preset, so ``all`` runs
 ``frontier`` first. Headline numbers of every study run go to ``<out>/headline.json``.
 """
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import studylib as sl  # noqa: E402
 
 STUDIES = ("frontier", "lagrangian", "cotraining", "partial_observation", "review_gate",
-           "llm_tradeoff", "multi_agent")  # fmt: skip
+           "llm_tradeoff", "multi_agent", "route_habits")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

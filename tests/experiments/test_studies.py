@@ -1,4 +1,4 @@
-"""The six studies' smoke presets run end to end and their outputs have content.
+"""The studies' smoke presets run end to end and their outputs have content.
 
 Each study runs its ``smoke`` preset (serial backend, into a temporary results root)
 and is checked for: a non-empty ``results.csv`` with finite numbers in its key
@@ -38,6 +38,7 @@ EXPECT = {
         ["success", "collision", "cost_predictability_per_step"],
         [],
     ),
+    "route_habits": ("route_habits.png", ["success", "error_3s_m", "error_5s_m"], []),
     "llm_tradeoff": (
         "llm_tradeoff.png",
         ["accuracy", "predictability_cost", "length_mean", "before_accuracy"],
@@ -92,7 +93,8 @@ def _check_outputs(study: str, results_dir: Path, n_trials: int) -> list[dict[st
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["frontier", "lagrangian", "cotraining",
-                                   "partial_observation", "review_gate", "multi_agent"])  # fmt: skip
+                                   "partial_observation", "review_gate", "multi_agent",
+                                   "route_habits"])  # fmt: skip
 def test_driving_study_smoke(study, out):
     import importlib
 
@@ -132,6 +134,15 @@ def test_driving_study_smoke(study, out):
     if study == "multi_agent":  # one evaluation row per car per episode
         rec = sl.load_results(out / study)[0]
         assert rec["metrics"]["success"] >= 0.0 and rows[0]["cars"] == "2"
+    if study == "route_habits":  # the issue's summary.json, scripted points included
+        summary = json.loads((out / study / "summary.json").read_text())
+        assert summary["points"] and summary["scripted"]
+        for p in summary["points"] + summary["scripted"]:
+            assert {"observers", "constraint", "seeds", "eval_episodes"} <= set(p)
+            for m in ("success", "time_to_destination_s", "error_3s_m", "error_5s_m",
+                      "turn_entropy_bits", "stand_still_fraction"):  # fmt: skip
+                assert set(p[m]) == {"mean", "ci_low", "ci_high"}, m
+        assert "Does the gain disappear" in (out / study / "README.md").read_text()
 
 
 def test_llm_study_smoke(out, tiny_models):
@@ -221,3 +232,68 @@ def test_lagrangian_variants_and_frontier_budget_unit():
     bad = dict(medium, frontier={**medium["frontier"], "cost_normalization": "mean"})
     with pytest.raises(ValueError, match="frontier.cost_normalization"):
         frontier.build_trials(bad)
+
+
+def _point(kind, observers, name, time, e3, e5):
+    return {"kind": kind, "observers": observers, "constraint": name,
+            "time_to_destination_s": time, "error_3s_m": e3, "error_5s_m": e5}  # fmt: skip
+
+
+def _records(rows, n=20):
+    """Trial records whose per-episode lists hold each row's figures on every episode
+    (the first one fails: never matched)."""
+    out = []
+    for r in rows:
+        point = {k: r[k] for k in ("kind", "observers", "constraint")}
+        eps = {"seed": list(range(n)), "success": [0.0] + [1.0] * (n - 1)}
+        for k in ("time_to_destination_s", "error_3s_m", "error_5s_m"):
+            eps[k] = [r[k]] * n
+        out.append({"trial": {"point": point, "seed": 0}, "metrics": {"episodes": eps}})
+    return out
+
+
+def test_route_habits_verdicts_are_computed_from_the_figures():
+    """Beyond the speed-only frontier = lower 3 s and 5 s error at equal time; the
+    answer follows the data (here: a gain with co-trained observers only)."""
+    import route_habits as rh
+
+    rows = []
+    for obs in ("cv", "map", "map_cotrained"):
+        rows += [_point("scripted", obs, "speed:6", 40.0, 2.0, 5.0),
+                 _point("scripted", obs, "speed:12", 20.0, 4.0, 9.0)]  # fmt: skip
+    rows += [_point("trained", "map_cotrained", "lagrangian", 30.0, 2.0, 5.0),  # frontier 3, 7
+             _point("trained", "map", "lagrangian", 30.0, 3.5, 6.0),  # worse at 3 s
+             _point("trained", "cv", "lagrangian", 50.0, 1.0, 1.0),  # slower, lower error
+             _point("trained", "cv", "shaping", 50.0, 3.0, 1.0),  # slower, higher 3 s error
+             _point("trained", "map", "shaping", 15.0, 3.9, 8.0),  # faster and lower error
+             _point("scripted", "map_cotrained", "route:no-left", 30.0, 3.0, 7.5)]  # fmt: skip
+    v = {(r["observers"], r["constraint"]): r for r in rh.frontier_verdicts(rows, _records(rows))}
+    co = v[("map_cotrained", "lagrangian")]
+    assert co["margin_error_3s_m"] == pytest.approx(1.0) and co["beyond"] and co["significant"]
+    assert co["matched"] == 19
+    assert v[("map", "lagrangian")]["beyond"] is False
+    assert v[("cv", "lagrangian")]["beyond"] is None  # outside the frontier's times
+    assert v[("cv", "shaping")]["beyond"] is False  # dominated by speed:6
+    assert v[("map", "shaping")]["beyond"] is True  # dominates speed:12
+    assert v[("map", "shaping")]["frontier_at"] == "fastest"
+    assert v[("map_cotrained", "route:no-left")]["beyond"] is False  # equal at 3 s
+    lines, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
+    assert answer["per_observers"]["map_cotrained"]["beyond"] == ["lagrangian"]
+    assert answer["per_observers"]["map"]["beyond"] == ["shaping"]
+    assert answer["gain_with_cv_or_habit_blind"] == (
+        "the gain disappears with constant-velocity observers; it remains with "
+        "habit-blind map-aware observers"
+    )
+    rows = [r for r in rows if (r["observers"], r["constraint"]) != ("map", "shaping")]
+    _, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
+    assert answer["gain_with_cv_or_habit_blind"].startswith("the gain disappears with const")
+    blind = next(r for r in rows if (r["observers"], r["kind"]) == ("map", "trained"))
+    blind["error_3s_m"] = 2.5  # now the habit-blind ego beats its frontier too
+    _, answer = rh._sentences(
+        rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
+    )
+    assert "remains with habit-blind" in answer["gain_with_cv_or_habit_blind"]
