@@ -140,23 +140,28 @@ def plot_heldout_cost(
     if not series:
         return None
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 5.0), dpi=110, sharex=True)
-    units = set()
+    # one unit for every ego: the constrained egos' budget unit (held-out logs have
+    # per-step and per-metre costs; "sum" budgets are drawn per step)
+    cons = [e.train.get("constraint") or {} for e, _ in series]
+    unit = next((c.get("cost_normalization") for c in cons
+                 if c.get("mode") in ("lagrangian", "pid")), "per_step")  # fmt: skip
+    unit = unit if unit == "per_metre" else "per_step"
+    col = f"cost_{channel}{_HELDOUT_UNIT[unit]}"
     for k, (e, rows) in enumerate(series):
         con = e.train.get("constraint") or {}
-        unit = con.get("cost_normalization", "per_step")
-        units.add(unit)
-        col = f"cost_{channel}{_HELDOUT_UNIT.get(unit, '_per_step')}"
         steps = [r["step"] for r in rows]
         color = f"C{k}"
         ax.plot(steps, [r.get(col, math.nan) for r in rows], "o-", color=color, label=e.label)
-        if con.get("mode") in ("lagrangian", "pid"):
+        same_unit = con.get("cost_normalization") == unit
+        if con.get("mode") in ("lagrangian", "pid") and same_unit:
             ax.axhline(con["budget"], ls="--", color=color, lw=1, label=f"{e.label} budget")
         ax2.plot(steps, [r.get("stand_still_fraction", math.nan) for r in rows], "o-", color=color)
-    ax.set_ylabel(f"held-out {channel} cost ({', '.join(sorted(units))})")
+    ax.set_ylabel(f"held-out cost [m {unit.replace('_', ' ')}]")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax2.set_ylabel("stand-still fraction")
-    ax2.set_xlabel("env steps")
+    ax2.set_xlabel("env steps [thousands]")
+    ax2.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:.0f}")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

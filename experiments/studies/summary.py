@@ -67,6 +67,10 @@ def build(preset_name: str, root: Path, rel: str) -> str:
                          f"| {_n(r.get('worst_excess', math.nan))} "
                          f"| {_n(r['final_lambda'], 3)} | {_n(r['overshoot'])} "
                          f"| {_n(r['lambda_reversals'])} |")  # fmt: skip
+        for mode, g in (h.get("heldout_goal") or {}).items():
+            lines += ["", f"Held-out ({mode}): [{g['runs_within_10pct']} of {g['runs']} runs]"
+                      f"({link}) within +-10 % of their budget at every last-quarter "
+                      f"evaluation; no stand-still phase: {'yes' if g['no_stand_still_phase'] else 'no'}."]  # fmt: skip
         lines += ["", f"`{h['command']}` ({h['trials_done']}/{h['trials']} trials)", ""]
     h = _load(root, "cotraining")
     if h:
@@ -109,6 +113,18 @@ def build(preset_name: str, root: Path, rel: str) -> str:
         for r in h["points"]:
             lines.append(f"| {r['name']} | [{_n(r['accuracy'])}]({link}) "
                          f"| [{_n(r['predictability_cost'], 3)}]({link}) | {_n(r['length_mean'], 1)} |")  # fmt: skip
+        lines += ["", f"`{h['command']}` ({h['trials_done']}/{h['trials']} trials)", ""]
+    h = _load(root, "multi_agent")
+    if h:
+        link = f"{rel}/multi_agent/README.md"
+        lines += ["## 7. Several controlled cars (driving)", "",
+                  "| point | cars | success per car | collision per car | ADE [m] | cost / step [m] "
+                  "| stand-still |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in h["points"]:
+            lines.append(f"| {r['point']} | {r['cars']} | [{_n(r['success'])}]({link}) "
+                         f"| {_n(r['collision'])} | {_n(r['ade'])} "
+                         f"| {_n(r['cost_predictability_per_step'], 3)} "
+                         f"| {_n(r['stand_still_fraction'])} |")  # fmt: skip
         lines += ["", f"`{h['command']}` ({h['trials_done']}/{h['trials']} trials)", ""]
     return "\n".join(lines) + "\n"
 
