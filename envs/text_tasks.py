@@ -182,7 +182,7 @@ TEMPLATES = ("steps", "words", "reordered", "expression")
 
 DIFFICULTIES = {
     1: {"ops": (1, 2), "start": 10, "operand": 10, "cap": 30, "mul": ()},
-    2: {"ops": (2, 3), "start": 20, "operand": 20, "cap": 99, "mul": (2, 3)},
+    2: {"ops": (2, 3), "start": 20, "operand": 10, "cap": 60, "mul": (2, 3)},
     3: {"ops": (3, 4), "start": 50, "operand": 50, "cap": 999, "mul": (2, 3, 4, 5)},
 }
 """Difficulty levels of :func:`generate_tasks`: number of operations (inclusive range),
@@ -195,9 +195,7 @@ _SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
 _WORD = {"add": "Add {b}", "sub": "Take away {b}", "mul": "Times {b}"}
 
 
-def _ops(
-    rng: np.random.Generator, level: dict, start: int, max_value: int
-) -> list[tuple[str, int]]:
+def _ops(rng: np.random.Generator, level: dict, start: int) -> list[tuple[str, int]]:
     """Operations ``(kind, operand)`` keeping every running total in ``[1, cap]``."""
     ops, total = [], start
     lo, hi = level["ops"]
@@ -213,9 +211,9 @@ def _ops(
         p = np.array([{"add": 0.4, "sub": 0.4, "mul": 0.2}[k] for k in kinds])
         kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
         if kind == "add":
-            b = int(rng.integers(1, min(max_value, level["cap"] - total) + 1))
+            b = int(rng.integers(1, min(level["operand"], level["cap"] - total) + 1))
         elif kind == "sub":
-            b = int(rng.integers(1, min(max_value, total - 1) + 1))
+            b = int(rng.integers(1, min(level["operand"], total - 1) + 1))
         else:
             b = int(muls[int(rng.integers(len(muls)))])
         ops.append((kind, b))
@@ -285,12 +283,12 @@ def solutions_for(start: int, ops: Sequence[tuple[str, int]]) -> dict[str, str]:
     return out
 
 
-def _problem(rng: np.random.Generator, level: dict, max_value: int, template: str) -> Task:
+def _problem(rng: np.random.Generator, level: dict, template: str) -> Task:
     name = _NAMES[rng.integers(len(_NAMES))]
     other = _NAMES[rng.integers(len(_NAMES))]
     item = _ITEMS[rng.integers(len(_ITEMS))]
-    start = int(rng.integers(2, min(max_value, level["start"]) + 1))
-    ops = _ops(rng, level, start, max_value)
+    start = int(rng.integers(2, level["start"] + 1))
+    ops = _ops(rng, level, start)
     sentences = [f"{name} has {start} {item}."]
     for kind, b in ops:
         if kind == "mul":
@@ -324,10 +322,11 @@ def generate_tasks(
         n: Number of problems (>= 1).
         seed: Seed; the same arguments give the same list, and the first ``k``
             problems do not depend on ``n`` (nor on ``template``).
-        max_value: Largest start and operand (>= 2; default: the level's).
+        max_value: Largest start and operand (>= 2; default: the level's, see
+            :data:`DIFFICULTIES`).
         difficulty: 1 (1-2 additions/subtractions, numbers up to 10), 2 (2-3
-            steps with doubling/tripling, totals up to 99) or 3 (3-4 steps,
-            totals up to 999); see :data:`DIFFICULTIES`.
+            steps with doubling/tripling, operands up to 10, totals up to 60) or 3
+            (3-4 steps, numbers up to 50, totals up to 999); see :data:`DIFFICULTIES`.
         template: Which solution fills :attr:`Task.solution`: one of
             :data:`TEMPLATES` (falls back to ``steps`` where the task lacks it) or
             ``"mixed"`` (one of the task's templates, uniformly, seeded).
@@ -339,12 +338,12 @@ def generate_tasks(
     if template not in (*TEMPLATES, "mixed"):
         raise ValueError(f"template: expected one of {[*TEMPLATES, 'mixed']}, got {template!r}")
     level = {**DIFFICULTIES[difficulty], "id": difficulty}
-    if max_value is None:
-        max_value = max(level["start"], level["operand"])
-    if max_value < 2:
-        raise ValueError(f"max_value: expected >= 2, got {max_value!r}")
+    if max_value is not None:
+        if max_value < 2:
+            raise ValueError(f"max_value: expected >= 2, got {max_value!r}")
+        level.update(start=int(max_value), operand=int(max_value))
     rng = np.random.default_rng(seed)
-    return [_problem(rng, level, int(max_value), template) for _ in range(int(n))]
+    return [_problem(rng, level, template) for _ in range(int(n))]
 
 
 def task_template(text: str, task: Task) -> str | None:

@@ -11,6 +11,8 @@
   continues it greedily; the fraction of continuations whose final answer is right.
   With the held-out observer (never used for reward) it tells whether a legible chain
   of thought is legible to a reader the policy was not trained against.
+- :func:`evaluation_extras`: all of these plus KL to the reference and the share of
+  completions under the minimum-length guard, for the GRPO evaluation.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from bystander.envs.text_tasks import Task, extract_answer, format_prompt, task_
 from bystander.envs.text_tokens import decode, encode
 from bystander.llm.models import generate_group
 
-__all__ = ["answer_accuracy", "complete", "completion_accuracy", "template_entropy"]
+__all__ = [
+    "answer_accuracy",
+    "complete",
+    "completion_accuracy",
+    "evaluation_extras",
+    "template_entropy",
+]
 
 
 @torch.no_grad()
@@ -147,3 +155,79 @@ def _per_task(items: Sequence[Any], tasks: Sequence[Task]) -> int:
             f"got {len(items)}"
         )
     return len(items) // len(tasks)
+
+
+@torch.no_grad()
+def evaluation_extras(
+    policy: torch.nn.Module,
+    ref_policy: torch.nn.Module | None,
+    tokenizer: Any,
+    tasks: Sequence[Task],
+    prompt_ids: Sequence[np.ndarray],
+    completions: Sequence[np.ndarray],
+    texts: Sequence[str],
+    *,
+    min_length: int = 0,
+    heldout: Any | None = None,
+    heldout_views: Sequence[Any] = (),
+    rng: np.random.Generator | None = None,
+    fraction: float = 0.5,
+    max_new_tokens: int = 96,
+) -> dict[str, float]:
+    """The measures :meth:`bystander.llm.grpo.GRPOTrainer.evaluate` adds to accuracy and cost.
+
+    Args:
+        tasks: One task per prompt; ``completions``/``texts`` hold ``k`` per task.
+        prompt_ids: Policy token ids of each completion's prompt (one per completion).
+        min_length: The minimum-length guard in tokens (``short_fraction`` counts
+            completions under it; 0: none are).
+        heldout: Optional held-out observer (an :class:`~bystander.llm.observers.SLMPredictor`,
+            never used for reward): its nats/token on ``heldout_views`` and its
+            completion accuracy from the first ``fraction`` of each completion.
+
+    Returns:
+        ``template_entropy_bits``, ``template/<name>`` (fraction of completions per
+        template, ``other`` included), ``kl`` (k3 estimate of KL(policy || reference)
+        per token, mean over completions; NaN without a reference), ``short_fraction``,
+        and with ``heldout``: ``heldout_nats_per_token`` (mean over views and
+        completions it scores) and ``heldout_completion_accuracy``.
+    """
+    from bystander.llm.models import completion_logprobs
+    from bystander.llm.observers import score_observers
+
+    bits, counts = template_entropy(texts, tasks)
+    n = len(texts)
+    out: dict[str, float] = {"template_entropy_bits": bits}
+    out.update({f"template/{k}": v / n for k, v in counts.items()})
+    lengths = np.array([len(c) for c in completions])
+    out["short_fraction"] = float((lengths < min_length).mean())
+    out["kl"] = float("nan")
+    if ref_policy is not None:
+        pad = tokenizer.pad_token_id
+        kls = []
+        for i in range(0, n, 64):
+            p, c = list(prompt_ids[i : i + 64]), list(completions[i : i + 64])
+            logp, mask = completion_logprobs(policy, p, c, pad)
+            ref, _ = completion_logprobs(ref_policy, p, c, pad)
+            d = ref - logp
+            k3 = (torch.exp(d) - d - 1.0) * mask
+            kls += (k3.sum(1) / mask.sum(1).clamp(min=1.0)).tolist()
+        out["kl"] = float(np.mean(kls))
+    if heldout is not None:
+        k = _per_task(texts, tasks)
+        prompts = [format_prompt(tasks[i // k].question) for i in range(n)]
+        rng = rng if rng is not None else np.random.default_rng(0)
+        err = score_observers(heldout, heldout_views, completions, prompt_ids, prompts, rng)
+        out["heldout_nats_per_token"] = (
+            float(np.nanmean(err)) if np.any(~np.isnan(err)) else float("nan")
+        )
+        out["heldout_completion_accuracy"] = completion_accuracy(
+            heldout.model,
+            heldout.tokenizer,
+            tokenizer,
+            completions,
+            tasks,
+            fraction=fraction,
+            max_new_tokens=max_new_tokens,
+        )
+    return out

@@ -1,15 +1,16 @@
 """Policies and observers: loading any causal LM, and the tiny built-in pair.
 
 - :func:`load_causal_lm` loads an ``AutoModelForCausalLM`` and its tokenizer by hub
-  id or local path (real ``from_pretrained``), or the built-in tiny models by name
-  (``"tiny-policy"``, ``"tiny-slm"``). A missing local path raises
-  ``FileNotFoundError`` naming it; a hub id that cannot be reached (offline, no
-  cache) raises ``OSError`` naming it, before anything reaches torch.
-- :func:`tiny_pair` builds a small GPT-2 policy and a smaller GPT-2 SLM from configs
-  with the byte-level ``ByT5Tokenizer`` (no files), pretrains both on the project's
-  generated worked chains of thought (a minute or two on CPU), and caches them under
-  ``$BYSTANDER_CACHE`` (default ``~/.cache/bystander``) keyed by a hash of the config.
-  Nothing is downloaded.
+  id or local path (real ``from_pretrained``), or the tiny models shipped with the
+  package by name (``"tiny-policy"``, ``"tiny-slm"``, ``"tiny-slm-heldout"``;
+  :mod:`bystander.llm.shipped`). A missing local path raises ``FileNotFoundError``
+  naming it; a hub id that cannot be reached (offline, no cache) raises ``OSError``
+  naming it, before anything reaches torch.
+- :func:`tiny_pair` gives a small GPT-2 policy and a smaller GPT-2 SLM built from
+  configs with the byte-level ``ByT5Tokenizer`` (no files): the shipped weights for
+  the shipped configs; any other config is pretrained on the project's generated
+  worked chains of thought and cached under ``$BYSTANDER_CACHE`` (default
+  ``~/.cache/bystander``) keyed by a hash of the config. Nothing is downloaded.
 - :func:`generate_group` samples ``G`` completions for each prompt in one batched
   ``generate`` call; :func:`completion_logprobs` gives per-token log-probabilities.
 """
@@ -32,6 +33,7 @@ import torch
 
 from bystander.envs.text_tasks import TEMPLATES, Task, format_prompt, generate_tasks
 from bystander.envs.text_tokens import byte_tokenizer, encode
+from bystander.llm.shipped import SHIPPED_NAMES, load_shipped
 
 __all__ = [
     "TINY_POLICY",
@@ -100,7 +102,7 @@ class TinyConfig:
 
 TINY_POLICY = TinyConfig(
     n_layer=3, n_embd=128, n_head=4, n_positions=256, steps=3000, batch_size=32,
-    num_tasks=60_000, seed=0,
+    num_tasks=60_000, seed=0, template_weights=(0.55, 0.15, 0.15, 0.15),
 )  # fmt: skip
 """The shipped tiny policy: GPT-2, 3 layers x 128, ~0.68 M parameters."""
 
@@ -116,6 +118,13 @@ TINY_SLM_HELDOUT = TinyConfig(
 )  # fmt: skip
 """The shipped held-out observer: GPT-2, 2 layers x 64, another seed and data; never
 used for reward, only to check that legibility carries over to an unseen reader."""
+
+
+_SHIPPED_CONFIGS = {
+    TINY_POLICY: "tiny-policy",
+    TINY_SLM: "tiny-slm",
+    TINY_SLM_HELDOUT: "tiny-slm-heldout",
+}
 
 
 def cache_dir() -> Path:
@@ -248,6 +257,9 @@ def cached_path(name: str, cfg: TinyConfig, root: str | os.PathLike[str] | None 
 def _cached(name: str, cfg: TinyConfig, root: Path | None, force: bool) -> tuple[Any, Any]:
     from transformers import GPT2LMHeadModel
 
+    shipped = _SHIPPED_CONFIGS.get(cfg)
+    if shipped is not None and not force:
+        return load_shipped(shipped)
     path = cached_path(name, cfg, root)
     tokenizer = byte_tokenizer()
     if path.is_dir() and not force:
@@ -291,12 +303,16 @@ def tiny_pair(
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
-    """The built-in ``(policy, slm, tokenizer)``, pretrained once and cached.
+    """The built-in ``(policy, slm, tokenizer)``.
+
+    The shipped configs (:data:`TINY_POLICY`, :data:`TINY_SLM`, :data:`TINY_SLM_HELDOUT`)
+    load the weights shipped with the package (checksums verified, never pretrained);
+    any other config is pretrained once and cached under ``root``.
 
     Args:
         policy_cfg, slm_cfg: Sizes and pretraining budgets (the cache key).
         root: Cache root (default :func:`cache_dir`).
-        force: Rebuild even if cached.
+        force: Pretrain even a shipped config, and even if cached.
     """
     policy, tokenizer = _cached("policy", policy_cfg, root, force)
     slm, _ = _cached("slm", slm_cfg, root, force)
@@ -309,7 +325,11 @@ def load_causal_lm(
     device: str | torch.device = "cpu",
     root: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load ``(model, tokenizer)``: ``"tiny-policy"``, ``"tiny-slm"``, a local path or a hub id.
+    """Load ``(model, tokenizer)``: a shipped tiny model, a local path or a hub id.
+
+    ``"tiny-policy"``, ``"tiny-slm"`` and ``"tiny-slm-heldout"`` are the weights shipped
+    with the package (:func:`bystander.llm.shipped.load_shipped`, checksums verified);
+    ``root`` is unused (kept for callers of the cache era).
 
     A local directory without a tokenizer gets the byte-level tokenizer when the
     model's vocabulary has ByT5's size (384), else ``from_pretrained`` errors.
@@ -322,10 +342,8 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = os.fspath(name_or_path)
-    if name in ("tiny-policy", "tiny-slm"):
-        policy, slm, tok = tiny_pair(root=root)
-        model = policy if name == "tiny-policy" else slm
-        return model.to(device), tok
+    if name in SHIPPED_NAMES:
+        return load_shipped(name, device=device)
     expanded = os.path.expanduser(name)
     looks_like_path = (
         os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)

@@ -30,7 +30,10 @@ NAME = "llm_tradeoff"
 TITLE = "Study 6: accuracy vs SLM predictability (LLM, tiny models)"
 TRIAL_FN = "studylib:llm_trial"
 METRICS = ("accuracy", "predictability_cost", "length_mean", "reward", "before_accuracy",
-           "before_predictability_cost", "before_length_mean", "lambda")  # fmt: skip
+           "before_predictability_cost", "before_length_mean", "lambda",
+           "heldout_nats_per_token", "heldout_completion_accuracy", "template_entropy_bits",
+           "kl", "short_fraction", "before_heldout_nats_per_token",
+           "before_heldout_completion_accuracy", "before_template_entropy_bits")  # fmt: skip
 DEFAULT_VIEWS = "prefix:0.5,mask:0.7,full"
 
 
@@ -53,7 +56,8 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
             ov = {"steps": int(s["steps"]), "num_tasks": int(s.get("num_tasks", 128)),
                   "eval_prompts": int(s.get("eval_prompts", 16)), "grpo": grpo,
                   "policy": s.get("policy", "tiny-policy"),
-                  "observers": list(s.get("observers", ["tiny-slm"]))}  # fmt: skip
+                  "observers": list(s.get("observers", ["tiny-slm"])),
+                  "heldout_observer": s.get("heldout_observer", "tiny-slm-heldout")}  # fmt: skip
             mode = dict(grpo.get("constraint", {})).get("mode", "none")
             point = {"name": pt["name"], "constraint": mode, "views": grpo["views"],
                      "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
@@ -93,10 +97,14 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     cols = [("point", "name"), ("constraint", "constraint"), ("views", "views"),
             ("min length", "min_length"), ("seeds", "n_seeds"), ("accuracy", "accuracy"),
             ("cost [nats/token]", "predictability_cost"), ("length [tokens]", "length_mean"),
+            ("held-out observer [nats/token]", "heldout_nats_per_token"),
+            ("held-out completion accuracy", "heldout_completion_accuracy"),
+            ("template entropy [bits]", "template_entropy_bits"), ("KL", "kl"),
             ("accuracy before", "before_accuracy"),
             ("cost before", "before_predictability_cost"), ("lambda", "lambda")]  # fmt: skip
     ci = ("accuracy", "predictability_cost", "length_mean", "before_accuracy",
-          "before_predictability_cost", "lambda")  # fmt: skip
+          "before_predictability_cost", "lambda", "heldout_nats_per_token",
+          "heldout_completion_accuracy", "template_entropy_bits", "kl")  # fmt: skip
     sections = [
         "![llm trade-off](llm_tradeoff.png)", "",
         "Held-out prompts, the same for every point; cost = the SLM observers' negative "
