@@ -175,14 +175,15 @@ TEMPLATES = ("steps", "words", "reordered", "expression")
 - ``words``: the same order and results in words (``"Start with 7. Add 5: 12. Take
   away 3: 9."``);
 - ``reordered``: another order of the steps, the gains of each run of additions and
-  subtractions before its losses (offered only when it differs from ``steps``);
+  subtractions before its losses (offered only when its first step differs from
+  ``steps``, so that a reader tells the two apart from the first equation);
 - ``expression``: one expression, no intermediate results (``"7 + 5 - 3 = 9."``;
   offered only when it differs from ``steps``, i.e. with two steps or more).
 """
 
 DIFFICULTIES = {
     1: {"ops": (1, 2), "start": 10, "operand": 10, "cap": 30, "mul": ()},
-    2: {"ops": (2, 3), "start": 20, "operand": 10, "cap": 60, "mul": (2, 3)},
+    2: {"ops": (2, 3), "start": 10, "operand": 9, "cap": 20, "mul": (2, 3)},
     3: {"ops": (3, 4), "start": 50, "operand": 50, "cap": 999, "mul": (2, 3, 4, 5)},
 }
 """Difficulty levels of :func:`generate_tasks`: number of operations (inclusive range),
@@ -257,8 +258,8 @@ def solutions_for(start: int, ops: Sequence[tuple[str, int]]) -> dict[str, str]:
         ops: ``(kind, operand)`` per step, ``kind`` in ``"add"``, ``"sub"``, ``"mul"``.
 
     Returns:
-        ``{template: solution}`` in :data:`TEMPLATES` order (``reordered`` only when it
-        differs from ``steps``; ``expression`` only with two steps or more).
+        ``{template: solution}`` in :data:`TEMPLATES` order (``reordered`` only when its
+        first step differs from ``steps``; ``expression`` only with two steps or more).
     """
     ops = list(ops)
     total = start
@@ -274,9 +275,9 @@ def solutions_for(start: int, ops: Sequence[tuple[str, int]]) -> dict[str, str]:
         additive = kind != "mul"
     end = f"\n{ANSWER_MARK} {total}"
     out = {"steps": _chain(start, ops) + end, "words": " ".join(words) + end}
-    reordered = _chain(start, _reorder(ops)) + end
-    if reordered != out["steps"]:
-        out["reordered"] = reordered
+    reordered = _reorder(ops)
+    if reordered[0] != ops[0]:  # told apart from ``steps`` by its first equation
+        out["reordered"] = _chain(start, reordered) + end
     expression = f"{expr} = {total}." + end
     if expression != out["steps"]:
         out["expression"] = expression
@@ -325,7 +326,7 @@ def generate_tasks(
         max_value: Largest start and operand (>= 2; default: the level's, see
             :data:`DIFFICULTIES`).
         difficulty: 1 (1-2 additions/subtractions, numbers up to 10), 2 (2-3
-            steps with doubling/tripling, operands up to 10, totals up to 60) or 3
+            steps with doubling/tripling, operands up to 9, totals up to 20) or 3
             (3-4 steps, numbers up to 50, totals up to 999); see :data:`DIFFICULTIES`.
         template: Which solution fills :attr:`Task.solution`: one of
             :data:`TEMPLATES` (falls back to ``steps`` where the task lacks it) or

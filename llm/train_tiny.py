@@ -71,7 +71,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def train_one(
-    cfg: TinyConfig, log_every: int = 100, eval_every: int = 0
+    cfg: TinyConfig,
+    log_every: int = 100,
+    eval_every: int = 0,
+    *,
+    init_from: str | os.PathLike[str] | None = None,
+    stage: int = 0,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build and pretrain one model from ``cfg``; returns it and its training record.
 
@@ -79,10 +84,20 @@ def train_one(
         log_every: Print the loss every this many steps (0: never).
         eval_every: Print the greedy held-out accuracy on 200 tasks every this many
             steps (0: never); it draws no random numbers, so training is unchanged.
+        init_from: Continue from this saved model folder instead of a fresh init.
+        stage: Training stage (0: from scratch); stage ``k`` draws fresh data (data
+            seed ``1000 + seed + 100 k``) and batches (seed ``seed + 100 k``).
     """
+    from transformers import GPT2LMHeadModel
+
     tok = byte_tokenizer()
-    model = tiny_model(cfg, tok)
-    tasks = generate_tasks(cfg.num_tasks, seed=1000 + cfg.seed, difficulty=cfg.difficulty)
+    if init_from is not None:
+        model = GPT2LMHeadModel.from_pretrained(init_from)
+    else:
+        model = tiny_model(cfg, tok)
+    data_seed = 1000 + cfg.seed + 100 * stage
+    cfg = replace(cfg, seed=cfg.seed + 100 * stage)
+    tasks = generate_tasks(cfg.num_tasks, seed=data_seed, difficulty=cfg.difficulty)
     pairs = pretraining_pairs(tasks, cfg.template_weights, seed=cfg.seed)
     t0 = time.perf_counter()
 
@@ -105,7 +120,8 @@ def train_one(
     tail = losses[-50:] or [float("nan")]
     record = {
         "config": asdict(cfg),
-        "data_seed": 1000 + cfg.seed,
+        "stage": stage,
+        "data_seed": data_seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "final_loss_mean_last_50": float(sum(tail) / len(tail)),
         "train_seconds": round(time.perf_counter() - t0, 1),
@@ -157,21 +173,23 @@ def _readme(manifest: dict[str, Any]) -> str:
     lines = [
         "# Shipped tiny models",
         "",
-        "Made by the project's own script; nothing here was downloaded. Regenerate with:",
+        "Made by the project's own script (one thread, deterministic given the seeds); "
+        "nothing here was downloaded. Regenerate with these commands, in this order:",
         "",
         "```bash",
-        manifest["command"],
+        *manifest["commands"],
         "```",
         "",
         "| model | layers x width | parameters | data seed | steps | train s |",
         "|---|---|---|---|---|---|",
     ]
     for name, rec in manifest["models"].items():
-        c = rec["config"]
-        lines.append(
-            f"| {name} | {c['n_layer']} x {c['n_embd']} | {rec['parameters']:,} | "
-            f"{rec['data_seed']} | {c['steps']} | {rec['train_seconds']} |"
-        )
+        for r in [*rec.get("previous_stages", []), rec]:
+            c = r["config"]
+            lines.append(
+                f"| {name} (stage {r.get('stage', 0)}) | {c['n_layer']} x {c['n_embd']} | "
+                f"{r['parameters']:,} | {r['data_seed']} | {c['steps']} | {r['train_seconds']} |"
+            )
     lines += ["", "SHA-256 (checked by `bystander.llm.weights.load_shipped` on every load):", ""]
     lines += [f"- `{path}`: `{digest}`" for path, digest in manifest["sha256"].items()]
     ev = manifest.get("evaluation")
@@ -200,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=0,
                    help="print the policy's held-out accuracy every N steps")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="continue training the (single, --only) model from this folder",
+    )
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=0,
+        help="stage number of a continued training (fresh data and batch seeds)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from transformers.utils import logging as hf_logging
@@ -210,19 +240,38 @@ def main(argv: list[str] | None = None) -> int:
     manifest: dict[str, Any] = {"models": {}, "sha256": {}}
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["command"] = "python -m bystander.llm.train_tiny " + shlex.join(
+    command = "python -m bystander.llm.train_tiny " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
-    for name in a.only or list(SHIPPED):
+    names = a.only or list(SHIPPED)
+    if a.init_from is not None and len(names) != 1:
+        raise ValueError("--init-from: expected exactly one model (--only NAME)")
+    earlier = manifest.get("commands") or ([manifest["command"]] if "command" in manifest else [])
+    manifest["commands"] = [*earlier, command]
+    for name in names:
         cfg = SHIPPED[name] if a.steps is None else replace(SHIPPED[name], steps=a.steps)
+        cfg = cfg if a.lr is None else replace(cfg, lr=a.lr)
         print(f"{name}: {asdict(cfg)}", flush=True)
-        model, record = train_one(cfg, eval_every=a.eval_every if name == "tiny-policy" else 0)
+        model, record = train_one(
+            cfg,
+            eval_every=a.eval_every if name == "tiny-policy" else 0,
+            init_from=a.init_from,
+            stage=a.stage,
+        )
+        record["command"] = command
+        if a.init_from is not None:
+            previous = manifest["models"].get(name, {})
+            record["previous_stages"] = [
+                *previous.get("previous_stages", []),
+                {k: v for k, v in previous.items() if k != "previous_stages"},
+            ]
         if name == "tiny-policy":
             manifest["evaluation"] = evaluate_policy(model, cfg, a.eval_tasks)
             print(json.dumps(manifest["evaluation"], indent=1), flush=True)
         for path in _save(model, out, name):
             manifest["sha256"][f"{name}/{path.name}"] = sha256_file(path)
         manifest["models"][name] = record
+    manifest.pop("command", None)
     manifest["torch"] = torch.__version__
     with atomic_open(manifest_path, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -38,7 +38,7 @@ from bystander.llm.train_tiny import SHIPPED, sha256_file
 
 def test_manifest_lists_every_shipped_file_with_its_checksum_and_command():
     manifest = json.loads((shipped_dir() / "manifest.json").read_text())
-    assert manifest["command"].startswith("python -m bystander.llm.train_tiny")
+    assert manifest["commands"][0].startswith("python -m bystander.llm.train_tiny --out")
     for name in SHIPPED_NAMES:
         rec = verify_shipped(name)
         assert rec["config"]["seed"] == SHIPPED[name].seed
