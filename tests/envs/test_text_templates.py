@@ -33,13 +33,15 @@ def test_every_template_of_every_task_is_correct_and_recognised(difficulty):
 
 
 def test_templates_differ_in_order_and_intermediate_results():
-    sols = solutions_for(14, [("add", 18), ("sub", 16), ("add", 10)])
+    sols = solutions_for(14, [("sub", 6), ("add", 2), ("add", 3)])
     assert sols == {
-        "steps": "14 + 18 = 32. 32 - 16 = 16. 16 + 10 = 26.\n#### 26",
-        "words": "Start with 14. Add 18: 32. Take away 16: 16. Add 10: 26.\n#### 26",
-        "reordered": "14 + 18 = 32. 32 + 10 = 42. 42 - 16 = 26.\n#### 26",
-        "expression": "14 + 18 - 16 + 10 = 26.\n#### 26",
+        "steps": "14 - 6 = 8. 8 + 2 = 10. 10 + 3 = 13.\n#### 13",
+        "words": "Start with 14. Take away 6: 8. Add 2: 10. Add 3: 13.\n#### 13",
+        "reordered": "14 + 2 = 16. 16 + 3 = 19. 19 - 6 = 13.\n#### 13",
+        "expression": "14 - 6 + 2 + 3 = 13.\n#### 13",
     }
+    # a reordering that starts like steps is not offered: a reader could not tell them apart
+    assert "reordered" not in solutions_for(4, [("add", 1), ("sub", 2), ("add", 3)])
     # products keep their place; an additive run before one is bracketed once
     sols = solutions_for(7, [("sub", 3), ("mul", 3), ("mul", 2)])
     assert sols["expression"] == "(7 - 3) * 3 * 2 = 24.\n#### 24"
