@@ -183,7 +183,7 @@ TEMPLATES = ("steps", "words", "reordered", "expression")
 
 DIFFICULTIES = {
     1: {"ops": (1, 2), "start": 10, "operand": 10, "cap": 30, "mul": ()},
-    2: {"ops": (2, 3), "start": 10, "operand": 9, "cap": 20, "mul": (2, 3)},
+    2: {"ops": (2, 2), "start": 10, "operand": 9, "cap": 20, "mul": (2, 3)},
     3: {"ops": (3, 4), "start": 50, "operand": 50, "cap": 999, "mul": (2, 3, 4, 5)},
 }
 """Difficulty levels of :func:`generate_tasks`: number of operations (inclusive range),
@@ -325,8 +325,8 @@ def generate_tasks(
             problems do not depend on ``n`` (nor on ``template``).
         max_value: Largest start and operand (>= 2; default: the level's, see
             :data:`DIFFICULTIES`).
-        difficulty: 1 (1-2 additions/subtractions, numbers up to 10), 2 (2-3
-            steps with doubling/tripling, operands up to 9, totals up to 20) or 3
+        difficulty: 1 (1-2 additions/subtractions, numbers up to 10), 2 (2 steps,
+            doubling/tripling too, operands up to 9, totals up to 20) or 3
             (3-4 steps, numbers up to 50, totals up to 999); see :data:`DIFFICULTIES`.
         template: Which solution fills :attr:`Task.solution`: one of
             :data:`TEMPLATES` (falls back to ``steps`` where the task lacks it) or

@@ -107,13 +107,13 @@ TINY_POLICY = TinyConfig(
 """The shipped tiny policy: GPT-2, 3 layers x 128, ~0.68 M parameters."""
 
 TINY_SLM = TinyConfig(
-    n_layer=1, n_embd=64, n_head=2, n_positions=256, steps=1500, batch_size=32,
+    n_layer=1, n_embd=64, n_head=2, n_positions=256, steps=1000, batch_size=32,
     num_tasks=30_000, mask_noise=0.3, seed=1,
 )  # fmt: skip
 """The shipped training observer: GPT-2, 1 layer x 64, trained with placeholder noise."""
 
 TINY_SLM_HELDOUT = TinyConfig(
-    n_layer=2, n_embd=64, n_head=2, n_positions=256, steps=1500, batch_size=32,
+    n_layer=2, n_embd=64, n_head=2, n_positions=256, steps=1000, batch_size=32,
     num_tasks=30_000, mask_noise=0.3, seed=2,
 )  # fmt: skip
 """The shipped held-out observer: GPT-2, 2 layers x 64, another seed and data; never
@@ -218,7 +218,7 @@ def pretrain(
     for step in range(cfg.steps):
         idx = torch.randint(len(seqs), (cfg.batch_size,), generator=gen)
         batch = [seqs[i] for i in idx]
-        n = min(-(-max(len(s) for s in batch) // 32) * 32, cfg.n_positions)  # few shapes
+        n = min(-(-max(len(s) for s in batch) // 16) * 16, cfg.n_positions)  # few shapes
         ids = torch.full((len(batch), n), tokenizer.pad_token_id, dtype=torch.long)
         att = torch.zeros((len(batch), n), dtype=torch.long)
         for j, s in enumerate(batch):

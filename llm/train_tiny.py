@@ -271,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in _save(model, out, name):
             manifest["sha256"][f"{name}/{path.name}"] = sha256_file(path)
         manifest["models"][name] = record
+    if manifest_path.is_file():  # another run may have written other models meanwhile
+        latest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for key in ("models", "sha256"):
+            manifest[key] = {**latest.get(key, {}), **manifest[key]}
+        earlier = [c for c in latest.get("commands", []) if c not in manifest["commands"]]
+        manifest["commands"] = [*earlier, *manifest["commands"]]
+        if "evaluation" in latest and "tiny-policy" not in names:
+            manifest["evaluation"] = latest["evaluation"]
     manifest.pop("command", None)
     manifest["torch"] = torch.__version__
     with atomic_open(manifest_path, "w", encoding="utf-8") as fh:
