@@ -9,7 +9,7 @@ with worked solutions in a mix of reasoning templates. One thread, so the result
 the same given the seeds. Written to ``OUT/<name>/`` (``config.json``,
 ``model.safetensors``), then ``OUT/manifest.json`` (the command, the configs, the data
 seeds, the SHA-256 of every file, the training loss and time, the held-out
-evaluation) and ``OUT/README.md``. :func:`bystander.llm.weights.load_shipped` checks
+evaluation) and ``OUT/README.md``. :func:`bystander.llm.shipped.load_shipped` checks
 the checksums on load.
 
 The held-out evaluation: greedy accuracy of the policy on ``--eval-tasks`` problems
@@ -190,7 +190,7 @@ def _readme(manifest: dict[str, Any]) -> str:
                 f"| {name} (stage {r.get('stage', 0)}) | {c['n_layer']} x {c['n_embd']} | "
                 f"{r['parameters']:,} | {r['data_seed']} | {c['steps']} | {r['train_seconds']} |"
             )
-    lines += ["", "SHA-256 (checked by `bystander.llm.weights.load_shipped` on every load):", ""]
+    lines += ["", "SHA-256 (checked by `bystander.llm.shipped.load_shipped` on every load):", ""]
     lines += [f"- `{path}`: `{digest}`" for path, digest in manifest["sha256"].items()]
     ev = manifest.get("evaluation")
     if ev:
@@ -230,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         help="stage number of a continued training (fresh data and batch seeds)",
     )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--readme-only", action="store_true",
+                   help="rewrite OUT/README.md from OUT/manifest.json; train nothing")  # fmt: skip
     a = p.parse_args(argv)
+    if a.readme_only:
+        manifest = json.loads((Path(a.out) / "manifest.json").read_text(encoding="utf-8"))
+        with atomic_open(Path(a.out) / "README.md", "w", encoding="utf-8") as fh:
+            fh.write(_readme(manifest))
+        return 0
     torch.set_num_threads(a.threads)
     from transformers.utils import logging as hf_logging
 

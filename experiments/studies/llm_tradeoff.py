@@ -33,7 +33,8 @@ METRICS = ("accuracy", "predictability_cost", "length_mean", "reward", "before_a
            "before_predictability_cost", "before_length_mean", "lambda",
            "heldout_nats_per_token", "heldout_completion_accuracy", "template_entropy_bits",
            "kl", "short_fraction", "before_heldout_nats_per_token",
-           "before_heldout_completion_accuracy", "before_template_entropy_bits")  # fmt: skip
+           "before_heldout_completion_accuracy", "before_template_entropy_bits",
+           "completions")  # fmt: skip
 DEFAULT_VIEWS = "prefix:0.5,mask:0.7,full"
 
 
@@ -113,8 +114,41 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         markdown_table(rows, cols, ci=ci, digits=3),
     ]  # fmt: skip
     sl.write_page(results_dir, TITLE, NAME, preset, sections)
+    sl.atomic_write_json(results_dir / "summary.json", _summary(records, rows, preset))
     return {"points": [{k: r.get(k) for k in ("name", "accuracy", "predictability_cost",
                                                "length_mean")} for r in rows]}  # fmt: skip
+
+
+SUMMARY_FIELDS = {"accuracy": "accuracy", "train_observer_nats_per_token": "predictability_cost",
+                  "heldout_observer_nats_per_token": "heldout_nats_per_token",
+                  "heldout_completion_accuracy": "heldout_completion_accuracy",
+                  "template_entropy_bits": "template_entropy_bits",
+                  "length_tokens": "length_mean", "kl": "kl"}  # fmt: skip
+"""summary.json field -> evaluation metric (each a mean over seeds with its 95 % CI)."""
+
+
+def _summary(records: list[dict[str, Any]], rows: list[dict[str, Any]], preset: dict) -> dict:
+    """The fields issue 13 names: start and heuristic accuracy, and per point each measure."""
+    from bystander.envs.text_tasks import generate_tasks, heuristic_accuracy
+
+    s = sl.section(preset, NAME)
+    n_eval, seeds = int(s.get("eval_prompts", 16)), sl.seeds(preset, NAME)
+    held = [t for seed in seeds for t in generate_tasks(n_eval, seed=10_000 + seed)]
+    start = aggregate(records, metrics=["before_accuracy"], group_by=[])[0] if records else {}
+
+    def ci(row: dict[str, Any], key: str) -> dict[str, float]:
+        return {"mean": row.get(key), "lo": row.get(f"{key}_lo"), "hi": row.get(f"{key}_hi")}
+
+    return {
+        "start_accuracy": {**ci(start, "before_accuracy"), "n_seeds": start.get("n_seeds", 0)},
+        "heuristic_accuracy": {**heuristic_accuracy(held), "n": len(held)},
+        "points": [
+            {"name": r["name"], "constraint": r["constraint"], "seeds": r["n_seeds"],
+             "completions": r.get("completions", float("nan")) * r["n_seeds"],
+             **{f: ci(r, m) for f, m in SUMMARY_FIELDS.items()}}
+            for r in rows
+        ],
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
