@@ -139,8 +139,12 @@ def evaluate_policy(
     tasks = generate_tasks(n, seed=seed, difficulty=cfg.difficulty)
     train = generate_tasks(cfg.num_tasks, seed=1000 + cfg.seed, difficulty=cfg.difficulty)
     seen = {t.question for t in train}
-    texts = complete(model, tok, [format_prompt(t.question) for t in tasks], greedy=True)
+    prompts = [format_prompt(t.question) for t in tasks]
+    texts = complete(model, tok, prompts, greedy=True)
     bits, counts = template_entropy(texts, tasks)
+    unseen = [i for i, t in enumerate(tasks) if t.question not in seen]
+    sampled = complete(model, tok, prompts, greedy=False, seed=seed)
+    s_bits, s_counts = template_entropy(sampled, tasks)
     return {
         "tasks": n,
         "task_seed": seed,
@@ -149,7 +153,13 @@ def evaluate_policy(
         "greedy_template_counts": counts,
         "greedy_template_entropy_bits": bits,
         "heuristics": heuristic_accuracy(tasks, reference=train),
-        "questions_also_in_training_data": sum(t.question in seen for t in tasks),
+        "questions_also_in_training_data": len(tasks) - len(unseen),
+        "greedy_accuracy_unseen_questions": answer_accuracy(
+            [texts[i] for i in unseen], [tasks[i] for i in unseen]
+        ),
+        "sampled_accuracy": answer_accuracy(sampled, tasks),
+        "sampled_template_counts": s_counts,
+        "sampled_template_entropy_bits": s_bits,
     }
 
 
@@ -230,9 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         help="stage number of a continued training (fresh data and batch seeds)",
     )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="print the held-out evaluation of OUT/tiny-policy; train nothing",
+    )
     p.add_argument("--readme-only", action="store_true",
                    help="rewrite OUT/README.md from OUT/manifest.json; train nothing")  # fmt: skip
     a = p.parse_args(argv)
+    if a.evaluate_only:
+        from bystander.llm.shipped import load_shipped
+
+        torch.set_num_threads(a.threads)
+        model, _ = load_shipped("tiny-policy", root=a.out)
+        print(json.dumps(evaluate_policy(model, SHIPPED["tiny-policy"], a.eval_tasks), indent=1))
+        return 0
     if a.readme_only:
         manifest = json.loads((Path(a.out) / "manifest.json").read_text(encoding="utf-8"))
         with atomic_open(Path(a.out) / "README.md", "w", encoding="utf-8") as fh:

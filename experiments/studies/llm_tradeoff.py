@@ -134,7 +134,10 @@ def _summary(records: list[dict[str, Any]], rows: list[dict[str, Any]], preset: 
     s = sl.section(preset, NAME)
     n_eval, seeds = int(s.get("eval_prompts", 16)), sl.seeds(preset, NAME)
     held = [t for seed in seeds for t in generate_tasks(n_eval, seed=10_000 + seed)]
-    start = aggregate(records, metrics=["before_accuracy"], group_by=[])[0] if records else {}
+    # the start is the same policy at every point of a seed: one record per seed
+    first = {r["trial"]["seed"]: r for r in reversed(records) if r.get("status") == "ok"}
+    one = list(first.values())
+    start = aggregate(one, metrics=["before_accuracy"], group_by=[])[0] if one else {}
 
     def ci(row: dict[str, Any], key: str) -> dict[str, float]:
         return {"mean": row.get(key), "lo": row.get(f"{key}_lo"), "hi": row.get(f"{key}_hi")}
