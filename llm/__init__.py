@@ -3,8 +3,13 @@
 Modules (import what you need; nothing heavy is imported here). The tokenizer helpers
 live with the text env, in :mod:`bystander.envs.text_tokens`.
 
-- :mod:`bystander.llm.models`: ``load_causal_lm`` (hub id / local path / built-in
-  tiny models), ``tiny_pair`` (pretrained and cached), batched ``generate_group``.
+- :mod:`bystander.llm.models`: ``load_causal_lm`` (hub id / local path / shipped
+  tiny models), ``tiny_pair`` (shipped, or pretrained and cached for other configs),
+  batched ``generate_group``.
+- :mod:`bystander.llm.shipped`: the tiny models shipped in ``llm/weights/``, loaded
+  with their SHA-256 checked; :mod:`bystander.llm.train_tiny` made them.
+- :mod:`bystander.llm.measures`: accuracy, template entropy, an observer's completion
+  accuracy from half a chain of thought, KL to the reference (GRPO evaluation).
 - :mod:`bystander.llm.observers`: ``SLMPredictor`` (a ``Predictor`` with
   ``horizon=None``, nats/token), ``score_observers`` (costs combine with
   :func:`bystander.envs.scoring.combine_errors`).

@@ -50,6 +50,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="observer SLM: hub id, local path or tiny-slm (repeatable; default tiny-slm)",
     )
     p.add_argument(
+        "--heldout-observer",
+        default="tiny-slm-heldout",
+        help="held-out observer for evaluation only, never the reward ('none': no such "
+        "observer; default the shipped tiny-slm-heldout)",
+    )
+    p.add_argument(
         "--views",
         default="prefix:0.5,mask:0.7,full",
         help="observer views, e.g. prefix:0.5,mask:0.7,window:16,full-noprompt",
@@ -108,6 +114,7 @@ def build_parser(subparsers: Any | None = None) -> argparse.ArgumentParser:
     e.add_argument("--policy", default=None, help="evaluate this model instead of RUN_DIR/policy")
     e.add_argument("--observer", action="append", default=None)
     e.add_argument("--views", default=None)
+    e.add_argument("--heldout-observer", default=None, help="held-out observer ('none': off)")
     e.add_argument("--eval-prompts", type=int, default=64)
     e.add_argument("--samples", type=int, default=2, help="completions per prompt")
     e.add_argument("--seed", type=int, default=1234)
@@ -121,6 +128,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "policy": args.policy,
         "observers": args.observer or ["tiny-slm"],
+        "heldout_observer": None if args.heldout_observer == "none" else args.heldout_observer,
         "tasks": args.tasks,
         "num_tasks": args.num_tasks,
         "eval_prompts": args.eval_prompts,
@@ -189,7 +197,13 @@ def build_trainer(config: dict[str, Any], run_dir: str | Path | None) -> Any:
     )
     cfg = GRPOConfig(**config["grpo"])
     tasks = load_tasks(config["tasks"], n=config["num_tasks"], seed=config["grpo"]["seed"])
-    trainer = GRPOTrainer(policy, tok, tasks, predictors, cfg, run_dir=run_dir)
+    heldout = None
+    if config.get("heldout_observer"):
+        from bystander.llm.observers import SLMPredictor
+
+        h_model, h_tok = load_causal_lm(config["heldout_observer"], device=config["device"])
+        heldout = SLMPredictor(h_model, h_tok, policy_tokenizer=tok)
+    trainer = GRPOTrainer(policy, tok, tasks, predictors, cfg, run_dir=run_dir, heldout=heldout)
     trainer.views = views
     return trainer
 
@@ -296,6 +310,11 @@ def llm_evaluate(args: argparse.Namespace | dict[str, Any]) -> dict[str, float]:
         config["observers"] = a["observer"]
     if a.get("views"):
         config["grpo"]["views"] = a["views"]
+    if a.get("heldout_observer"):
+        h = a["heldout_observer"]
+        config["heldout_observer"] = None if h == "none" else h
+    else:
+        config.setdefault("heldout_observer", "tiny-slm-heldout")
     config["device"] = a.get("device") or config.get("device", "cpu")
     config["eval_prompts"] = int(a.get("eval_prompts") or 64)
     trainer = build_trainer(config, None)

@@ -2,15 +2,15 @@
 
 :func:`run_text_demo` (called by :mod:`bystander.demo`):
 
-1. builds (or loads from the cache) the tiny policy and SLM
-   (:func:`bystander.llm.models.tiny_pair`) and saves them as model directories,
-   loaded back through the real ``from_pretrained`` path;
+1. loads the shipped tiny policy, training SLM and held-out SLM
+   (:mod:`bystander.llm.shipped`, checksums verified; nothing is pretrained);
 2. trains two policies from the same start and seed: ``none`` (task reward only)
    and ``lagrangian`` (SLM predictability cost under a budget, Safe RLHF
    multiplier); the budget is 90 % of the starting policy's cost, so the
    constraint binds;
 3. evaluates both before and after on the same held-out prompts (accuracy,
-   nats/token per observer view, length);
+   nats/token per observer view, the held-out observer's nats/token and completion
+   accuracy, template entropy, KL to the reference, length);
 4. runs a few episodes of ``bystander/Text-v0`` through the shared
    ``PredictabilityReward`` + ``LagrangianReward`` wrappers with each trained policy;
 5. returns a markdown section with the figures (also ``text_demo.json``).
@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 __all__ = ["run_text_demo"]
 
 
-def _episodes(policy_dir: Path, slm_dir: Path, views: str, n: int, seed: int) -> dict[str, float]:
+def _episodes(policy_dir: Path, slm: str, views: str, n: int, seed: int) -> dict[str, float]:
     """``n`` episodes of the text env through the shared wrappers; mean figures."""
     from bystander.envs.constraints import LagrangeMultiplier, LagrangianReward
     from bystander.envs.predictability import PredictabilityReward
@@ -38,7 +38,7 @@ def _episodes(policy_dir: Path, slm_dir: Path, views: str, n: int, seed: int) ->
     from bystander.llm.observers import SLMPredictor
 
     policy, tok = load_causal_lm(str(policy_dir))
-    slm, slm_tok = load_causal_lm(str(slm_dir))
+    slm, slm_tok = load_causal_lm(slm)
     env = TextEnv(num_tasks=64, task_seed=20_000 + seed, views=views, tokenizer=tok)
     env = LagrangianReward(
         PredictabilityReward(env, SLMPredictor(slm, slm_tok, policy_tokenizer=tok)),
@@ -49,7 +49,7 @@ def _episodes(policy_dir: Path, slm_dir: Path, views: str, n: int, seed: int) ->
         torch.manual_seed(seed)
         for i in range(n):
             env.reset(seed=seed + i)
-            ids = generate_group(policy, tok, [env.unwrapped.prompt_ids], 1, max_new_tokens=96)[0]
+            ids = generate_group(policy, tok, [env.unwrapped.prompt_ids], 1, max_new_tokens=80)[0]
             _, reward, _, _, info = env.step(ids)
             rows.append((reward, info["predictability"], info["observers_scored"], info["correct"]))
     arr = np.array(rows, dtype=np.float64)
@@ -70,36 +70,23 @@ def run_text_demo(
 
     from bystander.llm.cli import llm_train
     from bystander.llm.grpo_config import GRPOConfig
-    from bystander.llm.models import TINY_POLICY, TINY_SLM, cached_path, tiny_pair
 
     hf_logging.disable_progress_bar()  # the demo prints its own progress, one line a step
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if quick:
-        # The default pair when it is cached already; else a 40-step pretraining.
-        cached = (
-            cached_path("policy", TINY_POLICY).is_dir() and cached_path("slm", TINY_SLM).is_dir()
-        )
-        pcfg, scfg = (TINY_POLICY, TINY_SLM) if cached else (
-            replace(TINY_POLICY, steps=40), replace(TINY_SLM, steps=40)
-        )  # fmt: skip
         steps = steps or 2
-        sizes = {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 64}
-        eval_prompts, episodes = 4, 2
+        sizes = {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 80}
+        eval_prompts, episodes = 8, 2
     else:
-        pcfg, scfg = TINY_POLICY, TINY_SLM
         steps = steps or 20
-        sizes = {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 96}
+        sizes = {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 80}
         eval_prompts, episodes = 32, 16
-    policy, slm, tok = tiny_pair(pcfg, scfg)
-    models = run_dir / "models"
-    for name, model in (("policy", policy), ("slm", slm)):
-        model.save_pretrained(models / name)
-        tok.save_pretrained(models / name)
     views = "prefix:0.5,mask:0.7,full"
     base: dict[str, Any] = {
-        "policy": str(models / "policy"),
-        "observers": [str(models / "slm")],
+        "policy": "tiny-policy",
+        "observers": ["tiny-slm"],
+        "heldout_observer": "tiny-slm-heldout",
         "tasks": "generated",
         "num_tasks": 512,
         "eval_prompts": eval_prompts,
@@ -126,7 +113,7 @@ def run_text_demo(
             "final_lambda": log[-1]["lambda_next"],
             "mean_length_last": log[-1]["length_mean"],
             "wrapped_episodes": _episodes(
-                run_dir / mode / "policy", models / "slm", views, episodes, 7
+                run_dir / mode / "policy", "tiny-slm", views, episodes, 7
             ),
         }
     results["budget"] = budget
@@ -137,14 +124,19 @@ def run_text_demo(
 
 def _markdown(res: dict[str, Any], steps: int) -> str:
     obs = [k for k in res["none"]["before"] if k.startswith("nats/")]
-    head = "| run | | accuracy | cost (nats/token) | " + " | ".join(obs) + " | length |"
+    head = (
+        "| run | | accuracy | cost (nats/token) | "
+        + " | ".join(obs)
+        + " | held-out observer (nats/token) | held-out completion acc. | template entropy "
+        "(bits) | KL | length |"
+    )
     lines = [
-        f"{steps} GRPO steps from the same tiny pretrained policy; Lagrangian budget "
+        f"{steps} GRPO steps from the same shipped tiny policy; Lagrangian budget "
         f"{res['budget']} nats/token (90 % of the starting cost). Held-out prompts, sampled "
         "completions; nats/token per SLM observer view.",
         "",
         head,
-        "|" + "---|" * (5 + len(obs)),
+        "|" + "---|" * (9 + len(obs)),
     ]
     for mode in ("none", "lagrangian"):
         for when in ("before", "after"):
@@ -153,6 +145,9 @@ def _markdown(res: dict[str, Any], steps: int) -> str:
             lines.append(
                 f"| {mode} | {when} | {e['accuracy']:.3f} | {e['predictability_cost']:.3f} | "
                 + " | ".join(cells)
+                + f" | {e.get('heldout_nats_per_token', float('nan')):.3f}"
+                + f" | {e.get('heldout_completion_accuracy', float('nan')):.3f}"
+                + f" | {e['template_entropy_bits']:.2f} | {e['kl']:.4f}"
                 + f" | {e['length_mean']:.1f} |"
             )
     lines += ["", "Final lambda (lagrangian): " + f"{res['lagrangian']['final_lambda']:.3f}", ""]

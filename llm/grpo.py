@@ -41,7 +41,7 @@ import pickle
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,8 @@ class GRPOTrainer:
             for the review gate (default: the cost computed from ``predictors``).
         verifier: ``verifier(completion, task) -> {"reward", "correct", "format_ok"}``.
         run_dir: Where ``log.jsonl`` (and TensorBoard events) go; ``None``: no files.
+        heldout: Optional held-out observer (an ``SLMPredictor``): only
+            :meth:`evaluate` uses it (nats/token, completion accuracy), never the reward.
     """
 
     def __init__(
@@ -111,9 +113,9 @@ class GRPOTrainer:
         reviewer: Any | None = None,
         verifier: Any | None = None,
         run_dir: str | os.PathLike[str] | None = None,
+        heldout: Any | None = None,
     ) -> None:
-        import copy
-
+        self.heldout = heldout
         self.cfg = config or GRPOConfig()
         if not tasks:
             raise ValueError("tasks: expected at least one task")
@@ -379,10 +381,17 @@ class GRPOTrainer:
         samples: int = 2,
         seed: int = 1234,
     ) -> dict[str, float]:
-        """Accuracy, reward, length and per-observer nats/token on sampled completions.
+        """Held-out figures of ``samples`` sampled completions per task.
 
-        Uses its own seeds (``torch.random.fork_rng``): training RNG streams are untouched.
+        Accuracy, reward, cost and per-observer nats/token, length, and the measures
+        of :func:`bystander.llm.measures.evaluation_extras` (template entropy in bits,
+        template shares, KL to the reference per token, share under the
+        minimum-length guard; held-out observer nats/token and completion accuracy
+        when the trainer has one). Uses its own seeds (``torch.random.fork_rng``):
+        training RNG streams are untouched.
         """
+        from bystander.llm.measures import evaluation_extras
+
         tasks = list(tasks) if tasks is not None else self.tasks[:num_prompts]
         saved, self.tasks = self.tasks, tasks
         try:
@@ -400,14 +409,23 @@ class GRPOTrainer:
         finally:
             self.tasks = saved
         lengths = np.array([len(c) for c in completions])
+        base_views = list({repr(replace(v, type="slm")): replace(v, type="slm")
+                           for v in self.views}.values())  # fmt: skip
+        extras = evaluation_extras(
+            self.policy, self.ref_policy, self.tokenizer, tasks, p_ids, completions, texts,
+            min_length=self.cfg.min_length, heldout=self.heldout, heldout_views=base_views,
+            rng=np.random.default_rng(seed + 1), max_new_tokens=self.cfg.max_new_tokens,
+        )  # fmt: skip
         return {
             "accuracy": float(np.mean([s.get("correct", 0.0) for s in scored])),
             "reward": float(np.mean([s["reward"] for s in scored])),
             "predictability_cost": float(cost.mean()),
             "length_mean": float(lengths.mean()),
+            "completions": float(len(completions)),
             **{
                 f"nats/{name}": _nanmean(errors[:, j]) for j, name in enumerate(self.observer_names)
             },
+            **extras,
         }
 
     # ------------------------------------------------------------- checkpoints

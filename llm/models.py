@@ -1,15 +1,16 @@
 """Policies and observers: loading any causal LM, and the tiny built-in pair.
 
 - :func:`load_causal_lm` loads an ``AutoModelForCausalLM`` and its tokenizer by hub
-  id or local path (real ``from_pretrained``), or the built-in tiny models by name
-  (``"tiny-policy"``, ``"tiny-slm"``). A missing local path raises
-  ``FileNotFoundError`` naming it; a hub id that cannot be reached (offline, no
-  cache) raises ``OSError`` naming it, before anything reaches torch.
-- :func:`tiny_pair` builds a small GPT-2 policy and a smaller GPT-2 SLM from configs
-  with the byte-level ``ByT5Tokenizer`` (no files), pretrains both on the project's
-  generated worked chains of thought (a minute or two on CPU), and caches them under
-  ``$BYSTANDER_CACHE`` (default ``~/.cache/bystander``) keyed by a hash of the config.
-  Nothing is downloaded.
+  id or local path (real ``from_pretrained``), or the tiny models shipped with the
+  package by name (``"tiny-policy"``, ``"tiny-slm"``, ``"tiny-slm-heldout"``;
+  :mod:`bystander.llm.shipped`). A missing local path raises ``FileNotFoundError``
+  naming it; a hub id that cannot be reached (offline, no cache) raises ``OSError``
+  naming it, before anything reaches torch.
+- :func:`tiny_pair` gives a small GPT-2 policy and a smaller GPT-2 SLM built from
+  configs with the byte-level ``ByT5Tokenizer`` (no files): the shipped weights for
+  the shipped configs; any other config is pretrained on the project's generated
+  worked chains of thought and cached under ``$BYSTANDER_CACHE`` (default
+  ``~/.cache/bystander``) keyed by a hash of the config. Nothing is downloaded.
 - :func:`generate_group` samples ``G`` completions for each prompt in one batched
   ``generate`` call; :func:`completion_logprobs` gives per-token log-probabilities.
 """
@@ -30,12 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bystander.envs.text_tasks import Task, format_prompt, generate_tasks
+from bystander.envs.text_tasks import TEMPLATES, Task, format_prompt, generate_tasks
 from bystander.envs.text_tokens import byte_tokenizer, encode
+from bystander.llm.shipped import SHIPPED_NAMES, load_shipped
 
 __all__ = [
     "TINY_POLICY",
     "TINY_SLM",
+    "TINY_SLM_HELDOUT",
     "TinyConfig",
     "cache_dir",
     "cached_path",
@@ -43,12 +46,13 @@ __all__ = [
     "generate_group",
     "load_causal_lm",
     "pretrain",
+    "pretraining_pairs",
     "pretraining_texts",
     "tiny_model",
     "tiny_pair",
 ]
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,17 @@ class TinyConfig:
         n_layer, n_embd, n_head: GPT-2 size.
         n_positions: Context length in tokens (bytes).
         steps: Pretraining optimiser steps; ``batch_size`` sequences each.
-        lr: AdamW learning rate.
+        lr: AdamW peak learning rate (20 warm-up steps, then linear decay to 10 %).
         num_tasks: Generated problems used as pretraining text.
         mask_noise: Fraction of pretraining sequences whose inputs get random
             placeholder tokens (so an observer can read a masked view).
         seed: Seed for init, data and batches.
+        difficulty: Level of the generated problems (``generate_tasks(difficulty=)``).
+        template_weights: Sampling weight of each reasoning template of
+            :data:`bystander.envs.text_tasks.TEMPLATES` in the pretraining text
+            (renormalised over the templates a task has).
+        completion_loss: Train on the completion's tokens only (the prompt is read,
+            not predicted); ``False``: every token.
     """
 
     n_layer: int = 2
@@ -76,13 +86,45 @@ class TinyConfig:
     num_tasks: int = 2000
     mask_noise: float = 0.0
     seed: int = 0
+    difficulty: int = 2
+    template_weights: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
+    completion_loss: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.template_weights) != len(TEMPLATES) or min(self.template_weights) < 0:
+            raise ValueError(
+                f"template_weights: expected {len(TEMPLATES)} weights >= 0 (one per "
+                f"template of {TEMPLATES}), got {self.template_weights!r}"
+            )
+        if sum(self.template_weights) <= 0:
+            raise ValueError("template_weights: expected a positive sum")
 
 
-TINY_POLICY = TinyConfig()
-"""Default tiny policy: GPT-2, 2 layers x 128, ~0.5 M parameters."""
+TINY_POLICY = TinyConfig(
+    n_layer=3, n_embd=128, n_head=4, n_positions=256, steps=3000, batch_size=32,
+    num_tasks=60_000, seed=0, template_weights=(0.55, 0.15, 0.15, 0.15),
+)  # fmt: skip
+"""The shipped tiny policy: GPT-2, 3 layers x 128, ~0.68 M parameters."""
 
-TINY_SLM = TinyConfig(n_layer=1, n_embd=64, n_head=2, steps=300, mask_noise=0.3, seed=1)
-"""Default tiny observer: GPT-2, 1 layer x 64, trained with placeholder noise."""
+TINY_SLM = TinyConfig(
+    n_layer=1, n_embd=64, n_head=2, n_positions=256, steps=1000, batch_size=32,
+    num_tasks=30_000, mask_noise=0.3, seed=1,
+)  # fmt: skip
+"""The shipped training observer: GPT-2, 1 layer x 64, trained with placeholder noise."""
+
+TINY_SLM_HELDOUT = TinyConfig(
+    n_layer=2, n_embd=64, n_head=2, n_positions=256, steps=1000, batch_size=32,
+    num_tasks=30_000, mask_noise=0.3, seed=2,
+)  # fmt: skip
+"""The shipped held-out observer: GPT-2, 2 layers x 64, another seed and data; never
+used for reward, only to check that legibility carries over to an unseen reader."""
+
+
+_SHIPPED_CONFIGS = {
+    TINY_POLICY: "tiny-policy",
+    TINY_SLM: "tiny-slm",
+    TINY_SLM_HELDOUT: "tiny-slm-heldout",
+}
 
 
 def cache_dir() -> Path:
@@ -93,6 +135,30 @@ def cache_dir() -> Path:
 def pretraining_texts(tasks: Sequence[Task], eos: str = "") -> list[str]:
     """``prompt + " " + worked solution`` per task, the policy's output format."""
     return [format_prompt(t.question) + " " + t.solution + eos for t in tasks]
+
+
+def pretraining_pairs(
+    tasks: Sequence[Task], weights: Sequence[float], seed: int
+) -> list[tuple[str, str]]:
+    """``(prompt, " " + solution)`` per task, the solution's template drawn by ``weights``.
+
+    Args:
+        weights: One weight per template of :data:`TEMPLATES`, renormalised over
+            the templates each task has (a task without templates, e.g. from JSONL,
+            gives its own ``solution``).
+        seed: Seed of the template draws.
+    """
+    rng = np.random.default_rng(seed)
+    table = dict(zip(TEMPLATES, weights, strict=True))
+    pairs = []
+    for t in tasks:
+        sols = dict(t.solutions) or {"own": t.solution}
+        w = np.array([table.get(k, 1.0) for k in sols], dtype=np.float64)
+        if w.sum() <= 0:
+            w = np.ones(len(sols))
+        pick = list(sols.values())[int(rng.choice(len(sols), p=w / w.sum()))]
+        pairs.append((format_prompt(t.question), " " + pick))
+    return pairs
 
 
 def tiny_model(cfg: TinyConfig, tokenizer: Any | None = None) -> torch.nn.Module:
@@ -119,16 +185,29 @@ def tiny_model(cfg: TinyConfig, tokenizer: Any | None = None) -> torch.nn.Module
 
 
 def pretrain(
-    model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], cfg: TinyConfig
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str] | Sequence[tuple[str, str]],
+    cfg: TinyConfig,
+    *,
+    callback: Any | None = None,
 ) -> list[float]:
-    """Next-token pretraining on ``texts`` (each ends with EOS); returns the loss per step."""
+    """Next-token pretraining; returns the loss per step (nats/token).
+
+    Args:
+        texts: Whole texts, or ``(prompt, completion)`` pairs; an EOS is appended.
+            With pairs and ``cfg.completion_loss`` the loss covers the completion
+            and its EOS only.
+        callback: Optional ``callback(step, loss)`` after each step (1-based).
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
-    seqs = [
-        torch.as_tensor(
-            np.append(encode(tokenizer, t)[: cfg.n_positions - 1], tokenizer.eos_token_id)
-        )
-        for t in texts
-    ]
+    seqs, starts = [], []
+    for t in texts:
+        prompt, completion = (t, "") if isinstance(t, str) else t
+        p = encode(tokenizer, prompt)
+        ids = np.append(np.concatenate([p, encode(tokenizer, completion)]), tokenizer.eos_token_id)
+        seqs.append(torch.as_tensor(ids[: cfg.n_positions]))
+        starts.append(len(p) if cfg.completion_loss and not isinstance(t, str) else 0)
     unk = tokenizer.unk_token_id
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -136,16 +215,18 @@ def pretrain(
     )
     model.train()
     losses = []
-    for _ in range(cfg.steps):
+    for step in range(cfg.steps):
         idx = torch.randint(len(seqs), (cfg.batch_size,), generator=gen)
         batch = [seqs[i] for i in idx]
-        n = min(-(-max(len(s) for s in batch) // 64) * 64, cfg.n_positions)  # few shapes
+        n = min(-(-max(len(s) for s in batch) // 16) * 16, cfg.n_positions)  # few shapes
         ids = torch.full((len(batch), n), tokenizer.pad_token_id, dtype=torch.long)
         att = torch.zeros((len(batch), n), dtype=torch.long)
         for j, s in enumerate(batch):
             ids[j, : len(s)] = s
             att[j, : len(s)] = 1
         labels = ids.masked_fill(att == 0, -100)
+        for j, i in enumerate(idx.tolist()):
+            labels[j, : starts[i]] = -100
         inputs = ids.clone()
         if cfg.mask_noise > 0:
             noisy = torch.rand(len(batch), 1, generator=gen) < cfg.mask_noise
@@ -158,6 +239,8 @@ def pretrain(
         opt.step()
         sched.step()
         losses.append(float(out.loss.detach()))
+        if callback is not None:
+            callback(step + 1, losses[-1])
     model.eval()
     return losses
 
@@ -174,6 +257,9 @@ def cached_path(name: str, cfg: TinyConfig, root: str | os.PathLike[str] | None 
 def _cached(name: str, cfg: TinyConfig, root: Path | None, force: bool) -> tuple[Any, Any]:
     from transformers import GPT2LMHeadModel
 
+    shipped = _SHIPPED_CONFIGS.get(cfg)
+    if shipped is not None and not force:
+        return load_shipped(shipped)
     path = cached_path(name, cfg, root)
     tokenizer = byte_tokenizer()
     if path.is_dir() and not force:
@@ -181,7 +267,11 @@ def _cached(name: str, cfg: TinyConfig, root: Path | None, force: bool) -> tuple
         model.eval()
         return model, tokenizer
     model = tiny_model(cfg, tokenizer)
-    texts = pretraining_texts(generate_tasks(cfg.num_tasks, seed=1000 + cfg.seed))
+    texts = pretraining_pairs(
+        generate_tasks(cfg.num_tasks, seed=1000 + cfg.seed, difficulty=cfg.difficulty),
+        cfg.template_weights,
+        seed=cfg.seed,
+    )
     t0 = time.perf_counter()
     losses = pretrain(model, tokenizer, texts, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,12 +303,16 @@ def tiny_pair(
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
-    """The built-in ``(policy, slm, tokenizer)``, pretrained once and cached.
+    """The built-in ``(policy, slm, tokenizer)``.
+
+    The shipped configs (:data:`TINY_POLICY`, :data:`TINY_SLM`, :data:`TINY_SLM_HELDOUT`)
+    load the weights shipped with the package (checksums verified, never pretrained);
+    any other config is pretrained once and cached under ``root``.
 
     Args:
         policy_cfg, slm_cfg: Sizes and pretraining budgets (the cache key).
         root: Cache root (default :func:`cache_dir`).
-        force: Rebuild even if cached.
+        force: Pretrain even a shipped config, and even if cached.
     """
     policy, tokenizer = _cached("policy", policy_cfg, root, force)
     slm, _ = _cached("slm", slm_cfg, root, force)
@@ -231,7 +325,11 @@ def load_causal_lm(
     device: str | torch.device = "cpu",
     root: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load ``(model, tokenizer)``: ``"tiny-policy"``, ``"tiny-slm"``, a local path or a hub id.
+    """Load ``(model, tokenizer)``: a shipped tiny model, a local path or a hub id.
+
+    ``"tiny-policy"``, ``"tiny-slm"`` and ``"tiny-slm-heldout"`` are the weights shipped
+    with the package (:func:`bystander.llm.shipped.load_shipped`, checksums verified);
+    ``root`` is unused (kept for callers of the cache era).
 
     A local directory without a tokenizer gets the byte-level tokenizer when the
     model's vocabulary has ByT5's size (384), else ``from_pretrained`` errors.
@@ -244,10 +342,8 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = os.fspath(name_or_path)
-    if name in ("tiny-policy", "tiny-slm"):
-        policy, slm, tok = tiny_pair(root=root)
-        model = policy if name == "tiny-policy" else slm
-        return model.to(device), tok
+    if name in SHIPPED_NAMES:
+        return load_shipped(name, device=device)
     expanded = os.path.expanduser(name)
     looks_like_path = (
         os.path.isabs(expanded) or name.startswith((".", "~")) or os.path.exists(expanded)
@@ -309,6 +405,7 @@ def generate_group(
     temperature: float = 1.0,
     top_k: int = 0,
     truncate_prompt: str = "error",
+    greedy: bool = False,
 ) -> list[np.ndarray]:
     """Sample ``group_size`` completions per prompt in one batched ``generate`` call.
 
@@ -323,6 +420,7 @@ def generate_group(
         truncate_prompt: ``"error"`` raises ``ValueError`` when a prompt plus
             ``max_new_tokens`` exceeds the model's context; ``"left"`` keeps the
             prompt's last tokens.
+        greedy: Greedy decoding instead of sampling (``temperature``/``top_k`` unused).
 
     Returns:
         ``len(prompt_ids) * group_size`` arrays (prompt-major), each ``(T,)`` int64
@@ -357,10 +455,16 @@ def generate_group(
     out = policy.generate(
         input_ids=ids.to(device),
         attention_mask=att.to(device),
-        do_sample=True,
-        temperature=float(temperature),
-        top_k=int(top_k),
-        top_p=1.0,
+        **(
+            {"do_sample": False}
+            if greedy
+            else {
+                "do_sample": True,
+                "temperature": float(temperature),
+                "top_k": int(top_k),
+                "top_p": 1.0,
+            }
+        ),  # fmt: skip
         max_new_tokens=int(max_new_tokens),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

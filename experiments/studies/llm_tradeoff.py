@@ -30,7 +30,11 @@ NAME = "llm_tradeoff"
 TITLE = "Study 6: accuracy vs SLM predictability (LLM, tiny models)"
 TRIAL_FN = "studylib:llm_trial"
 METRICS = ("accuracy", "predictability_cost", "length_mean", "reward", "before_accuracy",
-           "before_predictability_cost", "before_length_mean", "lambda")  # fmt: skip
+           "before_predictability_cost", "before_length_mean", "lambda",
+           "heldout_nats_per_token", "heldout_completion_accuracy", "template_entropy_bits",
+           "kl", "short_fraction", "before_heldout_nats_per_token",
+           "before_heldout_completion_accuracy", "before_template_entropy_bits",
+           "completions")  # fmt: skip
 DEFAULT_VIEWS = "prefix:0.5,mask:0.7,full"
 
 
@@ -53,7 +57,8 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
             ov = {"steps": int(s["steps"]), "num_tasks": int(s.get("num_tasks", 128)),
                   "eval_prompts": int(s.get("eval_prompts", 16)), "grpo": grpo,
                   "policy": s.get("policy", "tiny-policy"),
-                  "observers": list(s.get("observers", ["tiny-slm"]))}  # fmt: skip
+                  "observers": list(s.get("observers", ["tiny-slm"])),
+                  "heldout_observer": s.get("heldout_observer", "tiny-slm-heldout")}  # fmt: skip
             mode = dict(grpo.get("constraint", {})).get("mode", "none")
             point = {"name": pt["name"], "constraint": mode, "views": grpo["views"],
                      "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
@@ -93,10 +98,14 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     cols = [("point", "name"), ("constraint", "constraint"), ("views", "views"),
             ("min length", "min_length"), ("seeds", "n_seeds"), ("accuracy", "accuracy"),
             ("cost [nats/token]", "predictability_cost"), ("length [tokens]", "length_mean"),
+            ("held-out observer [nats/token]", "heldout_nats_per_token"),
+            ("held-out completion accuracy", "heldout_completion_accuracy"),
+            ("template entropy [bits]", "template_entropy_bits"), ("KL", "kl"),
             ("accuracy before", "before_accuracy"),
             ("cost before", "before_predictability_cost"), ("lambda", "lambda")]  # fmt: skip
     ci = ("accuracy", "predictability_cost", "length_mean", "before_accuracy",
-          "before_predictability_cost", "lambda")  # fmt: skip
+          "before_predictability_cost", "lambda", "heldout_nats_per_token",
+          "heldout_completion_accuracy", "template_entropy_bits", "kl")  # fmt: skip
     sections = [
         "![llm trade-off](llm_tradeoff.png)", "",
         "Held-out prompts, the same for every point; cost = the SLM observers' negative "
@@ -105,8 +114,44 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         markdown_table(rows, cols, ci=ci, digits=3),
     ]  # fmt: skip
     sl.write_page(results_dir, TITLE, NAME, preset, sections)
+    sl.atomic_write_json(results_dir / "summary.json", _summary(records, rows, preset))
     return {"points": [{k: r.get(k) for k in ("name", "accuracy", "predictability_cost",
                                                "length_mean")} for r in rows]}  # fmt: skip
+
+
+SUMMARY_FIELDS = {"accuracy": "accuracy", "train_observer_nats_per_token": "predictability_cost",
+                  "heldout_observer_nats_per_token": "heldout_nats_per_token",
+                  "heldout_completion_accuracy": "heldout_completion_accuracy",
+                  "template_entropy_bits": "template_entropy_bits",
+                  "length_tokens": "length_mean", "kl": "kl"}  # fmt: skip
+"""summary.json field -> evaluation metric (each a mean over seeds with its 95 % CI)."""
+
+
+def _summary(records: list[dict[str, Any]], rows: list[dict[str, Any]], preset: dict) -> dict:
+    """The fields issue 13 names: start and heuristic accuracy, and per point each measure."""
+    from bystander.envs.text_tasks import generate_tasks, heuristic_accuracy
+
+    s = sl.section(preset, NAME)
+    n_eval, seeds = int(s.get("eval_prompts", 16)), sl.seeds(preset, NAME)
+    held = [t for seed in seeds for t in generate_tasks(n_eval, seed=10_000 + seed)]
+    # the start is the same policy at every point of a seed: one record per seed
+    first = {r["trial"]["seed"]: r for r in reversed(records) if r.get("status") == "ok"}
+    one = list(first.values())
+    start = aggregate(one, metrics=["before_accuracy"], group_by=[])[0] if one else {}
+
+    def ci(row: dict[str, Any], key: str) -> dict[str, float]:
+        return {"mean": row.get(key), "lo": row.get(f"{key}_lo"), "hi": row.get(f"{key}_hi")}
+
+    return {
+        "start_accuracy": {**ci(start, "before_accuracy"), "n_seeds": start.get("n_seeds", 0)},
+        "heuristic_accuracy": {**heuristic_accuracy(held), "n": len(held)},
+        "points": [
+            {"name": r["name"], "constraint": r["constraint"], "seeds": r["n_seeds"],
+             "completions": r.get("completions", float("nan")) * r["n_seeds"],
+             **{f: ci(r, m) for f, m in SUMMARY_FIELDS.items()}}
+            for r in rows
+        ],
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -289,6 +289,7 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
     config = {
         "policy": ov.get("policy", "tiny-policy"),
         "observers": ov.get("observers", ["tiny-slm"]),
+        "heldout_observer": ov.get("heldout_observer", "tiny-slm-heldout"),
         "tasks": "generated",
         "num_tasks": int(ov.get("num_tasks", 256)),
         "eval_prompts": int(ov.get("eval_prompts", 16)),

@@ -24,7 +24,7 @@ def models(tmp_path_factory):
 
 def test_train_resume_and_evaluate(models, tmp_path, capsys):
     common = ["--policy", str(models / "policy"), "--observer", str(models / "slm"),
-              "--views", "prefix:0.5,full", "--group-size", "2", "--prompts-per-step", "2",
+              "--heldout-observer", str(models / "slm"), "--views", "prefix:0.5,full", "--group-size", "2", "--prompts-per-step", "2",
               "--max-new-tokens", "8", "--eval-prompts", "2", "--num-tasks", "8",
               "--constraint", "lagrangian", "--budget", "0.5"]  # fmt: skip
     run = tmp_path / "run"
@@ -35,13 +35,17 @@ def test_train_resume_and_evaluate(models, tmp_path, capsys):
         run / "policy" / "config.json"
     ).is_file()
     before = json.loads((run / "eval_before.json").read_text())
-    assert {"accuracy", "nats/full", "nats/prefix:0.5", "length_mean"} <= set(before)
+    assert {"accuracy", "nats/full", "nats/prefix:0.5", "length_mean", "kl",
+            "heldout_nats_per_token", "heldout_completion_accuracy",
+            "template_entropy_bits"} <= set(before)  # fmt: skip
     assert cli.main(["train", "--resume", str(run), "--steps", "3"]) == 0
     lines = (run / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
     assert json.loads(lines[2])["lambda"] == pytest.approx(json.loads(lines[1])["lambda_next"])
-    result = cli.llm_evaluate({"run_dir": str(run), "eval_prompts": 2, "samples": 1})
+    result = cli.llm_evaluate({"run_dir": str(run), "eval_prompts": 2, "samples": 1,
+                               "heldout_observer": "none"})  # fmt: skip
     assert 0.0 <= result["accuracy"] <= 1.0 and result["nats/full"] > 0
+    assert "heldout_nats_per_token" not in result
     with pytest.raises(FileNotFoundError, match="nowhere"):
         cli.main(["train", "--resume", str(tmp_path / "nowhere")])
     with pytest.raises(FileNotFoundError, match="missing_model"):

@@ -184,6 +184,24 @@ def test_shaping_and_min_length_guard(tok):
     assert trainer.multiplier is None
     out = trainer.evaluate(num_prompts=2, samples=2)
     assert set(out) >= {"accuracy", "reward", "length_mean", "nats/full", "predictability_cost"}
+    assert out["short_fraction"] == 1.0  # every completion is under the guard's 1000 tokens
+    assert out["kl"] > 0.0  # one step (lr 1e-2) moved the policy off its reference
+    assert out["completions"] == 4.0 and 0.0 <= out["template_entropy_bits"] <= np.log2(5)
+    assert sum(v for k, v in out.items() if k.startswith("template/")) == pytest.approx(1.0)
+    assert "heldout_nats_per_token" not in out  # no held-out observer given
+
+
+def test_evaluation_with_a_held_out_observer_never_rewards_it(tok):
+    held = SLMPredictor(tiny_model(TinyConfig(**{**SMALL.__dict__, "seed": 8}), tok).eval(), tok)
+    trainer = make_trainer(tok, constraint={"mode": "shaping", "weight": 1.0})
+    trainer.heldout = held
+    before = params(held.model).clone()
+    assert trainer.evaluate(num_prompts=2, samples=1)["kl"] == pytest.approx(0.0, abs=1e-6)
+    trainer.step()
+    out = trainer.evaluate(num_prompts=2, samples=2)
+    assert out["heldout_nats_per_token"] > 0 and 0.0 <= out["heldout_completion_accuracy"] <= 1
+    assert out["kl"] > 0.0
+    assert torch.equal(params(held.model), before)
 
 
 def test_empty_completions_get_the_worst_cost_not_zero(tok):
