@@ -182,8 +182,11 @@ class MultiplierCallback(BaseCallback):
                 continue
             m = self.trainer.multipliers[key]
             mean = float(np.mean(values))
-            m.update(mean)
             self.logger.record(f"constraint/episode_cost_{key}", mean)
+            if self.trainer.cfg.constraint.signal != "rollout":
+                values.clear()  # lambda follows the held-out evaluations (HeldOutEvaluation)
+                continue
+            m.update(mean)
             self.logger.record(f"constraint/lambda_{key}", m.value)
             self.last_stats[f"lambda_{key}"] = m.value
             values.clear()

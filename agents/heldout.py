@@ -174,12 +174,37 @@ class HeldOutEvaluation:
             ):
                 row[key] = stats["mean"]
                 model.logger.record(f"heldout/{key}", stats["mean"])
+        if trainer.cfg.constraint.signal == "heldout":
+            self._update_multipliers(result.summary)
         model.logger.record("time/total_timesteps", steps)  # the row's step, kept on resume
         model.logger.dump(step=steps)
         self.rows.append(row)
         self.next_at = (steps // self.every + 1) * self.every
         write_csv(self.rows, trainer.run_dir / "logs" / "heldout.csv")
         return row
+
+    def _update_multipliers(self, summary: dict[str, dict[str, float]]) -> None:
+        """``constraint.signal: heldout``: one multiplier step from this evaluation's mean
+        cost in the budget's unit (``cost_<channel>_per_step`` / ``_per_metre`` / summed
+        ``cost_<channel>``), logged as ``constraint/heldout_cost_<key>``; then every
+        env's copy is synced."""
+        trainer = self.trainer
+        suffix = {"per_step": "_per_step", "per_metre": "_per_metre"}.get(
+            trainer.cfg.constraint.cost_normalization, ""
+        )
+        for key, m in trainer.multipliers.items():
+            name = "episode_cost" if key == "cost" else f"cost_{key}{suffix}"
+            if key == "cost" and suffix:
+                raise ValueError(
+                    "constraint.signal: 'heldout' needs a cost channel with per-step or "
+                    "per-metre budgets (the held-out rows have per-channel rates)"
+                )
+            value = summary[name]["mean"]
+            m.update(value)
+            trainer.model.logger.record(f"constraint/heldout_cost_{key}", value)
+            trainer.model.logger.record(f"constraint/lambda_{key}", m.value)
+        state = {k: m.state_dict() for k, m in trainer.multipliers.items()}
+        trainer.hooks.sync(state, None)
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluations so far and the next due step (for checkpoints)."""

@@ -478,6 +478,14 @@ class RunConfig:
                 "constraint.channel: 'predictability' needs a predictor; set predictor.kind "
                 "or constraint.channel (e.g. null for the total cost)"
             )
+        if c.mode in ("lagrangian", "pid") and c.signal == "heldout":
+            check(
+                self.eval.every > 0,
+                "constraint.signal",
+                "'rollout' unless eval.every > 0 ('heldout' updates lambda at each held-out "
+                "evaluation)",
+                c.signal,
+            )
         if self.eval.every:  # held-out evaluation runs on the batched simulator
             check(
                 self.env.id == INTERSECTION_ID

@@ -24,7 +24,7 @@ from bystander.dataconfig import check
 from bystander.envs.constraints import COST_NORMALIZATIONS
 from bystander.envs.multipliers import LagrangeMultiplier, Multiplier, PIDLagrangeMultiplier
 
-__all__ = ["CONSTRAINT_MODES", "ConstraintConfig"]
+__all__ = ["CONSTRAINT_MODES", "SIGNALS", "ConstraintConfig"]
 
 CONSTRAINT_MODES = ("none", "shaping", "lagrangian", "pid")
 """``none`` (cost only logged), ``shaping`` (``r - weight * c``), ``lagrangian`` (Safe RLHF
@@ -42,6 +42,10 @@ def _number(value: Any) -> bool:
 
 def _int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+SIGNALS = ("rollout", "heldout")
+"""What a multiplier is updated from (``ConstraintConfig.signal``)."""
 
 
 @dataclass
@@ -78,6 +82,10 @@ class ConstraintConfig:
         kd: PID derivative gain >= 0.
         delay: Multiplier updates that only record the cost before lambda moves (>= 0).
         window: Episode costs averaged into each multiplier update (>= 1).
+        signal: What the multiplier is updated from (:data:`SIGNALS`): ``rollout`` (the
+            training rollouts' finished episodes, once per rollout) or ``heldout``
+            (driving only: the greedy held-out evaluation every ``eval.every`` steps, the
+            figure budgets are judged on; ``delay`` and ``window`` then count those).
     """
 
     mode: str = field(
@@ -119,6 +127,11 @@ class ConstraintConfig:
     kd: float = field(default=0.0, metadata={"help": "PID gain", "flag": "--kd"})
     delay: int = field(default=0, metadata={"help": "multiplier updates before lambda moves"})
     window: int = field(default=1, metadata={"help": "episode costs averaged per update"})
+    signal: str = field(
+        default="rollout",
+        metadata={"help": "multiplier updated from training rollouts or held-out evaluations",
+                  "choices": ("rollout", "heldout")},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.validate()
@@ -188,6 +201,7 @@ class ConstraintConfig:
             )
         check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
         check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
+        check(self.signal in SIGNALS, f"{path}.signal", f"one of {SIGNALS}", self.signal)
         for gain in ("kp", "ki", "kd"):
             value = getattr(self, gain)
             check(value >= 0, f"{path}.{gain}", "a number >= 0", value)

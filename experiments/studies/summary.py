@@ -57,11 +57,15 @@ def build(preset_name: str, root: Path, rel: str) -> str:
         link = f"{rel}/lagrangian/README.md"
         unit = h.get("cost_unit", "m per episode")
         lines += ["## 2. Lagrangian: final episode cost against budget (driving)", "",
+                  "Final cost: the training rollouts' cost the multiplier saw (last quarter); "
+                  "budgets are judged on the held-out line under the table.", "",
                   f"| multiplier | budget [{unit}] | final cost | per seed | worst seed - budget "
                   "| final lambda | overshoot | lambda reversals |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         d = 2 if unit == "m per step" else 1
         for r in h["final_cost_vs_budget"]:
+            if r["mode"] == "unconstrained":  # the reference ego: no budget, no lambda
+                continue
             lines.append(f"| {r['mode']} | {_n(r['budget'], d)} | [{_n(r['final_cost'])}]({link}) "
                          f"| {r.get('final_cost_per_seed', 'n/a')} "
                          f"| {_n(r.get('worst_excess', math.nan))} "

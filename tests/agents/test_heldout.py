@@ -88,3 +88,29 @@ def test_agents_flag_trains_several_cars_and_evaluates_one_row_per_car(tmp_path:
     assert len({(r["steps"], r["progress_m"]) for r in ev.episodes[:3]}) > 1
     with pytest.raises(ValueError, match="train.vec_env: expected 'batched'"):
         load_config(overrides=["env.config.n_controlled=2", "train.vec_env=dummy"])
+
+
+def test_signal_heldout_moves_lambda_once_per_heldout_evaluation(tmp_path: Path) -> None:
+    """``constraint.signal: heldout``: the multiplier steps at each held-out evaluation,
+    on its cost in the budget's unit, and not once per rollout."""
+    import json
+
+    from bystander.agents.checkpoint import find_checkpoint
+
+    run = tmp_path / "run"
+    args = ["train", "--timesteps", "1024", "--run-dir", str(run), "--n-envs", "4",
+            "--eval-every", "512", "--set", "eval.heldout_episodes=4",
+            "--set", "train.hyperparams.n_steps=64", "--set", "train.hyperparams.batch_size=64",
+            "--set", "train.tensorboard=false", "--no-evaluate",
+            "--constraint", "lagrangian", "--set", "constraint.channel=predictability",
+            "--set", "constraint.cost_normalization=per_step", "--budget", "0.0",
+            "--set", "constraint.signal=heldout", "--lambda-init", "0.5"]  # fmt: skip
+    assert main(args) == 0
+    state = json.loads((find_checkpoint(run) / "multipliers.json").read_text())
+    (key,) = state
+    assert state[key]["num_updates"] == 2  # two evaluations; 4 rollouts did not count
+    with open(run / "logs" / "heldout.csv", newline="") as f:
+        costs = [float(r["cost_predictability_per_step"]) for r in csv.DictReader(f)]
+    assert state[key]["costs"] == pytest.approx(costs[-1:])  # window 1: the last one
+    with pytest.raises(ValueError, match="constraint.signal"):
+        load_config(overrides=["constraint.mode=lagrangian", "constraint.signal=heldout"])

@@ -239,3 +239,8 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_trainer_unchanged(tok, tmp_pa
     with pytest.raises(CheckpointError, match="does not fit this trainer"):
         other.load_checkpoint(tmp_path / "ck")
     assert torch.equal(params(other.policy), before) and other.step_count == step
+
+
+def test_grpo_refuses_a_heldout_multiplier_signal() -> None:
+    with pytest.raises(ValueError, match="constraint.signal: expected 'rollout'"):
+        GRPOConfig(constraint={"mode": "lagrangian", "signal": "heldout"})
