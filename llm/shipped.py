@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bystander.checkpointing import sha256_file
 from bystander.envs.text_tokens import byte_tokenizer
 
 __all__ = ["SHIPPED_NAMES", "ShippedWeightsError", "load_shipped", "shipped_dir", "verify_shipped"]
@@ -32,16 +33,6 @@ class ShippedWeightsError(ValueError):
 def shipped_dir() -> Path:
     """The folder of the shipped weights (``<package>/weights``)."""
     return Path(__file__).resolve().parent / "weights"
-
-
-def _sha256(path: Path) -> str:
-    from hashlib import sha256
-
-    h = sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_shipped(name: str, root: str | Path | None = None) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def verify_shipped(name: str, root: str | Path | None = None) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"shipped weights: missing file {str(path)!r} (regenerate: {_REGENERATE})"
             )
-        got = _sha256(path)
+        got = sha256_file(path)
         if got != expected:
             raise ShippedWeightsError(
                 f"shipped weights: {str(path)!r} has SHA-256 {got}, expected {expected} "

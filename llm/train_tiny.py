@@ -20,7 +20,6 @@ trivial heuristics (sum of the numbers, most common answer of the training data)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from bystander.atomic import atomic_open
+from bystander.checkpointing import sha256_file
 from bystander.envs.text_tasks import format_prompt, generate_tasks, heuristic_accuracy
 from bystander.envs.text_tokens import byte_tokenizer
 from bystander.llm.measures import answer_accuracy, complete, template_entropy
@@ -48,7 +48,7 @@ from bystander.llm.models import (
     tiny_model,
 )
 
-__all__ = ["SHIPPED", "evaluate_policy", "main", "sha256_file", "train_one"]
+__all__ = ["SHIPPED", "evaluate_policy", "main", "train_one"]
 
 SHIPPED: dict[str, TinyConfig] = {
     "tiny-policy": TINY_POLICY,
@@ -59,15 +59,6 @@ SHIPPED: dict[str, TinyConfig] = {
 
 EVAL_SEED = 10_000
 """Seed of the held-out tasks (``bystander llm``'s default evaluation tasks, seed 0)."""
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train_one(

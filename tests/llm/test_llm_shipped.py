@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bystander.checkpointing import sha256_file
 from bystander.envs.text_tasks import format_prompt, generate_tasks, heuristic_accuracy
 from bystander.envs.text_tokens import byte_tokenizer
 from bystander.llm.measures import (
@@ -33,7 +34,7 @@ from bystander.llm.shipped import (
     shipped_dir,
     verify_shipped,
 )
-from bystander.llm.train_tiny import SHIPPED, sha256_file
+from bystander.llm.train_tiny import SHIPPED
 
 
 def test_manifest_lists_every_shipped_file_with_its_checksum_and_command():
