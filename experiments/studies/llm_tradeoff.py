@@ -16,6 +16,7 @@ the completion length (tokens), before and after training.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,75 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
         "Before = the pretrained tiny policy before GRPO (same seed).", "",
         markdown_table(rows, cols, ci=ci, digits=3),
     ]  # fmt: skip
+    tax = legibility_tax(rows)
+    if tax:
+        sections += ["", "## Legibility tax", "", _tax_text(tax), "",
+                     markdown_table(tax, [
+                         ("point", "name"), ("accuracy lost", "accuracy_lost"),
+                         ("held-out observer gain [nats/token]", "heldout_gain"),
+                         ("training observer gain [nats/token]", "train_gain"),
+                         ("tax [accuracy per nat/token]", "tax"),
+                         ("held-out share of the gain", "heldout_share"),
+                         ("GRPO accuracy gain kept", "gain_kept")], digits=3)]  # fmt: skip
     sl.write_page(results_dir, TITLE, NAME, preset, sections)
-    sl.atomic_write_json(results_dir / "summary.json", _summary(records, rows, preset))
+    summary = _summary(records, rows, preset)
+    summary["legibility_tax"] = tax
+    sl.atomic_write_json(results_dir / "summary.json", summary)
     return {"points": [{k: r.get(k) for k in ("name", "accuracy", "predictability_cost",
                                                "length_mean")} for r in rows]}  # fmt: skip
+
+
+def legibility_tax(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per constrained point (all views), against the unconstrained one (``none``): the
+    accuracy lost, the held-out and training observers' gains in nats/token (lower cost =
+    gain), the tax (accuracy lost per nat/token of held-out gain), the held-out
+    observer's share of the training observer's gain, and the share of GRPO's accuracy
+    gain (``none`` minus the start) that the point kept (Prover-Verifier Games report
+    about half for their legibility-trained prover)."""
+    ref = next((r for r in rows if r["name"] == "none" and r["views"] == DEFAULT_VIEWS), None)
+    if ref is None:
+        return []
+    out = []
+    for r in rows:
+        if r is ref or r["views"] != DEFAULT_VIEWS or r["constraint"] == "none":
+            continue
+        lost = ref["accuracy"] - r["accuracy"]
+        held = ref["heldout_nats_per_token"] - r["heldout_nats_per_token"]
+        train = ref["predictability_cost"] - r["predictability_cost"]
+        grpo_gain = ref["accuracy"] - ref["before_accuracy"]
+        out.append({
+            "name": r["name"], "accuracy_lost": lost, "heldout_gain": held, "train_gain": train,
+            "tax": lost / held if held > 0 else math.nan,
+            "heldout_share": held / train if train > 0 else math.nan,
+            "gain_kept": (r["accuracy"] - ref["before_accuracy"]) / grpo_gain
+            if grpo_gain > 0 else math.nan,
+        })  # fmt: skip
+    return out
+
+
+def _tax_text(tax: list[dict[str, Any]]) -> str:
+    """The page's plain reading of :func:`legibility_tax` (computed, not written by hand)."""
+    lines = []
+    for t in tax:
+        if not (sl.finite(t["heldout_gain"]) and t["heldout_gain"] > 0):
+            lines.append(f"- {t['name']}: no gain for the held-out observer "
+                         f"({t['heldout_gain']:+.3f} nats/token), so no tax to state.")  # fmt: skip
+            continue
+        kept = t["gain_kept"]
+        pvg = ("n/a (GRPO did not raise accuracy)" if not sl.finite(kept)
+               else f"{kept:.2f} of GRPO's accuracy gain kept, "
+               f"{'more' if kept > 0.5 else 'less'} than Prover-Verifier Games' ~0.5")  # fmt: skip
+        share = t["heldout_share"]
+        lines.append(
+            f"- {t['name']}: {t['accuracy_lost']:+.3f} accuracy for "
+            f"{t['heldout_gain']:.3f} nats/token of held-out gain (tax {t['tax']:.2f}); the "
+            f"held-out observer gets {share:.2f} of the training observer's gain; {pvg}."
+            if sl.finite(share) else
+            f"- {t['name']}: {t['accuracy_lost']:+.3f} accuracy for {t['heldout_gain']:.3f} "
+            f"nats/token of held-out gain (tax {t['tax']:.2f}); the training observer did "
+            f"not gain; {pvg}."
+        )  # fmt: skip
+    return "\n".join(lines)
 
 
 SUMMARY_FIELDS = {"accuracy": "accuracy", "train_observer_nats_per_token": "predictability_cost",

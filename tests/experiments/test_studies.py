@@ -297,3 +297,25 @@ def test_route_habits_verdicts_are_computed_from_the_figures():
         rh.frontier_verdicts(rows, _records(rows)), ["cv", "map", "map_cotrained"]
     )
     assert "remains with habit-blind" in answer["gain_with_cv_or_habit_blind"]
+
+
+def test_legibility_tax_on_hand_made_rows():
+    import llm_tradeoff as L
+
+    v = L.DEFAULT_VIEWS
+    rows = [
+        {"name": "none", "constraint": "none", "views": v, "accuracy": 0.9, "before_accuracy": 0.5,
+         "heldout_nats_per_token": 1.0, "predictability_cost": 1.2},
+        {"name": "shaping-2", "constraint": "shaping", "views": v, "accuracy": 0.7,
+         "before_accuracy": 0.5, "heldout_nats_per_token": 0.6, "predictability_cost": 0.4},
+        {"name": "worse", "constraint": "shaping", "views": v, "accuracy": 0.8,
+         "before_accuracy": 0.5, "heldout_nats_per_token": 1.1, "predictability_cost": 1.0},
+    ]  # fmt: skip
+    tax = {t["name"]: t for t in L.legibility_tax(rows)}
+    t = tax["shaping-2"]
+    assert t["accuracy_lost"] == pytest.approx(0.2) and t["heldout_gain"] == pytest.approx(0.4)
+    assert t["tax"] == pytest.approx(0.5) and t["heldout_share"] == pytest.approx(0.5)
+    assert t["gain_kept"] == pytest.approx(0.5)
+    assert math.isnan(tax["worse"]["tax"])  # the held-out observer did not gain
+    text = L._tax_text(list(tax.values()))
+    assert "tax 0.50" in text and "no gain for the held-out observer" in text
