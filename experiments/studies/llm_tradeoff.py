@@ -117,6 +117,8 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
     tax = legibility_tax(rows)
     if tax:
         sections += ["", "## Legibility tax", "", _tax_text(tax), "",
+                     "Point means over seeds; whether a difference is beyond noise: the "
+                     "95 % intervals of the table above.", "",
                      markdown_table(tax, [
                          ("point", "name"), ("accuracy lost", "accuracy_lost"),
                          ("held-out observer gain [nats/token]", "heldout_gain"),
@@ -174,11 +176,11 @@ def _tax_text(tax: list[dict[str, Any]]) -> str:
                f"{'more' if kept > 0.5 else 'less'} than Prover-Verifier Games' ~0.5")  # fmt: skip
         share = t["heldout_share"]
         lines.append(
-            f"- {t['name']}: {t['accuracy_lost']:+.3f} accuracy for "
+            f"- {t['name']}: loses {t['accuracy_lost']:.3f} accuracy for "
             f"{t['heldout_gain']:.3f} nats/token of held-out gain (tax {t['tax']:.2f}); the "
             f"held-out observer gets {share:.2f} of the training observer's gain; {pvg}."
             if sl.finite(share) else
-            f"- {t['name']}: {t['accuracy_lost']:+.3f} accuracy for {t['heldout_gain']:.3f} "
+            f"- {t['name']}: loses {t['accuracy_lost']:.3f} accuracy for {t['heldout_gain']:.3f} "
             f"nats/token of held-out gain (tax {t['tax']:.2f}); the training observer did "
             f"not gain; {pvg}."
         )  # fmt: skip
