@@ -193,8 +193,7 @@ class MultiplierCallback(BaseCallback):
             changed = True
         if changed:
             self.updates += 1
-            state = {k: m.state_dict() for k, m in self.trainer.multipliers.items()}
-            self.trainer.hooks.sync(state, None)
+            self.trainer.sync_multipliers()
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "pending_costs": self.costs}

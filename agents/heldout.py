@@ -203,8 +203,7 @@ class HeldOutEvaluation:
             m.update(value)
             trainer.model.logger.record(f"constraint/heldout_cost_{key}", value)
             trainer.model.logger.record(f"constraint/lambda_{key}", m.value)
-        state = {k: m.state_dict() for k, m in trainer.multipliers.items()}
-        trainer.hooks.sync(state, None)
+        trainer.sync_multipliers()
 
     def state_dict(self) -> dict[str, Any]:
         """The evaluations so far and the next due step (for checkpoints)."""

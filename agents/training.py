@@ -335,6 +335,10 @@ class Trainer:
             formats.append(TensorBoardOutputFormat(str(folder)))
         return Logger(str(folder), formats)
 
+    def sync_multipliers(self) -> None:
+        """Push the master multipliers' state into every env's copy (after an update)."""
+        self.hooks.sync({k: m.state_dict() for k, m in self.multipliers.items()}, None)
+
     def _sync_envs(self) -> None:
         state = {k: m.state_dict() for k, m in self.multipliers.items()}
         pstate = None

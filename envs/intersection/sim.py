@@ -367,11 +367,7 @@ class IntersectionSim:
         self.prev_dist[idx] = self.route_dist[idx]
         active = np.zeros((self.N, self.C), bool)
         active[idx] = True
-        out = self._outputs(
-            np.zeros((self.N, self.C), bool), np.zeros((self.N, self.C), bool),
-            np.zeros((self.N, self.C), bool), np.zeros((self.N, self.C), bool),
-            np.zeros((self.N, self.C)), active, reset=True,
-        )  # fmt: skip
+        out = self._quiet_result(active)
         self.last = out
         return out
 
@@ -486,11 +482,7 @@ class IntersectionSim:
         """Recompute poses, the pairwise cache and ``last`` outputs after manual edits."""
         self._update_poses()
         self._route_features()
-        self.last = self._outputs(
-            np.zeros((self.N, self.C), bool), np.zeros((self.N, self.C), bool),
-            np.zeros((self.N, self.C), bool), np.zeros((self.N, self.C), bool),
-            np.zeros((self.N, self.C)), ~self.done, reset=True,
-        )  # fmt: skip
+        self.last = self._quiet_result(~self.done)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: np.ndarray) -> StepResult:
@@ -557,19 +549,7 @@ class IntersectionSim:
             1.0 / cfg.near_miss_distance, cfg.collision_cost, cfg.near_miss_cost,
             self._reward_weights,
         )  # fmt: skip
-        out = StepResult(
-            obs=self.observe(),
-            rewards=rewards,
-            cost=cost,
-            crashed=crashed,
-            arrived=arrived,
-            offroad=offroad,
-            left_map=lm,
-            terminated=terminated,
-            truncated=self.t >= cfg.max_cycles,
-            visible=self.visibility(),
-            active=active,
-        )
+        out = self._result(crashed, arrived, offroad, lm, terminated, cost, rewards, active)
         self.prev_dist = self.route_dist.copy()
         self.last = out
         return out
@@ -660,22 +640,13 @@ class IntersectionSim:
             self.continuous, r.lane_xy, r.lane_cs, r.lane_seg, r.lane_s, r.dist_to_goal,
         )  # fmt: skip
 
-    def _outputs(
-        self, crashed: np.ndarray, arrived: np.ndarray, offroad: np.ndarray, left_map: np.ndarray,
-        cost: np.ndarray, active: np.ndarray, reset: bool = False,
+    def _result(
+        self, crashed: np.ndarray, arrived: np.ndarray, offroad: np.ndarray,
+        left_map: np.ndarray, terminated: np.ndarray, cost: np.ndarray, rewards: np.ndarray,
+        active: np.ndarray,
     ) -> StepResult:  # fmt: skip
-        cfg, N, C = self.config, self.N, self.C
-        rewards = np.zeros((N, C, 5))
-        if not reset:
-            gain = np.clip(self.prev_dist - self.route_dist, -5.0, 5.0)
-            rewards[..., 0] = cfg.reward_progress * gain
-            rewards[..., 1] = cfg.reward_arrival * arrived
-            rewards[..., 2] = cfg.reward_collision * crashed
-            rewards[..., 3] = cfg.reward_offroad * offroad
-            rewards[..., 4] = cfg.reward_time
-            rewards *= active[..., None]
-        terminated = crashed | arrived | offroad | left_map
-        truncated = self.t >= cfg.max_cycles
+        """The :class:`StepResult` of this step's events, with the current observation,
+        visibility and time limit."""
         return StepResult(
             obs=self.observe(),
             rewards=rewards,
@@ -685,10 +656,16 @@ class IntersectionSim:
             offroad=offroad,
             left_map=left_map,
             terminated=terminated,
-            truncated=truncated,
+            truncated=self.t >= self.config.max_cycles,
             visible=self.visibility(),
             active=active,
         )
+
+    def _quiet_result(self, active: np.ndarray) -> StepResult:
+        """A result without events, costs or rewards (after a reset or a manual edit)."""
+        none = np.zeros((self.N, self.C), bool)
+        return self._result(none, none, none, none, none, np.zeros((self.N, self.C)),
+                            np.zeros((self.N, self.C, 5)), active)  # fmt: skip
 
     def visibility(self) -> np.ndarray:
         """``(N, C, A)`` bool: slot ``j`` (alive, not ``c``) sees controlled car ``c`` now.

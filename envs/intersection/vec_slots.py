@@ -67,9 +67,13 @@ def _observers(
     C = sim.C
     alive = sim.alive[sel]
     M = alive.shape[0]
-    present = np.repeat(alive, C, axis=0) if C > 1 else alive.copy()
+    if C == 1:  # the common case, on the training hot path
+        present = alive.copy()
+        present[:, 0] = False  # the ego is not its own observer
+        return present, M, C
+    present = np.repeat(alive, C, axis=0)
     present[np.arange(M * C), np.tile(np.arange(C), M)] = False  # not its own observer
-    if active is not None and C > 1:
+    if active is not None:
         present &= active.reshape(M * C, 1)
     return present, M, C
 
