@@ -13,6 +13,8 @@
   lambda/(1+lambda)]``: the combined reward is then ``(r - lambda*c)/(1+lambda)``
   (Safe RLHF's normalised Lagrangian). Shaping: fixed weights ``[1, w]``.
 
+- :func:`align_positions`: makes TRL score left-padded rows at the positions they were
+  generated at (absolute-position models such as the built-in GPT-2 tiny models).
 - :func:`trl_tokenizer`: the tokenizer to pass as TRL's ``processing_class``: TRL
   tokenises prompts with the tokenizer's special tokens, and a byte-level tokenizer
   would end every prompt with ``</s>``; this copy adds none.
@@ -46,6 +48,7 @@ __all__ = [
     "ConstraintCallback",
     "PredictabilityReward",
     "TaskReward",
+    "align_positions",
     "attach_constraint",
     "tasks_dataset",
     "trl_tokenizer",
@@ -221,6 +224,42 @@ def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintC
     trainer.add_callback(callback)
     callback.apply()
     return callback
+
+
+def align_positions(trainer: Any) -> Any:
+    """Score left-padded sequences at the positions they were generated at.
+
+    TRL 1.16 scores completions (policy, old policy and reference) with
+    ``model(input_ids, attention_mask)`` and no ``position_ids``; a model with absolute
+    position embeddings (GPT-2, the built-in tiny models) then numbers a left-padded
+    row from its first pad, while ``generate`` numbered it from its first real token
+    (``attention_mask.cumsum - 1``). Measured on the shipped tiny policy: a sampled
+    20-token completion of log-probability -0.64 at generation scores -21.4 that way,
+    so GRPO trains on, and the KL term compares, the wrong positions. This registers a
+    forward pre-hook on ``trainer.model`` and ``trainer.ref_model`` (when there is one)
+    that supplies ``position_ids = clip(attention_mask.cumsum(-1) - 1, 0)`` to any call
+    with an attention mask, no ``position_ids`` and no cache; calls that bring their own
+    (``generate``) are untouched. Rotary models (Qwen2, Llama) score the same either way.
+
+    Returns ``trainer``.
+    """
+    for model in (getattr(trainer, "model", None), getattr(trainer, "ref_model", None)):
+        if model is not None and not getattr(model, "_bystander_positions", False):
+            model.register_forward_pre_hook(_mask_positions, with_kwargs=True)
+            model._bystander_positions = True
+    return trainer
+
+
+def _mask_positions(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    mask = kwargs.get("attention_mask")
+    if (
+        mask is None
+        or kwargs.get("position_ids") is not None
+        or kwargs.get("past_key_values") is not None
+        or mask.dim() != 2
+    ):
+        return args, kwargs
+    return args, {**kwargs, "position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)}
 
 
 def trl_tokenizer(tokenizer: Any) -> Any:

@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ConstraintCallback,
         PredictabilityReward,
         TaskReward,
+        align_positions,
         attach_constraint,
         tasks_dataset,
         trl_tokenizer,
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer = GRPOTrainer(model=policy, reward_funcs=[TaskReward(), cost], args=config,
                           train_dataset=tasks_dataset(train),
                           processing_class=trl_tokenizer(tok))  # fmt: skip
+    align_positions(trainer)  # left-padded rows scored where they were generated
     multiplier = None
     if args.constraint == "lagrangian":
         multiplier = LagrangeMultiplier(budget=args.budget, lr=args.lambda_lr)

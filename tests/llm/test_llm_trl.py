@@ -14,6 +14,7 @@ from bystander.llm.trl_adapter import (
     ConstraintCallback,
     PredictabilityReward,
     TaskReward,
+    align_positions,
     attach_constraint,
     tasks_dataset,
     trl_tokenizer,
@@ -86,6 +87,7 @@ def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
         processing_class=trl_tokenizer(tok),
     )
     assert trainer.processing_class(text=["Q: 1 + 1?\nA:"])["input_ids"][0][-1] != tok.eos_token_id
+    align_positions(trainer)
     cb = attach_constraint(trainer, ConstraintCallback(mult, cost))
     assert trainer.reward_weights.tolist() == pytest.approx([0.5, 0.5])
     before = [p.detach().clone() for p in policy.parameters()]
@@ -142,3 +144,39 @@ def test_trl_builds_its_reference_from_a_cold_cache_tiny_policy(tmp_path):
                           train_dataset=tasks_dataset(generate_tasks(4)),
                           processing_class=trl_tokenizer(tok))  # fmt: skip
     assert trainer.ref_model is not None
+
+
+def test_align_positions_scores_left_padded_rows_where_they_were_generated():
+    import torch
+
+    from bystander.envs.text_tasks import format_prompt
+
+    policy, tok = load_causal_lm("tiny-policy")
+    policy.eval()
+    prompts = [encode(tok, format_prompt(t.question)).tolist() for t in generate_tasks(2, seed=1)]
+    prompts[1] = prompts[1][:-7]  # a shorter row: left-padded
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = (ids != 0).long()
+    for row, p in enumerate(prompts):
+        mask[row, : width - len(p)] = 0
+    torch.manual_seed(0)
+    out = policy.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=True,
+                          output_scores=True, return_dict_in_generate=True, pad_token_id=0)  # fmt: skip
+    new = out.sequences[:, width:]
+    at_generation = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, new[..., None])[..., 0]
+    full_mask = torch.cat([mask, torch.ones_like(new)], 1)
+
+    def scored() -> torch.Tensor:  # as TRL 1.16 scores: input ids and mask, no positions
+        with torch.no_grad():
+            logits = policy(input_ids=out.sequences, attention_mask=full_mask).logits
+        return logits[:, width - 1 : -1].log_softmax(-1).gather(-1, new[..., None])[..., 0]
+
+    before = scored()
+    gap = (before.sum(1) - at_generation.sum(1)).abs()  # nats per completion
+    assert gap[0] < 0.01 and gap[1] > 1.0  # the left-padded row is scored at wrong positions
+    trainer = type("Trainer", (), {"model": policy, "ref_model": None})()
+    assert align_positions(trainer) is trainer
+    align_positions(trainer)  # a second call adds no second hook
+    # equal up to the cached and uncached forward passes' float differences
+    assert torch.allclose(scored(), at_generation, atol=2e-3)

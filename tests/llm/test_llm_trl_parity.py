@@ -24,6 +24,7 @@ from bystander.llm.observers import SLMPredictor
 from bystander.llm.trl_adapter import (
     PredictabilityReward,
     TaskReward,
+    align_positions,
     tasks_dataset,
     trl_tokenizer,
 )
@@ -68,6 +69,7 @@ def _trl(weight: float, tmp_path) -> dict[str, float]:
     trainer = TRLTrainer(model=policy, args=args, train_dataset=tasks_dataset(TRAIN),
                          reward_funcs=[TaskReward(), PredictabilityReward(observer, tok, views=VIEWS)],
                          processing_class=trl_tokenizer(tok))  # fmt: skip
+    align_positions(trainer)
     trainer.reward_weights = torch.tensor([1.0, weight])
     trainer.train()
     # the same evaluation code for both: the TRL-trained weights in a built-in trainer
