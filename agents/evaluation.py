@@ -8,7 +8,8 @@ episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
 ``per_step`` budgets, and ``cost_<channel>_per_metre``, divided by the metres of route
 gained, ``progress_m``: the unit of ``per_metre`` budgets), escalations of the review
 gate, the fraction of steps spent
-standing still (``stand_still_fraction``: speed below :data:`STAND_STILL_SPEED`), and
+standing still (``stand_still_fraction``: slow while no queue or yielding rule holds the
+ego, :func:`~bystander.agents.stand_still.standing_still`), and
 route figures (``driven_m``, ``route_overhead``, turn counts; the summary's
 ``turn_entropy_bits``: :mod:`bystander.agents.route_stats`) and
 the observers' ADE / FDE in metres, over all scored predictions and per observer
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from bystander.agents.route_stats import RouteLog, turn_entropy_bits
+from bystander.agents.stand_still import standing_still
 from bystander.config import COTRAINED_KINDS, RunConfig
 from bystander.envs.constraints import MIN_PROGRESS_M
 from bystander.envs.scoring import ScoredReplay
@@ -42,7 +44,6 @@ __all__ = [
     "RATE_METRICS",
     "episode_row",
     "eval_settings",
-    "STAND_STILL_SPEED",
     "EvalResult",
     "PredictionOverlay",
     "evaluate_policy",
@@ -55,8 +56,6 @@ __all__ = [
 ]
 
 RATE_METRICS = ("success", "collision")
-STAND_STILL_SPEED = 0.5
-"""Speed [m/s] below which a step counts as standing still (``stand_still_fraction``)."""
 
 
 @dataclass
@@ -195,6 +194,7 @@ def evaluate_policy(
     if predictor is None and cfg.predictor.kind != "none":
         predictor = build_predictor(cfg)
     env = make_env(cfg, predictor=predictor, multipliers=multipliers or build_multipliers(cfg))
+    sim = getattr(env.unwrapped, "sim", None)  # the intersection's simulator
     log = _ScoredLog()
     if predictor is not None:
         find_layer(env, PredictabilityReward).tracker.on_scored = log
@@ -216,7 +216,7 @@ def evaluate_policy(
                 obs, reward, terminated, truncated, info = env.step(action)
                 steps += 1
                 escalations += int(bool(info.get("escalated", False)))
-                still += int(float(info.get("speed", np.inf)) < STAND_STILL_SPEED)
+                still += int(standing_still(info.get("speed", np.inf), sim)[0])
                 routes.step(obs, float(info.get("speed", 0.0)), True)
                 ep_return += float(reward)
                 if terminated or truncated or steps >= max_steps:
@@ -259,7 +259,8 @@ def episode_row(
 
     Args:
         i: Episode index. seed: Its seed. info: The final step's info (episode keys).
-        steps: Steps played. still: Of them, steps below :data:`STAND_STILL_SPEED`.
+        steps: Steps played. still: Of them, steps standing still
+            (:func:`~bystander.agents.stand_still.standing_still`).
         dt: Seconds per step. escalations: Review-gate escalations.
         ret: Task return, when the info carries no Monitor ``episode`` entry.
     """

@@ -17,7 +17,8 @@ budgets are judged on these figures, not on training rollouts.
 Figures per episode (as :func:`evaluate_policy`'s rows, see its module): ``success``,
 ``collision``, ``steps``, ``task_return``, ``episode_cost``, ``cost_<channel>`` and
 ``cost_<channel>_per_step``, ``stand_still_fraction`` (steps at a speed below
-:data:`~bystander.agents.evaluation.STAND_STILL_SPEED`), the route figures
+:data:`~bystander.agents.stand_still.STAND_STILL_SPEED` while the traffic does not hold
+the ego: :func:`~bystander.agents.stand_still.standing_still`), the route figures
 (:mod:`bystander.agents.route_stats`: ``driven_m``, ``route_overhead``, turn counts;
 the summary's ``turn_entropy_bits``) and ``ade`` (the observers' mean error over the
 episode, metres).
@@ -31,15 +32,15 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
 from bystander.agents.evaluation import (
-    STAND_STILL_SPEED,
     EvalResult,
     episode_row,
     eval_settings,
     summarize,
 )
 from bystander.agents.route_stats import RouteLog
+from bystander.agents.stand_still import standing_still
 from bystander.config import RunConfig
-from bystander.envs.contract import step_arrays
+from bystander.envs.contract import find_layer, step_arrays
 from bystander.sweeps import write_csv
 
 __all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
@@ -81,6 +82,7 @@ def evaluate_batched(
         One row per episode, in seed order, and their summary.
     """
     from bystander.agents.stack import make_intersection_vec_env
+    from bystander.envs.intersection.vec_env import IntersectionVecEnv
 
     n, first, greedy = eval_settings(cfg, episodes, seed, deterministic)
     if cfg.review.enabled or cfg.env.max_episode_steps is not None:
@@ -89,6 +91,7 @@ def evaluate_batched(
             "single-env evaluation (evaluate_policy)"
         )
     venv = make_intersection_vec_env(n, cfg.env.config, seed=first, predictors=predictor)
+    sim = find_layer(venv, IntersectionVecEnv).sim
     dt = float(venv.get_attr("dt", [0])[0])
     cars = venv.num_envs // n  # several controlled cars per world: one row per car
     rows: list[dict[str, float] | None] = [None] * venv.num_envs
@@ -106,7 +109,7 @@ def evaluate_batched(
             open_ = np.array([r is None for r in rows])
             playing = open_ & arrays.get("active", True)  # a finished car's steps don't count
             steps += playing
-            still += playing & (arrays["speed"] < STAND_STILL_SPEED)
+            still += playing & standing_still(arrays["speed"], sim, fresh=np.asarray(dones))
             routes.step(obs, arrays["speed"], playing, ended=np.asarray(dones))
             for i in np.flatnonzero(open_ & (np.asarray(dones) | (steps >= max_steps))):
                 w = i // cars

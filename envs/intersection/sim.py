@@ -75,6 +75,7 @@ __all__ = [
     "LOOKAHEAD",
     "MAX_BRAKE",
     "FACTORED_ACTIONS",
+    "HELD_FRACTION",
     "FACTORED_SPEEDS",
     "FACTORED_TURNS",
     "META_ACTIONS",
@@ -108,6 +109,11 @@ LOOKAHEAD = np.array([40.0, 40.0, 3.0, 25.0])
 LATERAL_OFFSET = np.array([0.0, 0.0, 0.0, 0.9])
 IDM_INV_2SQRT_AB = 1.0 / (2.0 * np.sqrt(IDM_ACCEL * IDM_DECEL))
 MAX_BRAKE = 8.0
+HELD_FRACTION = 0.75
+"""A controlled car is held (:meth:`IntersectionSim.held`) when the scripted driver in
+its place would accelerate at less than this fraction of its maximum: at a standstill,
+IDM's ``a_max (1 - (s0 / gap)^2)`` is below ``0.75 a_max`` when a standing road user or a
+stop line is within ``2 s0`` (4 m for cars)."""
 YIELD_ZONE = 20.0
 TURN_BRAKE_ZONE = 15.0  # scripted road users slow to the turn's speed limit this far ahead [m]
 PED_APPROACH, PED_LEAVE = 7.0, 2.5  # cars yield to walkers this far before / past their lane [m]
@@ -562,8 +568,37 @@ class IntersectionSim:
         )  # fmt: skip
         self._surroundings()
 
-    def _idm(self) -> np.ndarray:
+    def held(self) -> np.ndarray:
+        """``(N, C)`` bool: controlled cars that the traffic in front holds in place.
+
+        The scripted cars' driver model (:meth:`_idm`: IDM with the yielding rules) is
+        put in each controlled car's place (its lane, planned turn, the road's speed
+        limits); the car is *held* when that driver would accelerate at less than
+        :data:`HELD_FRACTION` of its maximum: a road user stands within about two
+        standstill gaps (4 m) ahead (a queue), or the car waits at a stop line it must
+        yield at (conflicting traffic in or nearer the intersection, a pedestrian on the
+        crosswalk). Evaluations count a step as standing still only when the car is slow
+        and not held. Freely driven (continuous-mode) cars are never held: they have no
+        lane for the rule.
+        """
+        C = self.C
+        kind = self.kind.copy()
+        kind[:, :C] = CAR
+        v0 = self.v0.copy()
+        v0[:, :C] = self.config.ego_max_speed
+        acc = self._idm(kind=kind, v0=v0, follow_controlled=False)[:, :C]
+        lane = self.alive[:, :C] & (self.seg[:, :C] >= 0)
+        return lane & (acc < HELD_FRACTION * IDM_ACCEL[CAR])
+
+    def _idm(
+        self,
+        kind: np.ndarray | None = None,
+        v0: np.ndarray | None = None,
+        follow_controlled: bool | None = None,
+    ) -> np.ndarray:
         """IDM acceleration ``(N, A)`` of the scripted road users (compiled kernel).
+
+        ``kind`` / ``v0`` / ``follow_controlled`` replace the sim's own (:meth:`held`).
 
         Model: IDM (``a = a_max (1 - (v / v0)^4 - (s* / gap)^2)``) where the leader is the
         nearest road user ahead in a corridor along the heading (its box projected on
@@ -583,13 +618,15 @@ class IntersectionSim:
         else:
             free_box = self._no_box
         return (idm_accel if threaded(self.N) else idm_accel_serial)(
-            self.alive, self.kind, self.x, self.y, self.cos, self.sin, self.v, self.s, self.seg,
-            self.turn, self.v0, self.length, self.width, free_box,
+            self.alive, self.kind if kind is None else kind, self.x, self.y, self.cos, self.sin,
+            self.v, self.s, self.seg, self.turn, self.v0 if v0 is None else v0, self.length,
+            self.width, free_box,
             r.length, self._link_to_node, self._is_connector, r.succ, r.conflict, r.crosses,
             r.cross_s, r.speed_limit, r.node,
             LOOKAHEAD, IDM_ACCEL, IDM_S0, IDM_T, IDM_INV_2SQRT_AB,
             YIELD_ZONE, TURN_BRAKE_ZONE, MAX_BRAKE, PED_APPROACH, PED_LEAVE, PED_STOP_RADIUS,
-            PED_CLEARANCE, self._follow_controlled,
+            PED_CLEARANCE,
+            self._follow_controlled if follow_controlled is None else follow_controlled,
         )  # fmt: skip
 
     def _spawn(self, us: np.ndarray) -> None:
