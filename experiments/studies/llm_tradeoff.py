@@ -140,7 +140,8 @@ def legibility_tax(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     gain), the tax (accuracy lost per nat/token of held-out gain), the held-out
     observer's share of the training observer's gain, and the share of GRPO's accuracy
     gain (``none`` minus the start) that the point kept (Prover-Verifier Games report
-    about half for their legibility-trained prover)."""
+    about half for their legibility-trained prover); NaN when GRPO's own gain is not
+    beyond noise (``none``'s 95 % interval reaches down to the start)."""
     ref = next((r for r in rows if r["name"] == "none" and r["views"] == DEFAULT_VIEWS), None)
     if ref is None:
         return []
@@ -152,12 +153,17 @@ def legibility_tax(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         held = ref["heldout_nats_per_token"] - r["heldout_nats_per_token"]
         train = ref["predictability_cost"] - r["predictability_cost"]
         grpo_gain = ref["accuracy"] - ref["before_accuracy"]
+        # GRPO's gain must be beyond noise (the unconstrained accuracy's 95 % interval
+        # above the start), else the share "kept" divides by noise
+        real_gain = (
+            grpo_gain > 0 and ref.get("accuracy_lo", ref["accuracy"]) > ref["before_accuracy"]
+        )
         out.append({
             "name": r["name"], "accuracy_lost": lost, "heldout_gain": held, "train_gain": train,
             "tax": lost / held if held > 0 else math.nan,
             "heldout_share": held / train if train > 0 else math.nan,
             "gain_kept": (r["accuracy"] - ref["before_accuracy"]) / grpo_gain
-            if grpo_gain > 0 else math.nan,
+            if real_gain else math.nan,
         })  # fmt: skip
     return out
 
@@ -171,7 +177,8 @@ def _tax_text(tax: list[dict[str, Any]]) -> str:
                          f"({t['heldout_gain']:+.3f} nats/token), so no tax to state.")  # fmt: skip
             continue
         kept = t["gain_kept"]
-        pvg = ("n/a (GRPO did not raise accuracy)" if not sl.finite(kept)
+        pvg = ("no share of GRPO's accuracy gain to state (unconstrained GRPO did not raise "
+               "accuracy beyond noise)" if not sl.finite(kept)
                else f"{kept:.2f} of GRPO's accuracy gain kept, "
                f"{'more' if kept > 0.5 else 'less'} than Prover-Verifier Games' ~0.5")  # fmt: skip
         share = t["heldout_share"]

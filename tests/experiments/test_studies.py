@@ -319,3 +319,8 @@ def test_legibility_tax_on_hand_made_rows():
     assert math.isnan(tax["worse"]["tax"])  # the held-out observer did not gain
     text = L._tax_text(list(tax.values()))
     assert "tax 0.50" in text and "no gain for the held-out observer" in text
+    # unconstrained GRPO within noise of the start (0.79 [0.70, 0.88] vs 0.79): no share
+    noisy = [dict(rows[0], accuracy=0.794, accuracy_lo=0.704, before_accuracy=0.790), rows[1]]
+    t = L.legibility_tax(noisy)[0]
+    assert math.isnan(t["gain_kept"]) and t["tax"] == pytest.approx((0.794 - 0.7) / 0.4)
+    assert "did not raise accuracy beyond noise" in L._tax_text([t])
