@@ -86,13 +86,7 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
             *map(str, s.get("set", []))]  # fmt: skip
     cotrain = dict(s.get("cotrain_scripted", {"episodes": 32, "updates": 100}))
     trials = []
-    for seed in sl.seeds(preset, NAME):
-        for obs in observers:
-            for c in s["constraints"]:
-                extra = [*base, *OBSERVERS[obs], *map(str, c.get("set", [])), *tail]
-                ov = sl.driving_overrides(preset, extra, NAME)
-                trials.append(Trial(NAME, {"kind": "trained", "observers": obs,
-                                           "constraint": c["name"]}, ov, seed))  # fmt: skip
+    # the scripted frontier first (seconds each): an interrupted sweep can still report
     first = sl.seeds(preset, NAME)[0]
     for obs in observers:
         for spec in s["drivers"]:
@@ -100,6 +94,13 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
             ov["cotrain"] = cotrain
             trials.append(Trial(NAME, {"kind": "scripted", "observers": obs,
                                        "constraint": str(spec)}, ov, first))  # fmt: skip
+    for seed in sl.seeds(preset, NAME):
+        for obs in observers:
+            for c in s["constraints"]:
+                extra = [*base, *OBSERVERS[obs], *map(str, c.get("set", [])), *tail]
+                ov = sl.driving_overrides(preset, extra, NAME)
+                trials.append(Trial(NAME, {"kind": "trained", "observers": obs,
+                                           "constraint": c["name"]}, ov, seed))  # fmt: skip
     return trials
 
 
