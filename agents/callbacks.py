@@ -9,8 +9,11 @@
 - :class:`PredictorCoTrainingCallback`: the GAN-like loop: after each rollout, update
   the learned predictor on the (view, truth) pairs the envs scored, then sync its
   weights into the envs.
+- :class:`LinearLearningRate` and :class:`LearningRateClock`: ``train.lr_schedule:
+  linear``, a learning rate that falls to 0 over the whole run (SB3's own progress
+  restarts at each of the trainer's ``learn`` chunks, so the clock sets the step).
 
-All three are cheap per step (a few dict lookups per finished episode) and keep their
+All of them are cheap per step (a few dict lookups per finished episode) and keep their
 state across ``model.learn`` calls (the trainer learns in chunks).
 """
 
@@ -31,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "EpisodeMetricsCallback",
+    "LearningRateClock",
+    "LinearLearningRate",
     "MultiplierCallback",
     "PredictorCoTrainingCallback",
     "build_callbacks",
@@ -280,9 +285,52 @@ class PredictorCoTrainingCallback(BaseCallback):
             self.rng.bit_generator.state = state["rng"]
 
 
+class LinearLearningRate:
+    """SB3 ``lr_schedule`` falling linearly from ``initial`` at step 0 to 0 at ``total``.
+
+    SB3 calls it with its progress, which restarts at every ``learn`` call; the run's
+    step comes from :attr:`step` instead, which :class:`LearningRateClock` sets at the
+    end of each rollout (before PPO's update reads the rate). A plain object, so it
+    pickles into ``model.zip``.
+
+    Args:
+        initial: Learning rate at step 0 (> 0).
+        total: The run's ``train.total_timesteps`` (env steps, >= 1).
+    """
+
+    def __init__(self, initial: float, total: int) -> None:
+        self.initial = float(initial)
+        self.total = int(total)
+        self.step = 0
+
+    def __call__(self, _progress_remaining: float) -> float:
+        return self.initial * max(0.0, 1.0 - self.step / self.total)
+
+
+class LearningRateClock(BaseCallback):
+    """Sets :attr:`LinearLearningRate.step` to the run's env steps after each rollout."""
+
+    def __init__(self, schedule: LinearLearningRate) -> None:
+        super().__init__()
+        self.schedule = schedule
+
+    def _on_rollout_end(self) -> None:
+        self.schedule.step = int(self.model.num_timesteps)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
     """The callbacks a run needs given its config."""
     cbs: list[BaseCallback] = [EpisodeMetricsCallback(trainer.multipliers)]
+    if trainer.cfg.train.lr_schedule == "linear":
+        schedule = LinearLearningRate(
+            trainer.model.learning_rate, trainer.cfg.train.total_timesteps
+        )
+        schedule.step = int(trainer.model.num_timesteps)
+        trainer.model.lr_schedule = schedule
+        cbs.append(LearningRateClock(schedule))
     if trainer.multipliers:
         cbs.append(MultiplierCallback(trainer))
     if trainer.cfg.predictor.kind in COTRAINED_KINDS:

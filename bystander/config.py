@@ -53,6 +53,7 @@ __all__ = [
     "REVIEW_MODES",
     "SECTIONS",
     "VEC_ENVS",
+    "LR_SCHEDULES",
     "EnvSection",
     "EvalSection",
     "PredictorSection",
@@ -81,6 +82,7 @@ COTRAINED_KINDS = ("cotrained", "map_cotrained")
 """Predictor kinds the training loop updates from every rollout (and saves)."""
 ALGOS = ("ppo", "sac", "dqn")
 VEC_ENVS = ("dummy", "subproc", "batched")
+LR_SCHEDULES = ("constant", "linear")
 REVIEW_MODES = ("veto", "escalate")
 PREDICTOR_ALIASES = {
     "cv": "constant_velocity",
@@ -281,6 +283,12 @@ class TrainSection:
         net_arch: Hidden layer sizes of policy and value networks.
         hyperparams: Keyword arguments of the SB3 algorithm (``n_steps``,
             ``learning_rate``...) over :data:`~bystander.hyperparams.ALGO_DEFAULTS`; unknown names are refused.
+        lr_schedule: ``constant`` (default: ``hyperparams.learning_rate`` throughout) or
+            ``linear`` (PPO only): the learning rate falls linearly from
+            ``learning_rate`` at step 0 to 0 at ``total_timesteps`` (CleanRL's
+            ``anneal_lr``), measured on the whole run's step count, across resumes and
+            the trainer's chunked ``learn`` calls. Gives constrained runs a steady last
+            quarter (issue 12; README "Constraints that hold").
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.
@@ -301,6 +309,7 @@ class TrainSection:
     policy: str = "MlpPolicy"
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    lr_schedule: str = "constant"
     checkpoint_every: int = 0
     max_minutes: float | None = field(
         default=None, metadata=_flag("--max-minutes", "wall-time limit")
@@ -331,6 +340,18 @@ class TrainSection:
             f"{path}.net_arch",
             "a non-empty list of ints >= 1",
             self.net_arch,
+        )
+        check(
+            self.lr_schedule in LR_SCHEDULES,
+            f"{path}.lr_schedule",
+            f"one of {LR_SCHEDULES}",
+            self.lr_schedule,
+        )
+        check(
+            self.lr_schedule == "constant" or self.algo == "ppo",
+            f"{path}.lr_schedule",
+            "'constant' unless train.algo is ppo",
+            self.lr_schedule,
         )
         check(
             self.checkpoint_every >= 0,

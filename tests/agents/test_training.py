@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from bystander.agents.evaluation import evaluate_policy
 from bystander.agents.stack import build_vec_env, make_env
 from bystander.agents.training import Trainer
+from bystander.cli import main
 from bystander.config import load_config
 
 FAST = [
@@ -352,3 +354,28 @@ def test_per_step_cost_normalization_needs_the_episode_length() -> None:
     cb.locals["infos"][1].pop("episode")  # no Monitor in the stack
     with pytest.raises(ValueError, match=r'info\["episode"\]\["l"\]'):
         cb._on_step()
+
+
+def test_linear_learning_rate_falls_over_the_whole_run_across_chunks(tmp_path: Path) -> None:
+    """``train.lr_schedule=linear``: the rate each PPO update used is lr0 * (1 - step / total),
+    with ``step`` the run's env steps, although the trainer learns in chunks (checkpoints
+    every 512 steps) and SB3's own progress restarts at each chunk."""
+    run = tmp_path / "run"
+    args = ["train", "--timesteps", "2048", "--run-dir", str(run), "--n-envs", "4",
+            "--set", "train.lr_schedule=linear", "--set", "train.checkpoint_every=512",
+            "--set", "train.hyperparams.learning_rate=0.002",
+            "--set", "train.hyperparams.n_steps=64", "--set", "train.hyperparams.batch_size=64",
+            "--set", "train.tensorboard=false", "--no-evaluate"]  # fmt: skip
+    assert main(args) == 0
+    with open(run / "logs" / "progress.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/learning_rate")]
+    got = [(int(float(r["time/total_timesteps"])), float(r["train/learning_rate"])) for r in rows]
+    # SB3 writes an update's figures with the next rollout's row: the row at step s
+    # carries the rate of the update after the rollout that ended at s - 256
+    assert [s for s, _ in got] == [256 * k for k in range(2, 9)]
+    for step, lr in got:
+        assert lr == pytest.approx(0.002 * (1 - (step - 256) / 2048), abs=1e-12), step
+    with pytest.raises(ValueError, match="train.lr_schedule"):
+        load_config(overrides=["train.lr_schedule=cosine"])
+    with pytest.raises(ValueError, match="train.lr_schedule"):
+        load_config(overrides=["train.lr_schedule=linear", "train.algo=sac"])
