@@ -148,7 +148,7 @@ class GRPOTrainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.run_dir / "tb"))
-        self._prompt_cache: dict[int, np.ndarray] = {}
+        self._prompt_cache: dict[str, np.ndarray] = {}
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -168,9 +168,12 @@ class GRPOTrainer:
         return names
 
     def _prompt_ids(self, i: int) -> np.ndarray:
-        if i not in self._prompt_cache:
-            self._prompt_cache[i] = encode(self.tokenizer, format_prompt(self.tasks[i].question))
-        return self._prompt_cache[i]
+        """Token ids of task ``i``'s prompt, cached by the prompt's text (not by ``i``:
+        :meth:`evaluate` swaps in other tasks, whose index ``i`` is another prompt)."""
+        text = format_prompt(self.tasks[i].question)
+        if text not in self._prompt_cache:
+            self._prompt_cache[text] = encode(self.tokenizer, text)
+        return self._prompt_cache[text]
 
     def _sample(
         self, task_idx: np.ndarray, group_size: int

@@ -244,3 +244,26 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_trainer_unchanged(tok, tmp_pa
 def test_grpo_refuses_a_heldout_multiplier_signal() -> None:
     with pytest.raises(ValueError, match="constraint.signal: expected 'rollout'"):
         GRPOConfig(constraint={"mode": "lagrangian", "signal": "heldout"})
+
+
+def test_training_prompts_stay_their_own_after_an_evaluation_on_other_tasks(tok):
+    """Regression: prompt ids were cached by task index, so after ``evaluate`` on held-out
+    tasks, training task ``i`` was shown held-out prompt ``i`` and rewarded against its
+    own answer (and the reverse for an evaluation after training)."""
+    from bystander.envs.text_tasks import format_prompt
+
+    trainer = make_trainer(tok)
+    held = generate_tasks(4, seed=10_000)
+    trainer.evaluate(held, samples=1)
+    for i, task in enumerate(trainer.tasks):
+        assert np.array_equal(trainer._prompt_ids(i), encode(tok, format_prompt(task.question)))
+    trainer.step()
+    seen = []
+    trainer.evaluate(held, samples=1)
+    saved, trainer.tasks = trainer.tasks, held
+    try:
+        seen = [trainer._prompt_ids(i) for i in range(len(held))]
+    finally:
+        trainer.tasks = saved
+    for ids, task in zip(seen, held, strict=True):
+        assert np.array_equal(ids, encode(tok, format_prompt(task.question)))
