@@ -90,6 +90,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-prompts", type=int, default=32, help="held-out prompts for evaluation (0: skip)"
     )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="held-out evaluation every N GRPO steps during training, to RUN_DIR/heldout.csv "
+        "(0: off)",
+    )
+    p.add_argument(
+        "--eval-every-prompts",
+        type=int,
+        default=100,
+        help="held-out prompts of each --eval-every evaluation (x 2 samples)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--run-dir", default=None, help="default runs/<timestamp>-llm")
@@ -132,6 +145,8 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": args.tasks,
         "num_tasks": args.num_tasks,
         "eval_prompts": args.eval_prompts,
+        "eval_every": args.eval_every,
+        "eval_every_prompts": args.eval_every_prompts,
         "device": args.device,
         "grpo": {
             "group_size": args.group_size,
@@ -216,6 +231,23 @@ def _heldout(config: dict[str, Any]) -> list[Any]:
     return load_tasks(config["tasks"])[-max(1, config["eval_prompts"]) :]
 
 
+def _periodic_heldout(trainer: Any, config: dict[str, Any]) -> Any | None:
+    """The run's :class:`~bystander.llm.heldout.TextHeldOutEvaluation` (``eval_every``
+    GRPO steps; ``None`` when 0 or absent), on the first ``eval_every_prompts`` held-out
+    tasks: the ones ``llm evaluate --eval-prompts <that many>`` uses."""
+    every = int(config.get("eval_every") or 0)
+    if every < 0:
+        raise ValueError(f"eval_every: expected an int >= 0 (GRPO steps), got {every}")
+    if not every:
+        return None
+    from bystander.llm.heldout import TextHeldOutEvaluation
+
+    n = int(config.get("eval_every_prompts", 100))
+    if n < 1:
+        raise ValueError(f"eval_every_prompts: expected an int >= 1, got {n}")
+    return TextHeldOutEvaluation(trainer, _heldout({**config, "eval_prompts": n}), every)
+
+
 def llm_train(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) a run; returns ``{"run_dir", "before", "after", "last"}``.
 
@@ -264,9 +296,12 @@ def _train_locked(
             fh.write(json.dumps(config, indent=2))
     trainer = build_trainer(config, run_dir)
     heldout = _heldout(config)
+    periodic = _periodic_heldout(trainer, config)
     before = None
     if opts["resume"]:
         trainer.load_checkpoint(run_dir / "checkpoint")
+        if periodic is not None:
+            periodic.resume(trainer.step_count)
     elif config["eval_prompts"]:
         before = trainer.evaluate(heldout)
         with atomic_open(run_dir / "eval_before.json", "w", encoding="utf-8") as fh:
@@ -276,6 +311,8 @@ def _train_locked(
     while trainer.step_count < steps:
         last = trainer.step()
         print(_fmt(last), flush=True)
+        if periodic is not None and periodic.due(trainer.step_count):
+            periodic.evaluate()
         if every and trainer.step_count % every == 0:
             trainer.save_checkpoint(run_dir / "checkpoint")
     trainer.save_checkpoint(run_dir / "checkpoint")

@@ -383,6 +383,7 @@ class GRPOTrainer:
         num_prompts: int = 32,
         samples: int = 2,
         seed: int = 1234,
+        measures: bool = True,
     ) -> dict[str, float]:
         """Held-out figures of ``samples`` sampled completions per task.
 
@@ -390,7 +391,9 @@ class GRPOTrainer:
         of :func:`bystander.llm.measures.evaluation_extras` (template entropy in bits,
         template shares, KL to the reference per token, share under the
         minimum-length guard; held-out observer nats/token and completion accuracy
-        when the trainer has one). Uses its own seeds (``torch.random.fork_rng``):
+        when the trainer has one; ``measures=False`` skips the KL and the held-out
+        observer, the costly ones), and ``format_failure`` (share without a well-formed
+        answer). Uses its own seeds (``torch.random.fork_rng``):
         training RNG streams are untouched.
         """
         from bystander.llm.measures import evaluation_extras
@@ -415,13 +418,15 @@ class GRPOTrainer:
         base_views = list({repr(replace(v, type="slm")): replace(v, type="slm")
                            for v in self.views}.values())  # fmt: skip
         extras = evaluation_extras(
-            self.policy, self.ref_policy, self.tokenizer, tasks, p_ids, completions, texts,
-            min_length=self.cfg.min_length, heldout=self.heldout, heldout_views=base_views,
+            self.policy, self.ref_policy if measures else None, self.tokenizer, tasks, p_ids,
+            completions, texts, min_length=self.cfg.min_length,
+            heldout=self.heldout if measures else None, heldout_views=base_views,
             rng=np.random.default_rng(seed + 1), max_new_tokens=self.cfg.max_new_tokens,
         )  # fmt: skip
         return {
             "accuracy": float(np.mean([s.get("correct", 0.0) for s in scored])),
             "reward": float(np.mean([s["reward"] for s in scored])),
+            "format_failure": 1.0 - float(np.mean([s.get("format_ok", 0.0) for s in scored])),
             "predictability_cost": float(cost.mean()),
             "length_mean": float(lengths.mean()),
             "completions": float(len(completions)),

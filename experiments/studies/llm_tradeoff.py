@@ -40,7 +40,9 @@ DEFAULT_VIEWS = "prefix:0.5,mask:0.7,full"
 
 
 def build_trials(preset: dict[str, Any]) -> list[Trial]:
-    """Points of ``llm_tradeoff.points`` x seeds (each point: a name and GRPO fields).
+    """Points of ``llm_tradeoff.points`` x seeds (each point: a name and GRPO fields,
+    optionally ``eval_every``: held-out evaluations every N GRPO steps on
+    ``llm_tradeoff.eval_every_prompts`` prompts x 2 samples, for budget tracking).
 
     ``llm_tradeoff.policy`` / ``observers`` name the models (default the built-in
     ``tiny-policy`` / ``tiny-slm``; any local path or hub id ``load_causal_lm`` takes).
@@ -60,6 +62,9 @@ def build_trials(preset: dict[str, Any]) -> list[Trial]:
                   "policy": s.get("policy", "tiny-policy"),
                   "observers": list(s.get("observers", ["tiny-slm"])),
                   "heldout_observer": s.get("heldout_observer", "tiny-slm-heldout")}  # fmt: skip
+            if pt.get("eval_every"):  # held-out evaluations during training (issue 12)
+                ov["eval_every"] = int(pt["eval_every"])
+                ov["eval_every_prompts"] = int(s.get("eval_every_prompts", 100))
             mode = dict(grpo.get("constraint", {})).get("mode", "none")
             point = {"name": pt["name"], "constraint": mode, "views": grpo["views"],
                      "min_length": int(grpo.get("min_length", 0))}  # fmt: skip
@@ -126,9 +131,13 @@ def report(records: list[dict[str, Any]], preset: dict[str, Any], results_dir: P
                          ("tax [accuracy per nat/token]", "tax"),
                          ("held-out share of the gain", "heldout_share"),
                          ("GRPO accuracy gain kept", "gain_kept")], digits=3)]  # fmt: skip
-    sl.write_page(results_dir, TITLE, NAME, preset, sections)
     summary = _summary(records, rows, preset)
     summary["legibility_tax"] = tax
+    summary["budget_tracking"] = budget_summary(records)
+    if summary["budget_tracking"]["runs"]:
+        sections += ["", "## Budget tracking (held-out, during training)", "",
+                     _tracking_text(summary["budget_tracking"])]  # fmt: skip
+    sl.write_page(results_dir, TITLE, NAME, preset, sections)
     sl.atomic_write_json(results_dir / "summary.json", summary)
     return {"points": [{k: r.get(k) for k in ("name", "accuracy", "predictability_cost",
                                                "length_mean")} for r in rows]}  # fmt: skip
@@ -227,6 +236,63 @@ def _summary(records: list[dict[str, Any]], rows: list[dict[str, Any]], preset: 
             for r in rows
         ],
     }  # fmt: skip
+
+
+def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The driving study's ``summary.json`` fields for the text runs with held-out
+    evaluations (issue 12): per run (point, seed) ``budget``, ``eval_costs`` ([GRPO step,
+    nats/token] at each evaluation), ``within_10pct_last_quarter``,
+    ``last_quarter_cost``, ``format_failure`` (max over evaluations: the text
+    counterpart of the stand-still fraction, see :mod:`bystander.llm.heldout`) and
+    ``success`` (accuracy at the last evaluation); unconstrained runs are references
+    (no budget). ``goal`` per constraint mode: every run within +-10 % in the last
+    quarter, and format failure never more than 5 points above the references' max."""
+    runs, ref = [], []
+    for r in sorted(records, key=lambda x: (x["trial"]["point"]["name"], x["trial"]["seed"])):
+        h = (r.get("metrics") or {}).get("heldout") or {}
+        if r.get("status") != "ok" or not h.get("step"):
+            continue
+        point = r["trial"]["point"]
+        c = dict(r["trial"]["overrides"]["grpo"].get("constraint", {}))
+        run = {"point": point["name"], "mode": point["constraint"], "seed": r["trial"]["seed"],
+               "eval_costs": [[int(st), v] for st, v in zip(h["step"], h["predictability_cost"],
+                                                           strict=True)],
+               "format_failure": max(h["format_failure"]), "success": h["accuracy"][-1],
+               "lambda": h["lambda"][-1]}  # fmt: skip
+        if point["constraint"] in ("lagrangian", "pid"):
+            run["budget"] = float(c.get("budget", 1.5))
+            run.update(sl.budget_tracking(h["step"], h["predictability_cost"], run["budget"]))
+        else:
+            ref.append(run["format_failure"])
+        runs.append(run)
+    limit = (max(ref) + 0.05) if ref else math.nan
+    goal = {}
+    for mode in sorted({r["mode"] for r in runs if "budget" in r}):
+        mine = [r for r in runs if r["mode"] == mode and "budget" in r]
+        goal[mode] = {"runs": len(mine),
+                      "runs_within_10pct": sum(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+                      "all_within_10pct": all(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+                      "no_give_up_phase": bool(ref) and all(r["format_failure"] <= limit
+                                                            for r in mine)}  # fmt: skip
+    return {"cost_unit": "nats/token", "format_failure_limit": limit, "runs": runs, "goal": goal}
+
+
+def _tracking_text(t: dict[str, Any]) -> str:
+    """The page's budget-tracking section: one line per run, then the goal per mode."""
+    lines = []
+    for r in t["runs"]:
+        costs = ", ".join(f"{c:.3f}" for _, c in r["eval_costs"])
+        head = (f"- {r['point']} seed {r['seed']}: budget {r['budget']:g}, within +-10 % in "
+                f"{r['within_10pct_last_quarter']:.2f} of the last quarter's evaluations "
+                f"(mean {r['last_quarter_cost']:.3f})" if "budget" in r
+                else f"- {r['point']} seed {r['seed']} (reference)")  # fmt: skip
+        lines.append(f"{head}; held-out cost {costs}; format failure max "
+                     f"{r['format_failure']:.3f}; final accuracy {r['success']:.3f}")  # fmt: skip
+    for mode, g in t["goal"].items():
+        lines.append(f"- **{mode}**: {g['runs_within_10pct']} of {g['runs']} runs within +-10 % "
+                     f"at every last-quarter evaluation; no give-up phase: "
+                     f"{g['no_give_up_phase']}")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

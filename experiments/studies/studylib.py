@@ -276,10 +276,12 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
     held-out prompts.
 
     ``trial.overrides``: ``{"steps", "num_tasks", "eval_prompts", "grpo": {...}}``
-    (``grpo`` = :class:`bystander.llm.grpo_config.GRPOConfig` fields). Returns the held-out
-    evaluation after training (``accuracy``, ``reward``, ``predictability_cost``
-    [nats/token], ``length_mean`` [tokens], ``nats/<view>``), the same before training
-    (``before_*``), the last step's lambda and the per-step curve.
+    (``grpo`` = :class:`bystander.llm.grpo_config.GRPOConfig` fields), optionally
+    ``eval_every`` / ``eval_every_prompts`` (held-out evaluations during training).
+    Returns the held-out evaluation after training (``accuracy``, ``reward``,
+    ``predictability_cost`` [nats/token], ``length_mean`` [tokens], ``nats/<view>``),
+    the same before training (``before_*``), the last step's lambda, the per-step curve
+    and, with ``eval_every``, ``heldout``: the columns of ``RUN_DIR/heldout.csv``.
     """
     from bystander.llm.cli import llm_train
 
@@ -298,6 +300,8 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
         "steps": int(ov["steps"]),
         "run_dir": str(trial_dir / "run"),
         "checkpoint_every": 0,
+        "eval_every": int(ov.get("eval_every", 0)),
+        "eval_every_prompts": int(ov.get("eval_every_prompts", 100)),
     }
     import contextlib
     import io
@@ -324,6 +328,11 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
             curve["accuracy"].append(_f(d.get("accuracy")))
             curve["length"].append(_f(d.get("length_mean")))
     m["curve"] = curve
+    held = Path(config["run_dir"]) / "heldout.csv"
+    if held.is_file():  # eval_every: the held-out rows during training, as columns
+        with open(held, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        m["heldout"] = {k: [_f(r[k]) for r in rows] for k in (rows[0] if rows else {})}
     return m
 
 

@@ -154,7 +154,14 @@ def test_llm_study_smoke(out, tiny_models):
     n = len(llm_tradeoff.build_trials(preset))
     sl.run_study(llm_tradeoff, preset, backend="serial", out=out, log=None)
     rows = _check_outputs("llm_tradeoff", out / "llm_tradeoff", n)
-    assert {r["constraint"] for r in rows} == {"none", "shaping"}
+    assert {r["constraint"] for r in rows} == {"none", "shaping", "lagrangian"}
+    tracking = json.loads((out / "llm_tradeoff" / "summary.json").read_text())["budget_tracking"]
+    (lag,) = [r for r in tracking["runs"] if r["mode"] == "lagrangian"]
+    assert lag["budget"] == 1.0 and [s for s, _ in lag["eval_costs"]] == [1]
+    keys = {"within_10pct_last_quarter", "last_quarter_cost", "format_failure", "success"}
+    assert keys <= set(lag)
+    assert [r["mode"] for r in tracking["runs"]].count("none") == 1  # the reference
+    assert tracking["goal"]["lagrangian"]["runs"] == 1
 
 
 def test_rerun_resumes_and_report_only(out):

@@ -114,3 +114,37 @@ def test_a_second_llm_run_on_one_directory_is_refused(models, tmp_path):
         with pytest.raises(RunDirBusyError, match="in use by another process"):
             cli.main(["train", *_common(models), "--steps", "1", "--run-dir", str(run)])
     assert not (run / "config.json").exists()
+
+
+def test_heldout_rows_during_training_equal_llm_evaluate_and_survive_a_resume(models, tmp_path):
+    """``--eval-every``: one row of ``heldout.csv`` per N GRPO steps, on fixed prompts and a
+    fixed sampling seed; the last equals ``llm evaluate`` of the saved policy on the same
+    prompts, and a resume keeps the rows up to its checkpoint (not a later one)."""
+    import csv
+
+    run = tmp_path / "run"
+    args = ["train", *_common(models), "--steps", "4", "--run-dir", str(run),
+            "--constraint", "lagrangian", "--budget", "0.5", "--checkpoint-every", "2",
+            "--eval-every", "2", "--eval-every-prompts", "3", "--heldout-observer", "none"]  # fmt: skip
+    assert cli.main(args) == 0
+
+    def rows():
+        with open(run / "heldout.csv", encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+
+    got = rows()
+    assert [int(float(r["step"])) for r in got] == [2, 4]
+    assert float(got[-1]["completions"]) == 6.0 and float(got[-1]["lambda"]) > 0
+    final = cli.llm_evaluate({"run_dir": str(run), "eval_prompts": 3, "samples": 2,
+                              "seed": 1234, "heldout_observer": "none"})  # fmt: skip
+    for key in ("accuracy", "predictability_cost", "length_mean", "format_failure"):
+        assert float(got[-1][key]) == pytest.approx(final[key], rel=1e-6, abs=1e-9), key
+    # a row past the checkpoint (a crash after it) is dropped on resume, then redone
+    with open(run / "heldout.csv", "a", encoding="utf-8") as f:
+        f.write(",".join("5" if k == "step" else got[-1][k] for k in got[-1]) + "\n")
+    assert cli.main(["train", "--resume", str(run), "--steps", "6"]) == 0
+    assert [int(float(r["step"])) for r in rows()] == [2, 4, 6]
+    with pytest.raises(ValueError, match="eval_every"):
+        cli.main(["train", *_common(models), "--run-dir", str(tmp_path / "bad"),
+                  "--eval-every", "-1"])  # fmt: skip
+    assert not (tmp_path / "bad").exists()
