@@ -404,3 +404,44 @@ def test_progress_credit_puts_the_lagrangian_reward_in_per_metre_units():
         rule.apply(1.0, {"costs": {"p": 0.6}})
     with pytest.raises(ValueError, match="single multiplier"):
         LagrangianRule({"a": m, "b": LagrangeMultiplier(0.1)}, progress_credit=0.3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LagrangeMultiplier(budget=1.0, lr=0.1, init=0.1, max=10.0, delay=20, window=2),
+        lambda: PIDLagrangeMultiplier(budget=1.0, kp=0.2, ki=0.02, kd=0.0, delay=20, window=2),
+    ],
+    ids=["log-lagrange", "pid"],
+)
+def test_closed_loop_with_a_delayed_cost_holds_the_budget_in_the_last_quarter(make):
+    """The loop of issue 12: the cost the multiplier sees is the policy's of ``LAG``
+    updates ago (an evaluation pipeline), with noise, after a warm-up in which lambda
+    does not move; every last-quarter point is within +-10 % of the budget. A multiplier
+    stepping 20x harder oscillates out of the band (the check can fail)."""
+    lag, steps = 3, 800
+
+    def run(multiplier) -> list[float]:
+        rng = np.random.default_rng(1)
+        theta, past, seen = 3.0, [], []
+        for _ in range(steps):
+            lam = multiplier.value
+            for _ in range(5):  # policy-gradient steps on (r - lam * c) / (1 + lam)
+                theta += 0.05 * (1.0 - 2.0 * lam * theta) / (1.0 + lam)
+            past.append(theta**2)
+            cost = past[max(0, len(past) - 1 - lag)] + rng.normal(0.0, 0.02)
+            seen.append(cost)
+            multiplier.update(cost)
+        return seen
+
+    seen = run(make())
+    last = np.array(seen[-steps // 4 :])
+    assert seen[0] > 3.0
+    assert np.all(np.abs(last - 1.0) <= 0.1), (last.min(), last.max())
+    hard = make()
+    if isinstance(hard, LagrangeMultiplier):
+        hard.lr *= 20
+    else:
+        hard.kp, hard.ki = hard.kp * 20, hard.ki * 20
+    last = np.array(run(hard)[-steps // 4 :])
+    assert not np.all(np.abs(last - 1.0) <= 0.1)
