@@ -10,8 +10,9 @@
   the learned predictor on the (view, truth) pairs the envs scored, then sync its
   weights into the envs.
 - :class:`LinearLearningRate` and :class:`LearningRateClock`: ``train.lr_schedule:
-  linear``, a learning rate that falls to 0 over the whole run (SB3's own progress
-  restarts at each of the trainer's ``learn`` chunks, so the clock sets the step).
+  linear`` / ``train.ent_schedule: linear``, a learning rate / entropy bonus that falls
+  to 0 over the whole run (SB3's own progress restarts at each of the trainer's
+  ``learn`` chunks, so the clock sets the step).
 
 All of them are cheap per step (a few dict lookups per finished episode) and keep their
 state across ``model.learn`` calls (the trainer learns in chunks).
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from bystander.config import COTRAINED_KINDS
+from bystander.config import COTRAINED_KINDS, resolved_hyperparams
 from bystander.envs.constraints import episode_cost_for_budget
 from bystander.envs.contract import Views, concat_poses
 
@@ -308,14 +309,23 @@ class LinearLearningRate:
 
 
 class LearningRateClock(BaseCallback):
-    """Sets :attr:`LinearLearningRate.step` to the run's env steps after each rollout."""
+    """After each rollout (before PPO's update), sets :attr:`LinearLearningRate.step`
+    to the run's env steps, and with ``entropy`` (a :class:`LinearLearningRate` of the
+    initial ``ent_coef``) sets PPO's ``ent_coef`` to its value."""
 
-    def __init__(self, schedule: LinearLearningRate) -> None:
+    def __init__(
+        self, schedule: LinearLearningRate | None, entropy: LinearLearningRate | None = None
+    ) -> None:
         super().__init__()
         self.schedule = schedule
+        self.entropy = entropy
 
     def _on_rollout_end(self) -> None:
-        self.schedule.step = int(self.model.num_timesteps)
+        for s in (self.schedule, self.entropy):
+            if s is not None:
+                s.step = int(self.model.num_timesteps)
+        if self.entropy is not None:
+            self.model.ent_coef = self.entropy(1.0)
 
     def _on_step(self) -> bool:
         return True
@@ -324,13 +334,19 @@ class LearningRateClock(BaseCallback):
 def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
     """The callbacks a run needs given its config."""
     cbs: list[BaseCallback] = [EpisodeMetricsCallback(trainer.multipliers)]
-    if trainer.cfg.train.lr_schedule == "linear":
-        schedule = LinearLearningRate(
-            trainer.model.learning_rate, trainer.cfg.train.total_timesteps
-        )
-        schedule.step = int(trainer.model.num_timesteps)
-        trainer.model.lr_schedule = schedule
-        cbs.append(LearningRateClock(schedule))
+    train, model = trainer.cfg.train, trainer.model
+    lr = ent = None
+    if train.lr_schedule == "linear":
+        lr = LinearLearningRate(model.learning_rate, train.total_timesteps)
+        model.lr_schedule = lr
+    if train.ent_schedule == "linear":
+        initial = resolved_hyperparams(train).get("ent_coef", 0.0)
+        ent = LinearLearningRate(initial, train.total_timesteps)
+    if lr is not None or ent is not None:
+        clock = LearningRateClock(lr, ent)
+        clock.model = model
+        clock._on_rollout_end()  # the rates at the run's current step (resume)
+        cbs.append(clock)
     if trainer.multipliers:
         cbs.append(MultiplierCallback(trainer))
     if trainer.cfg.predictor.kind in COTRAINED_KINDS:

@@ -289,6 +289,9 @@ class TrainSection:
             ``anneal_lr``), measured on the whole run's step count, across resumes and
             the trainer's chunked ``learn`` calls. Gives constrained runs a steady last
             quarter (issue 12; README "Constraints that hold").
+        ent_schedule: ``constant`` (default) or ``linear`` (PPO only): the entropy
+            bonus ``hyperparams.ent_coef`` falls linearly to 0 over the run, in the same
+            way (explore early, act steadily late).
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.
@@ -310,6 +313,7 @@ class TrainSection:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = field(default_factory=dict)
     lr_schedule: str = "constant"
+    ent_schedule: str = "constant"
     checkpoint_every: int = 0
     max_minutes: float | None = field(
         default=None, metadata=_flag("--max-minutes", "wall-time limit")
@@ -341,18 +345,15 @@ class TrainSection:
             "a non-empty list of ints >= 1",
             self.net_arch,
         )
-        check(
-            self.lr_schedule in LR_SCHEDULES,
-            f"{path}.lr_schedule",
-            f"one of {LR_SCHEDULES}",
-            self.lr_schedule,
-        )
-        check(
-            self.lr_schedule == "constant" or self.algo == "ppo",
-            f"{path}.lr_schedule",
-            "'constant' unless train.algo is ppo",
-            self.lr_schedule,
-        )
+        for name in ("lr_schedule", "ent_schedule"):
+            value = getattr(self, name)
+            check(value in LR_SCHEDULES, f"{path}.{name}", f"one of {LR_SCHEDULES}", value)
+            check(
+                value == "constant" or self.algo == "ppo",
+                f"{path}.{name}",
+                "'constant' unless train.algo is ppo",
+                value,
+            )
         check(
             self.checkpoint_every >= 0,
             f"{path}.checkpoint_every",

@@ -379,3 +379,23 @@ def test_linear_learning_rate_falls_over_the_whole_run_across_chunks(tmp_path: P
         load_config(overrides=["train.lr_schedule=cosine"])
     with pytest.raises(ValueError, match="train.lr_schedule"):
         load_config(overrides=["train.lr_schedule=linear", "train.algo=sac"])
+
+
+def test_linear_entropy_bonus_falls_over_the_whole_run(tmp_path: Path) -> None:
+    """``train.ent_schedule=linear``: PPO's ``ent_coef`` is ent0 * (1 - step / total) at
+    each update, ``step`` the run's env steps (here half-way, then at the end)."""
+    cfg = load_config(overrides=["train.ent_schedule=linear", "train.total_timesteps=2048",
+                                 "train.n_envs=4", "train.hyperparams.n_steps=64",
+                                 "train.hyperparams.batch_size=64",
+                                 "train.hyperparams.ent_coef=0.02", "train.tensorboard=false"])  # fmt: skip
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    try:
+        assert trainer.model.ent_coef == pytest.approx(0.02)
+        trainer.train(total_timesteps=1024)
+        assert trainer.model.ent_coef == pytest.approx(0.02 * (1 - 1024 / 2048))
+        trainer.train()
+        assert trainer.model.ent_coef == pytest.approx(0.0, abs=1e-12)
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="train.ent_schedule"):
+        load_config(overrides=["train.ent_schedule=linear", "train.algo=dqn"])
