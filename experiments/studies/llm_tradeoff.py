@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import studylib as sl  # noqa: E402
@@ -246,7 +248,9 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     counterpart of the stand-still fraction, see :mod:`bystander.llm.heldout`) and
     ``success`` (accuracy at the last evaluation); unconstrained runs are references
     (no budget). ``goal`` per constraint mode: every run within +-10 % in the last
-    quarter, and format failure never more than 5 points above the references' max."""
+    quarter, and format failure never more than 5 points above the references' max.
+    ``reference_within_10pct_last_quarter`` per run: the same share for the unconstrained
+    runs at that budget (near 1: the band does not tell a constraint from none)."""
     runs, ref = [], []
     for r in sorted(records, key=lambda x: (x["trial"]["point"]["name"], x["trial"]["seed"])):
         h = (r.get("metrics") or {}).get("heldout") or {}
@@ -266,6 +270,12 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             ref.append(run["format_failure"])
         runs.append(run)
     limit = (max(ref) + 0.05) if ref else math.nan
+    refs = [r for r in runs if "budget" not in r]
+    for run in runs:  # is the band informative: would the unconstrained policy be in it?
+        if "budget" in run and refs:
+            run["reference_within_10pct_last_quarter"] = float(np.mean([sl.budget_tracking(
+                [st for st, _ in q["eval_costs"]], [c for _, c in q["eval_costs"]],
+                run["budget"])["within_10pct_last_quarter"] for q in refs]))  # fmt: skip
     goal = {}
     for mode in sorted({r["mode"] for r in runs if "budget" in r}):
         mine = [r for r in runs if r["mode"] == mode and "budget" in r]
@@ -284,7 +294,8 @@ def _tracking_text(t: dict[str, Any]) -> str:
         costs = ", ".join(f"{c:.3f}" for _, c in r["eval_costs"])
         head = (f"- {r['point']} seed {r['seed']}: budget {r['budget']:g}, within +-10 % in "
                 f"{r['within_10pct_last_quarter']:.2f} of the last quarter's evaluations "
-                f"(mean {r['last_quarter_cost']:.3f})" if "budget" in r
+                f"(mean {r['last_quarter_cost']:.3f}; unconstrained runs: "
+                f"{r.get('reference_within_10pct_last_quarter', math.nan):.2f})" if "budget" in r
                 else f"- {r['point']} seed {r['seed']} (reference)")  # fmt: skip
         lines.append(f"{head}; held-out cost {costs}; format failure max "
                      f"{r['format_failure']:.3f}; final accuracy {r['success']:.3f}")  # fmt: skip

@@ -162,6 +162,7 @@ def test_llm_study_smoke(out, tiny_models):
     assert keys <= set(lag)
     assert [r["mode"] for r in tracking["runs"]].count("none") == 1  # the reference
     assert tracking["goal"]["lagrangian"]["runs"] == 1
+    assert 0.0 <= lag["reference_within_10pct_last_quarter"] <= 1.0
 
 
 def test_rerun_resumes_and_report_only(out):
