@@ -291,7 +291,10 @@ class LinearLearningRate:
 
     SB3 calls it with its progress, which restarts at every ``learn`` call; the run's
     step comes from :attr:`step` instead, which :class:`LearningRateClock` sets at the
-    end of each rollout (before PPO's update reads the rate). A plain object, so it
+    end of each rollout (before PPO's update reads the rate). So the update after a
+    rollout ending at step ``s`` uses ``initial * (1 - s / total)``: the first one
+    slightly under ``initial``, the last one 0 (CleanRL's ``anneal_lr`` reads the step at
+    the rollout's start instead; the difference is one rollout). A plain object, so it
     pickles into ``model.zip``.
 
     Args:
@@ -326,6 +329,7 @@ class LearningRateClock(BaseCallback):
                 s.step = int(self.model.num_timesteps)
         if self.entropy is not None:
             self.model.ent_coef = self.entropy(1.0)
+            self.model.logger.record("train/ent_coef", self.model.ent_coef)
 
     def _on_step(self) -> bool:
         return True

@@ -41,6 +41,7 @@ from bystander.agents.predictors import (
 )
 from bystander.agents.torch_state import TorchPredictorState
 from bystander.envs.contract import Views
+from bystander.seeding import forked_torch_seed
 
 __all__ = ["LearnedPredictor", "FORMAT"]
 
@@ -141,8 +142,7 @@ class LearnedPredictor(TorchPredictorState, TrajectoryPredictor):
         self.vel_scale = float(vel_scale)
         self.seed = _check_int("seed", seed, 0)
         self.modes = _check_int("modes", modes, 1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        with forked_torch_seed(self.seed):
             self.net = _Net(
                 arch, int(self.history), int(self.horizon), self.hidden, self.layers, self.modes
             )

@@ -48,12 +48,12 @@ __all__ = [
     "ALGOS",
     "DEFAULT_ENV_CONFIG",
     "COTRAINED_KINDS",
+    "LR_SCHEDULES",
     "PREDICTOR_ALIASES",
     "PREDICTOR_KINDS",
     "REVIEW_MODES",
     "SECTIONS",
     "VEC_ENVS",
-    "LR_SCHEDULES",
     "EnvSection",
     "EvalSection",
     "PredictorSection",
@@ -287,7 +287,8 @@ class TrainSection:
             ``linear`` (PPO only): the learning rate falls linearly from
             ``learning_rate`` at step 0 to 0 at ``total_timesteps`` (CleanRL's
             ``anneal_lr``), measured on the whole run's step count, across resumes and
-            the trainer's chunked ``learn`` calls. Gives constrained runs a steady last
+            the trainer's chunked ``learn`` calls (a resume with a larger
+            ``total_timesteps`` raises the rate to that schedule's value). Gives constrained runs a steady last
             quarter (issue 12; README "Constraints that hold").
         ent_schedule: ``constant`` (default) or ``linear`` (PPO only): the entropy
             bonus ``hyperparams.ent_coef`` falls linearly to 0 over the run, in the same

@@ -233,18 +233,17 @@ def _heldout(config: dict[str, Any]) -> list[Any]:
 
 def _periodic_heldout(trainer: Any, config: dict[str, Any]) -> Any | None:
     """The run's :class:`~bystander.llm.heldout.TextHeldOutEvaluation` (``eval_every``
-    GRPO steps; ``None`` when 0 or absent), on the first ``eval_every_prompts`` held-out
-    tasks: the ones ``llm evaluate --eval-prompts <that many>`` uses."""
-    every = int(config.get("eval_every") or 0)
-    if every < 0:
-        raise ValueError(f"eval_every: expected an int >= 0 (GRPO steps), got {every}")
+    GRPO steps; ``None`` when 0 or absent), on ``eval_every_prompts`` held-out tasks: the
+    ones ``llm evaluate --eval-prompts <that many>`` uses (generated: the first of the
+    run's held-out seed; a JSONL file: its last lines)."""
+    every, n = config.get("eval_every") or 0, config.get("eval_every_prompts", 100)
+    for name, value, low in (("eval_every", every, 0), ("eval_every_prompts", n, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     if not every:
         return None
     from bystander.llm.heldout import TextHeldOutEvaluation
 
-    n = int(config.get("eval_every_prompts", 100))
-    if n < 1:
-        raise ValueError(f"eval_every_prompts: expected an int >= 1, got {n}")
     return TextHeldOutEvaluation(trainer, _heldout({**config, "eval_prompts": n}), every)
 
 
@@ -302,10 +301,13 @@ def _train_locked(
         trainer.load_checkpoint(run_dir / "checkpoint")
         if periodic is not None:
             periodic.resume(trainer.step_count)
-    elif config["eval_prompts"]:
-        before = trainer.evaluate(heldout)
-        with atomic_open(run_dir / "eval_before.json", "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(before, indent=2))
+    else:
+        # a fresh run owns the directory: no held-out rows of an earlier run may remain
+        (run_dir / "heldout.csv").unlink(missing_ok=True)
+        if config["eval_prompts"]:
+            before = trainer.evaluate(heldout)
+            with atomic_open(run_dir / "eval_before.json", "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(before, indent=2))
     every = int(opts["checkpoint_every"] or 0)
     last: dict[str, Any] = {}
     while trainer.step_count < steps:

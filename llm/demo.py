@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["run_text_demo"]
 
@@ -36,6 +35,7 @@ def _episodes(policy_dir: Path, slm: str, views: str, n: int, seed: int) -> dict
     from bystander.envs.text_v0 import TextEnv
     from bystander.llm.models import generate_group, load_causal_lm
     from bystander.llm.observers import SLMPredictor
+    from bystander.seeding import forked_torch_seed
 
     policy, tok = load_causal_lm(str(policy_dir))
     slm, slm_tok = load_causal_lm(slm)
@@ -45,8 +45,7 @@ def _episodes(policy_dir: Path, slm: str, views: str, n: int, seed: int) -> dict
         LagrangeMultiplier(budget=1.0),
     )
     rows = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with forked_torch_seed(seed):
         for i in range(n):
             env.reset(seed=seed + i)
             ids = generate_group(policy, tok, [env.unwrapped.prompt_ids], 1, max_new_tokens=80)[0]

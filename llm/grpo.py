@@ -64,6 +64,7 @@ from bystander.envs.text_v0 import parse_views
 from bystander.llm.grpo_config import GRPOConfig
 from bystander.llm.models import completion_logprobs, generate_group
 from bystander.llm.observers import build_views, score_observers
+from bystander.seeding import forked_torch_seed
 
 __all__ = ["GRPOTrainer", "group_normalise"]
 
@@ -393,7 +394,7 @@ class GRPOTrainer:
         minimum-length guard; held-out observer nats/token and completion accuracy
         when the trainer has one; ``measures=False`` skips the KL and the held-out
         observer, the costly ones), and ``format_failure`` (share without a well-formed
-        answer). Uses its own seeds (``torch.random.fork_rng``):
+        answer). Uses its own seeds (:func:`~bystander.seeding.forked_torch_seed`):
         training RNG streams are untouched.
         """
         from bystander.llm.measures import evaluation_extras
@@ -401,8 +402,7 @@ class GRPOTrainer:
         tasks = list(tasks) if tasks is not None else self.tasks[:num_prompts]
         saved, self.tasks = self.tasks, tasks
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with forked_torch_seed(seed):
                 idx = np.arange(len(tasks))
                 p_ids, prompts, completions, texts, _ = self._sample(idx, samples)
             rng = np.random.default_rng(seed)

@@ -90,6 +90,12 @@ class TextHeldOutEvaluation:
         if self.path is None or not self.path.is_file():
             return
         with open(self.path, encoding="utf-8", newline="") as f:
-            rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            try:
+                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{self.path}: expected a held-out CSV of numbers (one row per "
+                    f"evaluation), got an unreadable cell ({err})"
+                ) from None
         self.rows = [r for r in rows if r["step"] <= step]
         write_csv(self.rows, self.path)

@@ -28,6 +28,7 @@ import torch
 from bystander.envs.text_tasks import Task, extract_answer, format_prompt, task_template
 from bystander.envs.text_tokens import decode, encode
 from bystander.llm.models import generate_group
+from bystander.seeding import forked_torch_seed
 
 __all__ = [
     "answer_accuracy",
@@ -53,7 +54,8 @@ def complete(
     """Completions of ``prompts`` as text, ``samples`` per prompt (prompt-major).
 
     Sampling (``greedy=False``, temperature 1) uses its own seed
-    (``torch.random.fork_rng``); the caller's RNG streams are untouched.
+    (:func:`~bystander.seeding.forked_torch_seed`); the caller's RNG streams, CUDA ones
+    included, are untouched.
 
     Returns:
         ``len(prompts) * samples`` strings (EOS and padding removed).
@@ -62,8 +64,7 @@ def complete(
         raise ValueError(f"samples: expected >= 1, got {samples}")
     ids = [encode(tokenizer, p) for p in prompts]
     out: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with forked_torch_seed(seed):
         step = max(1, batch_size // samples)
         for i in range(0, len(ids), step):
             done = generate_group(

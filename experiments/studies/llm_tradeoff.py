@@ -246,8 +246,8 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     nats/token] at each evaluation), ``within_10pct_last_quarter``,
     ``last_quarter_cost``, ``format_failure`` (max over evaluations: the text
     counterpart of the stand-still fraction, see :mod:`bystander.llm.heldout`) and
-    ``success`` (accuracy at the last evaluation); unconstrained runs are references
-    (no budget). ``goal`` per constraint mode: every run within +-10 % in the last
+    ``success`` (accuracy at the last evaluation); unconstrained runs (``none``) are the
+    references (no budget); shaping runs are listed, not references. ``goal`` per constraint mode: every run within +-10 % in the last
     quarter, and format failure never more than 5 points above the references' max.
     ``reference_within_10pct_last_quarter`` per run: the same share for the unconstrained
     runs at that budget (near 1: the band does not tell a constraint from none)."""
@@ -266,11 +266,11 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         if point["constraint"] in ("lagrangian", "pid"):
             run["budget"] = float(c.get("budget", 1.5))
             run.update(sl.budget_tracking(h["step"], h["predictability_cost"], run["budget"]))
-        else:
+        elif point["constraint"] == "none":
             ref.append(run["format_failure"])
         runs.append(run)
     limit = (max(ref) + 0.05) if ref else math.nan
-    refs = [r for r in runs if "budget" not in r]
+    refs = [r for r in runs if r["mode"] == "none"]
     for run in runs:  # is the band informative: would the unconstrained policy be in it?
         if "budget" in run and refs:
             run["reference_within_10pct_last_quarter"] = float(np.mean([sl.budget_tracking(
@@ -296,7 +296,7 @@ def _tracking_text(t: dict[str, Any]) -> str:
                 f"{r['within_10pct_last_quarter']:.2f} of the last quarter's evaluations "
                 f"(mean {r['last_quarter_cost']:.3f}; unconstrained runs: "
                 f"{r.get('reference_within_10pct_last_quarter', math.nan):.2f})" if "budget" in r
-                else f"- {r['point']} seed {r['seed']} (reference)")  # fmt: skip
+                else f"- {r['point']} seed {r['seed']} ({'reference' if r['mode'] == 'none' else 'no budget'})")  # fmt: skip
         lines.append(f"{head}; held-out cost {costs}; format failure max "
                      f"{r['format_failure']:.3f}; final accuracy {r['success']:.3f}")  # fmt: skip
     for mode, g in t["goal"].items():

@@ -122,10 +122,10 @@ def test_heldout_rows_during_training_equal_llm_evaluate_and_survive_a_resume(mo
     prompts, and a resume keeps the rows up to its checkpoint (not a later one)."""
     import csv
 
-    run = tmp_path / "run"
-    args = ["train", *_common(models), "--steps", "4", "--run-dir", str(run),
-            "--constraint", "lagrangian", "--budget", "0.5", "--checkpoint-every", "2",
-            "--eval-every", "2", "--eval-every-prompts", "3", "--heldout-observer", "none"]  # fmt: skip
+    run, plain = tmp_path / "run", tmp_path / "plain"
+    base = ["train", *_common(models), "--steps", "4", "--constraint", "lagrangian",
+            "--budget", "0.5", "--checkpoint-every", "2", "--heldout-observer", "none"]  # fmt: skip
+    args = [*base, "--run-dir", str(run), "--eval-every", "2", "--eval-every-prompts", "3"]
     assert cli.main(args) == 0
 
     def rows():
@@ -134,6 +134,15 @@ def test_heldout_rows_during_training_equal_llm_evaluate_and_survive_a_resume(mo
 
     got = rows()
     assert [int(float(r["step"])) for r in got] == [2, 4]
+    # the evaluations draw from their own seeds: training is the same without them
+    assert cli.main([*base, "--run-dir", str(plain)]) == 0
+
+    def log(run_dir):
+        drop = ("gen_seconds", "score_seconds")
+        lines = (run_dir / "log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]
+
+    assert log(plain) == log(run) and not (plain / "heldout.csv").exists()
     assert float(got[-1]["completions"]) == 6.0 and float(got[-1]["lambda"]) > 0
     final = cli.llm_evaluate({"run_dir": str(run), "eval_prompts": 3, "samples": 2,
                               "seed": 1234, "heldout_observer": "none"})  # fmt: skip

@@ -258,7 +258,6 @@ def test_training_prompts_stay_their_own_after_an_evaluation_on_other_tasks(tok)
     for i, task in enumerate(trainer.tasks):
         assert np.array_equal(trainer._prompt_ids(i), encode(tok, format_prompt(task.question)))
     trainer.step()
-    seen = []
     trainer.evaluate(held, samples=1)
     saved, trainer.tasks = trainer.tasks, held
     try:
