@@ -9,10 +9,10 @@
 - :class:`PredictorCoTrainingCallback`: the GAN-like loop: after each rollout, update
   the learned predictor on the (view, truth) pairs the envs scored, then sync its
   weights into the envs.
-- :class:`LinearLearningRate` and :class:`LearningRateClock`: ``train.lr_schedule:
-  linear`` / ``train.ent_schedule: linear``, a learning rate / entropy bonus that falls
-  to 0 over the whole run (SB3's own progress restarts at each of the trainer's
-  ``learn`` chunks, so the clock sets the step).
+- :class:`LinearDecay` and :class:`ScheduleClock`: ``train.lr_schedule: linear`` /
+  ``train.ent_schedule: linear``, a learning rate / entropy bonus that falls to 0 over
+  the whole run (SB3's own progress restarts at each of the trainer's ``learn`` chunks,
+  so the clock sets the step).
 
 All of them are cheap per step (a few dict lookups per finished episode) and keep their
 state across ``model.learn`` calls (the trainer learns in chunks).
@@ -35,10 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "EpisodeMetricsCallback",
-    "LearningRateClock",
-    "LinearLearningRate",
+    "LinearDecay",
     "MultiplierCallback",
     "PredictorCoTrainingCallback",
+    "ScheduleClock",
     "build_callbacks",
     "concat_views",
 ]
@@ -286,11 +286,12 @@ class PredictorCoTrainingCallback(BaseCallback):
             self.rng.bit_generator.state = state["rng"]
 
 
-class LinearLearningRate:
-    """SB3 ``lr_schedule`` falling linearly from ``initial`` at step 0 to 0 at ``total``.
+class LinearDecay:
+    """A value falling linearly from ``initial`` at step 0 to 0 at ``total``; also an
+    SB3 ``lr_schedule``.
 
-    SB3 calls it with its progress, which restarts at every ``learn`` call; the run's
-    step comes from :attr:`step` instead, which :class:`LearningRateClock` sets at the
+    SB3 calls a schedule with its progress, which restarts at every ``learn`` call; the
+    run's step comes from :attr:`step` instead, which :class:`ScheduleClock` sets at the
     end of each rollout (before PPO's update reads the rate). So the update after a
     rollout ending at step ``s`` uses ``initial * (1 - s / total)``: the first one
     slightly under ``initial``, the last one 0 (CleanRL's ``anneal_lr`` reads the step at
@@ -298,7 +299,7 @@ class LinearLearningRate:
     pickles into ``model.zip``.
 
     Args:
-        initial: Learning rate at step 0 (> 0).
+        initial: Value at step 0 (>= 0).
         total: The run's ``train.total_timesteps`` (env steps, >= 1).
     """
 
@@ -307,29 +308,31 @@ class LinearLearningRate:
         self.total = int(total)
         self.step = 0
 
-    def __call__(self, _progress_remaining: float) -> float:
+    def __call__(self, _progress_remaining: float = 1.0) -> float:
         return self.initial * max(0.0, 1.0 - self.step / self.total)
 
 
-class LearningRateClock(BaseCallback):
-    """After each rollout (before PPO's update), sets :attr:`LinearLearningRate.step`
-    to the run's env steps, and with ``entropy`` (a :class:`LinearLearningRate` of the
-    initial ``ent_coef``) sets PPO's ``ent_coef`` to its value."""
+class ScheduleClock(BaseCallback):
+    """After each rollout (before PPO's update), moves the run's schedules to its env
+    steps: ``lr`` (PPO's ``lr_schedule``) and ``entropy`` (sets PPO's ``ent_coef``,
+    logged as ``train/ent_coef``); either may be ``None``."""
 
-    def __init__(
-        self, schedule: LinearLearningRate | None, entropy: LinearLearningRate | None = None
-    ) -> None:
+    def __init__(self, lr: LinearDecay | None, entropy: LinearDecay | None = None) -> None:
         super().__init__()
-        self.schedule = schedule
+        self.lr = lr
         self.entropy = entropy
 
-    def _on_rollout_end(self) -> None:
-        for s in (self.schedule, self.entropy):
+    def sync(self, model: Any) -> None:
+        """Set the schedules to ``model``'s step (also at build time, for a resume)."""
+        for s in (self.lr, self.entropy):
             if s is not None:
-                s.step = int(self.model.num_timesteps)
+                s.step = int(model.num_timesteps)
         if self.entropy is not None:
-            self.model.ent_coef = self.entropy(1.0)
-            self.model.logger.record("train/ent_coef", self.model.ent_coef)
+            model.ent_coef = self.entropy()
+            model.logger.record("train/ent_coef", model.ent_coef)
+
+    def _on_rollout_end(self) -> None:
+        self.sync(self.model)
 
     def _on_step(self) -> bool:
         return True
@@ -341,15 +344,12 @@ def build_callbacks(trainer: Trainer) -> list[BaseCallback]:
     train, model = trainer.cfg.train, trainer.model
     lr = ent = None
     if train.lr_schedule == "linear":
-        lr = LinearLearningRate(model.learning_rate, train.total_timesteps)
-        model.lr_schedule = lr
+        lr = model.lr_schedule = LinearDecay(model.learning_rate, train.total_timesteps)
     if train.ent_schedule == "linear":
-        initial = resolved_hyperparams(train).get("ent_coef", 0.0)
-        ent = LinearLearningRate(initial, train.total_timesteps)
+        ent = LinearDecay(resolved_hyperparams(train).get("ent_coef", 0.0), train.total_timesteps)
     if lr is not None or ent is not None:
-        clock = LearningRateClock(lr, ent)
-        clock.model = model
-        clock._on_rollout_end()  # the rates at the run's current step (resume)
+        clock = ScheduleClock(lr, ent)
+        clock.sync(model)  # the values at the run's current step (a resume)
         cbs.append(clock)
     if trainer.multipliers:
         cbs.append(MultiplierCallback(trainer))

@@ -115,13 +115,9 @@ def plot_utility_vs_predictability(entries: list[EgoEntry], path: str | Path) ->
 
 def _heldout_rows(run_dir: Path) -> list[dict[str, float]]:
     """``RUN_DIR/logs/heldout.csv`` as floats (empty when the run logged none)."""
-    import csv
+    from bystander.sweeps import read_csv_floats
 
-    path = Path(run_dir) / "logs" / "heldout.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) if v else math.nan for k, v in r.items()} for r in csv.DictReader(f)]
+    return read_csv_floats(Path(run_dir) / "logs" / "heldout.csv")
 
 
 def plot_heldout_cost(

@@ -62,6 +62,7 @@ __all__ = [
     "load_results",
     "markdown_table",
     "pareto_front",
+    "read_csv_floats",
     "resolve_fn",
     "run_sweep",
     "trial_path",
@@ -462,6 +463,21 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         for r in rows:
             w.writerow({k: _cell(v) for k, v in r.items()})
     return path
+
+
+def read_csv_floats(path: str | Path) -> list[dict[str, float]]:
+    """A numeric CSV (such as :func:`write_csv` writes for logs: ``heldout.csv``) as rows
+    of floats; empty cells are NaN, a missing file is no rows. A cell that is not a
+    number raises ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        try:
+            return [{k: float(v) if v else math.nan for k, v in r.items()}
+                    for r in csv.DictReader(f)]  # fmt: skip
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: expected a CSV of numbers, got {err}") from None
 
 
 def _cell(v: Any) -> Any:

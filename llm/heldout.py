@@ -17,12 +17,11 @@ fraction: the way a policy gives up on the task to lower its cost.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
 
-from bystander.sweeps import write_csv
+from bystander.sweeps import read_csv_floats, write_csv
 
 __all__ = ["HELDOUT_TEXT_METRICS", "TextHeldOutEvaluation"]
 
@@ -64,7 +63,7 @@ class TextHeldOutEvaluation:
 
     def due(self, step: int) -> bool:
         """Whether an evaluation is due after GRPO step ``step``."""
-        return step % self.every == 0 and not any(r["step"] == step for r in self.rows)
+        return step % self.every == 0 and (not self.rows or self.rows[-1]["step"] < step)
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate the current policy now; record, write and return the row."""
@@ -89,13 +88,5 @@ class TextHeldOutEvaluation:
         checkpoint); later rows belong to steps that will be trained again."""
         if self.path is None or not self.path.is_file():
             return
-        with open(self.path, encoding="utf-8", newline="") as f:
-            try:
-                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-            except (TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{self.path}: expected a held-out CSV of numbers (one row per "
-                    f"evaluation), got an unreadable cell ({err})"
-                ) from None
-        self.rows = [r for r in rows if r["step"] <= step]
+        self.rows = [r for r in read_csv_floats(self.path) if r["step"] <= step]
         write_csv(self.rows, self.path)

@@ -113,7 +113,7 @@ def heldout_summary(records: list[dict[str, Any]], norm: str) -> dict[str, Any]:
     met the goal: every budget and seed within +-10 % in the last quarter, and a
     stand-still fraction never more than 5 points above the unconstrained ego's."""
     col = f"cost_predictability_{'per_metre' if norm == 'per_metre' else 'per_step'}"
-    runs, ref_still = [], []
+    runs = []
     for r in sorted(records, key=lambda x: (x["trial"]["point"]["mode"],
                                             x["trial"]["point"]["budget"], x["trial"]["seed"])):  # fmt: skip
         h = r["metrics"].get("heldout") or {}
@@ -125,23 +125,13 @@ def heldout_summary(records: list[dict[str, Any]], norm: str) -> dict[str, Any]:
                "stand_still_fraction": max(h["stand_still_fraction"]),
                "success": h["success"][-1]}  # fmt: skip
         if point["mode"] == "unconstrained":
-            ref_still.append(run["stand_still_fraction"])
             run["reference_cost_last_quarter"] = sl.budget_tracking(
                 steps, h[col], 1.0)["last_quarter_cost"]  # fmt: skip
         else:
             run.update(sl.budget_tracking(steps, h[col], point["budget"]))
         runs.append(run)
-    limit = (max(ref_still) + 0.05) if ref_still else math.nan
-    goal = {}
-    for mode in sorted({r["mode"] for r in runs} - {"unconstrained"}):
-        mine = [r for r in runs if r["mode"] == mode]
-        goal[mode] = {
-            "runs": len(mine),
-            "all_within_10pct": all(r["within_10pct_last_quarter"] == 1.0 for r in mine),
-            "runs_within_10pct": sum(r["within_10pct_last_quarter"] == 1.0 for r in mine),
-            "no_stand_still_phase": bool(ref_still)
-            and all(r["stand_still_fraction"] <= limit for r in mine),
-        }
+    limit, goal = sl.tracking_goal(runs, "unconstrained", "stand_still_fraction",
+                                   "no_stand_still_phase")  # fmt: skip
     return {"cost_unit": UNITS[norm], "column": col, "stand_still_limit": limit,
             "runs": runs, "goal": goal}  # fmt: skip
 

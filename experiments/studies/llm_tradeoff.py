@@ -251,7 +251,9 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     quarter, and format failure never more than 5 points above the references' max.
     ``reference_within_10pct_last_quarter`` per run: the same share for the unconstrained
     runs at that budget (near 1: the band does not tell a constraint from none)."""
-    runs, ref = [], []
+    from bystander.llm.grpo_config import text_constraint
+
+    runs = []
     for r in sorted(records, key=lambda x: (x["trial"]["point"]["name"], x["trial"]["seed"])):
         h = (r.get("metrics") or {}).get("heldout") or {}
         if r.get("status") != "ok" or not h.get("step"):
@@ -264,26 +266,16 @@ def budget_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
                "format_failure": max(h["format_failure"]), "success": h["accuracy"][-1],
                "lambda": h["lambda"][-1]}  # fmt: skip
         if point["constraint"] in ("lagrangian", "pid"):
-            run["budget"] = float(c.get("budget", 1.5))
+            run["budget"] = float(c.get("budget", text_constraint().budget))
             run.update(sl.budget_tracking(h["step"], h["predictability_cost"], run["budget"]))
-        elif point["constraint"] == "none":
-            ref.append(run["format_failure"])
         runs.append(run)
-    limit = (max(ref) + 0.05) if ref else math.nan
+    limit, goal = sl.tracking_goal(runs, "none", "format_failure", "no_give_up_phase")
     refs = [r for r in runs if r["mode"] == "none"]
     for run in runs:  # is the band informative: would the unconstrained policy be in it?
         if "budget" in run and refs:
             run["reference_within_10pct_last_quarter"] = float(np.mean([sl.budget_tracking(
                 [st for st, _ in q["eval_costs"]], [c for _, c in q["eval_costs"]],
                 run["budget"])["within_10pct_last_quarter"] for q in refs]))  # fmt: skip
-    goal = {}
-    for mode in sorted({r["mode"] for r in runs if "budget" in r}):
-        mine = [r for r in runs if r["mode"] == mode and "budget" in r]
-        goal[mode] = {"runs": len(mine),
-                      "runs_within_10pct": sum(r["within_10pct_last_quarter"] == 1.0 for r in mine),
-                      "all_within_10pct": all(r["within_10pct_last_quarter"] == 1.0 for r in mine),
-                      "no_give_up_phase": bool(ref) and all(r["format_failure"] <= limit
-                                                            for r in mine)}  # fmt: skip
     return {"cost_unit": "nats/token", "format_failure_limit": limit, "runs": runs, "goal": goal}
 
 

@@ -36,6 +36,7 @@ from bystander.sweeps import (
     Trial,
     atomic_write_json,
     load_results,
+    read_csv_floats,
     run_sweep,
 )
 
@@ -241,15 +242,11 @@ def heldout_curve(run_dir: Path) -> dict[str, list[float]]:
     ``RUN_DIR/logs/heldout.csv``) as columns: ``step``, ``success``, ``collision``,
     ``stand_still_fraction``, ``progress_m`` and every ``cost_*_per_step`` /
     ``cost_*_per_metre``. Empty when the run logged none."""
-    path = run_dir / "logs" / "heldout.csv"
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv_floats(run_dir / "logs" / "heldout.csv")
     keep = [k for k in (rows[0] if rows else {})
             if k in ("step", "success", "collision", "stand_still_fraction", "progress_m")
             or (k.startswith("cost_") and k.endswith(("_per_step", "_per_metre")))]  # fmt: skip
-    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows] for k in keep}
+    return {k: [r[k] for r in rows] for k in keep}
 
 
 def budget_tracking(
@@ -266,6 +263,31 @@ def budget_tracking(
     inside = [abs(c - budget) <= tolerance * budget for c in last]
     return {"within_10pct_last_quarter": float(np.mean(inside)),
             "last_quarter_cost": float(np.mean(last))}  # fmt: skip
+
+
+def tracking_goal(
+    runs: list[dict[str, Any]], reference_mode: str, give_up: str, goal_key: str
+) -> tuple[float, dict[str, dict[str, Any]]]:
+    """The budget-tracking goal of both domains' ``summary.json`` (issue 12).
+
+    ``runs``: one dict per run with ``mode``; constrained runs carry
+    :func:`budget_tracking`'s ``within_10pct_last_quarter``, every run ``give_up`` (its
+    max share of giving up: driving ``stand_still_fraction``, text ``format_failure``).
+    Returns the give-up limit (the ``reference_mode`` runs' max + 0.05; NaN without
+    them) and per constrained mode: ``runs``, ``all_within_10pct``,
+    ``runs_within_10pct`` and ``goal_key`` (no run above the limit)."""
+    ref = [r[give_up] for r in runs if r["mode"] == reference_mode]
+    limit = (max(ref) + 0.05) if ref else math.nan
+    goal = {}
+    for mode in sorted({r["mode"] for r in runs if "within_10pct_last_quarter" in r}):
+        mine = [r for r in runs if r["mode"] == mode and "within_10pct_last_quarter" in r]
+        goal[mode] = {
+            "runs": len(mine),
+            "all_within_10pct": all(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+            "runs_within_10pct": sum(r["within_10pct_last_quarter"] == 1.0 for r in mine),
+            goal_key: bool(ref) and all(r[give_up] <= limit for r in mine),
+        }
+    return limit, goal
 
 
 # ---------------------------------------------------------------------------- LLM trial
@@ -328,11 +350,9 @@ def llm_trial(trial: Trial, trial_dir: Path) -> dict[str, Any]:
             curve["accuracy"].append(_f(d.get("accuracy")))
             curve["length"].append(_f(d.get("length_mean")))
     m["curve"] = curve
-    held = Path(config["run_dir"]) / "heldout.csv"
-    if held.is_file():  # eval_every: the held-out rows during training, as columns
-        with open(held, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-        m["heldout"] = {k: [_f(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+    held = read_csv_floats(Path(config["run_dir"]) / "heldout.csv")
+    if held:  # eval_every: the held-out rows during training, as columns
+        m["heldout"] = {k: [r[k] for r in held] for k in held[0]}
     return m
 
 
