@@ -124,7 +124,8 @@ def constraint_layer(
     ``lagrangian`` / ``pid`` -> ``Lagrangian(Vec)Reward`` reading
     ``multipliers[multiplier_key(constraint.channel)]``, with the budget as progress
     credit for ``per_metre`` budgets (the reward in the budget's unit, see
-    :class:`~bystander.envs.constraints.LagrangianRule`); unchanged for ``none``."""
+    :class:`~bystander.envs.constraints.LagrangianRule`; times ``1 +
+    constraint.credit_margin``); unchanged for ``none``."""
     c = constraint
     if c.mode == "shaping":
         return (ShapedVecReward if vector else ShapedReward)(env, c.weight, channel=c.channel)
@@ -133,7 +134,9 @@ def constraint_layer(
         if key not in multipliers:
             raise ValueError(f"constraint.mode={c.mode!r} needs a multiplier for {key!r}")
         wrapper = LagrangianVecReward if vector else LagrangianReward
-        credit = c.budget if c.cost_normalization == "per_metre" else None
+        credit = None  # per_metre: the budget, plus the margin (a fraction of it)
+        if c.cost_normalization == "per_metre":
+            credit = c.budget * (1.0 + c.credit_margin)
         return wrapper(env, multipliers[key], channel=c.channel, progress_credit=credit)
     return env
 

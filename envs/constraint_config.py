@@ -22,7 +22,12 @@ import numpy as np
 
 from bystander.dataconfig import check
 from bystander.envs.constraints import COST_NORMALIZATIONS
-from bystander.envs.multipliers import LagrangeMultiplier, Multiplier, PIDLagrangeMultiplier
+from bystander.envs.multipliers import (
+    LAMBDA_STEPS,
+    LagrangeMultiplier,
+    Multiplier,
+    PIDLagrangeMultiplier,
+)
 
 __all__ = ["CONSTRAINT_MODES", "SIGNALS", "ConstraintConfig"]
 
@@ -72,6 +77,11 @@ class ConstraintConfig:
             by waiting or standing still. The GRPO trainer's cost is already a rate
             (nats/token) and needs ``sum``.
         lambda_lr: Step size > 0 of log-lambda ascent (mode ``lagrangian``).
+        lambda_step: The log-lambda step of mode ``lagrangian``: ``scaled`` (Safe RLHF,
+            ``lambda_lr * lambda * (cost - budget)``) or ``relative``
+            (``lambda_lr * (cost - budget) / budget``: the same factor at every lambda
+            and in every cost unit; needs ``budget`` > 0), see
+            :class:`~bystander.envs.multipliers.LagrangeMultiplier`.
         lambda_init: Initial lambda >= 0 (> 0 for ``lagrangian``: log-parametrised).
         lambda_max: Upper clamp on lambda (>= ``lambda_init``), ``None`` for none.
         lambda_min: Lambda floor of mode ``lagrangian``, in [0, ``lambda_init``]; 0 keeps
@@ -80,6 +90,11 @@ class ConstraintConfig:
         kp: PID proportional gain >= 0 (mode ``pid``).
         ki: PID integral gain >= 0.
         kd: PID derivative gain >= 0.
+        credit_margin: ``per_metre`` budgets (modes ``lagrangian`` / ``pid``): the
+            Lagrangian reward credits each metre of route gained with ``budget * (1 +
+            credit_margin)`` instead of the budget (>= 0, a fraction), so moving beats
+            standing by ``lambda * budget * credit_margin`` per metre (see
+            :class:`~bystander.envs.constraints.LagrangianRule`).
         delay: Multiplier updates that only record the cost before lambda moves (>= 0).
         window: Episode costs averaged into each multiplier update (>= 1).
         signal: What the multiplier is updated from (:data:`SIGNALS`): ``rollout`` (the
@@ -112,6 +127,11 @@ class ConstraintConfig:
     lambda_lr: float = field(
         default=0.05, metadata={"help": "Lagrangian learning rate", "flag": "--lambda-lr"}
     )
+    lambda_step: str = field(
+        default="scaled",
+        metadata={"help": "log-lambda step: scaled (Safe RLHF) or relative to the budget",
+                  "flag": "--lambda-step", "choices": LAMBDA_STEPS},
+    )  # fmt: skip
     lambda_init: float = field(
         default=1.0, metadata={"help": "initial lambda", "flag": "--lambda-init"}
     )
@@ -125,6 +145,10 @@ class ConstraintConfig:
     kp: float = field(default=0.1, metadata={"help": "PID gain", "flag": "--kp"})
     ki: float = field(default=0.01, metadata={"help": "PID gain", "flag": "--ki"})
     kd: float = field(default=0.0, metadata={"help": "PID gain", "flag": "--kd"})
+    credit_margin: float = field(
+        default=0.0,
+        metadata={"help": "per-metre budgets: extra credit per metre, a fraction of the budget"},
+    )
     delay: int = field(default=0, metadata={"help": "multiplier updates before lambda moves"})
     window: int = field(default=1, metadata={"help": "episode costs averaged per update"})
     signal: str = field(
@@ -155,6 +179,15 @@ class ConstraintConfig:
                 _number(self.lambda_max), f"{path}.lambda_max", "a finite number or null",
                 self.lambda_max,
             )  # fmt: skip
+        check(_number(self.credit_margin) and self.credit_margin >= 0,
+              f"{path}.credit_margin", "a finite number >= 0", self.credit_margin)  # fmt: skip
+        if self.credit_margin and self.mode in ("lagrangian", "pid"):
+            check(
+                self.cost_normalization == "per_metre",
+                f"{path}.credit_margin",
+                f"0 unless {path}.cost_normalization is 'per_metre'",
+                self.credit_margin,
+            )
         for name in ("delay", "window"):
             value = getattr(self, name)
             check(_int(value), f"{path}.{name}", "an int", value)
@@ -202,6 +235,19 @@ class ConstraintConfig:
         check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
         check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
         check(self.signal in SIGNALS, f"{path}.signal", f"one of {SIGNALS}", self.signal)
+        check(
+            self.lambda_step in LAMBDA_STEPS,
+            f"{path}.lambda_step",
+            f"one of {LAMBDA_STEPS}",
+            self.lambda_step,
+        )
+        if self.mode == "lagrangian" and self.lambda_step == "relative":
+            check(
+                self.budget > 0,
+                f"{path}.budget",
+                f"a number > 0 with {path}.lambda_step 'relative'",
+                self.budget,
+            )
         for gain in ("kp", "ki", "kd"):
             value = getattr(self, gain)
             check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
@@ -223,6 +269,7 @@ class ConstraintConfig:
                 delay=self.delay,
                 window=self.window,
                 min=self.lambda_min,
+                step=self.lambda_step,
             )
         if self.mode == "pid":
             return PIDLagrangeMultiplier(

@@ -269,6 +269,15 @@ class LagrangianRule:
     ``C / P <= d``, so the reward the policy is trained on has the budget's unit, and
     waiting or standing (no progress) earns no credit against the cost.
 
+    The credit may exceed the budget (``constraint.credit_margin``: ``d (1 + margin)``):
+    then moving beats standing by ``lambda d margin`` per metre. With the plain credit
+    standing is neutral, and a stochastic training policy pays more per metre than its
+    greedy twin (its exploration surprises the observers), so under a large lambda every
+    metre looked like a penalty and the ego learned to stop. In the undiscounted sum the
+    extra credit is the route left at the episode's end charged at the credit (up to a
+    constant per episode); with a discount it also pays for speed (metres credited
+    sooner), which weakens lambda's lever on the cruise speed: keep it small.
+
     Args:
         multiplier: A multiplier, or a dict ``channel -> multiplier``.
         channel: With a single multiplier: ``None`` = ``info["cost"]``, a string =

@@ -19,12 +19,17 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "LAMBDA_STEPS",
     "LagrangeMultiplier",
     "Multiplier",
     "PIDLagrangeMultiplier",
     "check_finite",
     "check_nonneg",
 ]
+
+
+LAMBDA_STEPS = ("scaled", "relative")
+"""The log-lambda steps of :class:`LagrangeMultiplier` (config ``constraint.lambda_step``)."""
 
 
 def check_finite(value: Any, name: str = "mean_episode_cost") -> float:
@@ -106,10 +111,22 @@ class LagrangeMultiplier(Multiplier):
     """Log-lambda gradient ascent as in Safe RLHF (Dai et al. 2023).
 
     Each :meth:`update` with episode cost ``J_C`` (averaged over the last ``window``
-    values passed) does::
+    values passed) does, with ``step="scaled"`` (the default, Safe RLHF's update)::
 
         log_lambda <- log_lambda + lr * exp(log_lambda) * (J_C - budget)
         log_lambda <- clip(log_lambda, log(min), log(max))   # each bound when set
+
+    and with ``step="relative"``::
+
+        log_lambda <- log_lambda + lr * (J_C - budget) / budget
+
+    The scaled step is the gradient of ``lambda (J_C - budget)`` in ``log_lambda``: it
+    shrinks with lambda and with the cost's unit, so a multiplier whose useful range
+    spans decades (the driving egos of Study 2 need lambda from about 0.01 to 0.3) moves
+    by a few per cent per update at its low end. The relative step moves lambda by the
+    same factor for the same relative excess at every lambda and in every cost unit
+    (``lr`` 0.5: 20 % over budget multiplies lambda by ``e^0.1``); it needs a budget
+    > 0. An integral controller on ``log lambda``.
 
     and ``value = exp(log_lambda)``. The first ``delay`` updates only record the cost
     (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
@@ -134,6 +151,7 @@ class LagrangeMultiplier(Multiplier):
         delay: Number of initial updates that leave lambda unchanged (>= 0).
         window: Number of recent episode costs averaged into ``J_C`` (>= 1).
         min: Lower clamp on lambda (0 <= ``min`` <= ``init``), or ``None`` / 0 for none.
+        step: ``"scaled"`` or ``"relative"`` (:data:`LAMBDA_STEPS`, see above).
     """
 
     def __init__(
@@ -145,8 +163,14 @@ class LagrangeMultiplier(Multiplier):
         delay: int = 0,
         window: int = 1,
         min: float | None = None,  # noqa: A002 - the documented argument name
+        step: str = "scaled",
     ) -> None:
         self.budget = check_nonneg(budget, "budget")
+        if step not in LAMBDA_STEPS:
+            raise ValueError(f"step: expected one of {LAMBDA_STEPS}, got {step!r}")
+        if step == "relative" and self.budget <= 0:
+            raise ValueError(f"budget: expected > 0 with step='relative', got {self.budget}")
+        self.step = step
         self.lr = check_finite(lr, "lr")
         if self.lr <= 0:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
@@ -175,7 +199,10 @@ class LagrangeMultiplier(Multiplier):
         j_c = self._costs.push(check_finite(mean_episode_cost))
         self.num_updates += 1
         if self.num_updates > self.delay:
-            self.log_lambda += self.lr * math.exp(self.log_lambda) * (j_c - self.budget)
+            if self.step == "relative":
+                self.log_lambda += self.lr * (j_c - self.budget) / self.budget
+            else:
+                self.log_lambda += self.lr * math.exp(self.log_lambda) * (j_c - self.budget)
             if self.max is not None:
                 self.log_lambda = min(self.log_lambda, math.log(self.max))
             if self.min is not None:
@@ -194,6 +221,7 @@ class LagrangeMultiplier(Multiplier):
             "lr": self.lr,
             "max": self.max,
             "min": self.min,
+            "step": self.step,
             "delay": self.delay,
             "window": self.window,
             "log_lambda": self.log_lambda,
@@ -207,6 +235,7 @@ class LagrangeMultiplier(Multiplier):
         self.max = None if state["max"] is None else float(state["max"])
         floor = state.get("min")  # absent in checkpoints from before the floor existed
         self.min = None if floor is None else float(floor)
+        self.step = str(state.get("step", "scaled"))  # absent before the relative step
         self.delay = int(state["delay"])
         self.window = int(state["window"])
         self._costs = _CostWindow(self.window)

@@ -445,3 +445,68 @@ def test_closed_loop_with_a_delayed_cost_holds_the_budget_in_the_last_quarter(ma
         hard.kp, hard.ki = hard.kp * 20, hard.ki * 20
     last = np.array(run(hard)[-steps // 4 :])
     assert not np.all(np.abs(last - 1.0) <= 0.1)
+
+
+def test_relative_log_lambda_step_hand_computed_and_checked():
+    from bystander.envs.constraint_config import ConstraintConfig
+
+    m = LagrangeMultiplier(budget=0.5, lr=0.7, init=0.05, step="relative")
+    # log l = log 0.05 + 0.7 * (0.6 - 0.5) / 0.5 = log 0.05 + 0.14
+    assert m.update(0.6) == pytest.approx(0.05 * math.exp(0.14))
+    # the same relative excess moves lambda by the same factor at any lambda
+    big = LagrangeMultiplier(budget=0.5, lr=0.7, init=5.0, step="relative")
+    assert big.update(0.6) / 5.0 == pytest.approx(math.exp(0.14))
+    again = LagrangeMultiplier(budget=1.0)
+    again.load_state_dict(m.state_dict())
+    assert again.step == "relative" and again.update(0.4) == m.update(0.4)
+    with pytest.raises(ValueError, match="budget: expected > 0 with step='relative'"):
+        LagrangeMultiplier(budget=0.0, step="relative")
+    with pytest.raises(ValueError, match="step: expected one of"):
+        LagrangeMultiplier(budget=0.5, step="log")
+    made = ConstraintConfig(mode="lagrangian", budget=0.3, lambda_step="relative").make_multiplier()
+    assert isinstance(made, LagrangeMultiplier) and made.step == "relative"
+    with pytest.raises(ValueError, match=r"^constraint\.lambda_step: expected one of"):
+        ConstraintConfig(lambda_step="log")
+    with pytest.raises(ValueError, match=r"^constraint\.budget: expected a number > 0 with"):
+        ConstraintConfig(mode="lagrangian", budget=0.0, lambda_step="relative")
+
+
+def _log_plant_loop(multiplier, updates: int = 30, lag: int = 1) -> np.ndarray:
+    """A plant whose cost falls with log lambda (Study 2's egos: lambda ~0.01 buys a
+    9 m/s cruise, ~0.3 a 4 m/s one): ``0.5 - 0.1 log10(lambda / 0.01)``, clipped to
+    [0.15, 0.5], seen ``lag`` updates late. Returns the costs seen."""
+    lams, seen = [multiplier.value] * (lag + 1), []
+    for _ in range(updates):
+        lam = lams[-lag - 1]
+        cost = float(np.clip(0.5 - 0.1 * math.log10(lam / 0.01), 0.15, 0.5))
+        seen.append(cost)
+        lams.append(multiplier.update(cost))
+    return np.array(seen)
+
+
+def test_relative_step_reaches_budgets_decades_apart_where_the_scaled_step_cannot():
+    """Budgets needing lambda ~0.03 and ~3 from the same start (0.1), 30 updates: the
+    relative step holds both in the last quarter; Safe RLHF's scaled step at Study 2's
+    rate (10) does not (it crawls at small lambda and overshoots at large)."""
+    for budget in (0.45, 0.25):
+        rel = LagrangeMultiplier(budget, lr=0.7, init=0.1, min=0.002, max=10.0, step="relative")
+        last = _log_plant_loop(rel)[-8:]
+        assert np.all(np.abs(last - budget) <= 0.1 * budget), (budget, last)
+    held = []
+    for budget in (0.45, 0.25):
+        scaled = LagrangeMultiplier(budget, lr=10.0, init=0.1, min=0.002, max=10.0)
+        last = _log_plant_loop(scaled)[-8:]
+        held.append(bool(np.all(np.abs(last - budget) <= 0.1 * budget)))
+    assert not all(held), held
+
+
+def test_credit_margin_config_is_checked():
+    from bystander.envs.constraint_config import ConstraintConfig
+
+    ok = ConstraintConfig(mode="lagrangian", budget=0.3, cost_normalization="per_metre",
+                          credit_margin=0.2)  # fmt: skip
+    assert ok.credit_margin == 0.2
+    with pytest.raises(ValueError, match=r"^constraint\.credit_margin: expected 0 unless"):
+        ConstraintConfig(mode="lagrangian", budget=0.3, credit_margin=0.2)
+    with pytest.raises(ValueError, match=r"^constraint\.credit_margin: expected a finite"):
+        ConstraintConfig(credit_margin=-0.1)

@@ -68,3 +68,61 @@ def test_the_per_metre_rule_and_its_floor():
         episode_cost_for_budget(3.0, 10, "per_metre")
     with pytest.raises(ValueError, match="progress"):
         episode_cost_for_budget(3.0, 10, "per_metre", progress=-1.0)
+
+
+def _episode_weighted(vec_env: str, margin: float, action: int) -> tuple[float, np.ndarray, list]:
+    """Run 2 worlds of the training stack (per-metre Lagrangian, budget 0.3, lambda 0.5,
+    ``credit_margin``) with one action until both episodes end; return lambda, each
+    world's summed ``lambda * counted cost`` (from the rewards and penalties the stack
+    reports) and the final infos."""
+    from bystander.agents.stack import build_vec_env
+    from bystander.agents.training import build_multipliers, build_predictor
+    from bystander.envs.contract import step_arrays
+
+    cfg = load_config(overrides=[
+        "env.config.max_cycles=40", "constraint.mode=lagrangian",
+        "constraint.channel=predictability", "constraint.cost_normalization=per_metre",
+        "constraint.budget=0.3", "constraint.lambda_init=0.5",
+        f"constraint.credit_margin={margin}",
+        "train.n_envs=2", f"train.vec_env={vec_env}", "train.normalize=false",
+    ])  # fmt: skip
+    multipliers = build_multipliers(cfg)
+    venv = build_vec_env(cfg, build_predictor(cfg), multipliers)
+    venv.reset()
+    lam = multipliers["predictability"].value
+    penalty, rewards = np.zeros(2), np.zeros(2)
+    done = np.zeros(2, dtype=bool)
+    infos: list = [None, None]
+    for _ in range(40):
+        _, r, dones, step_infos = venv.step(np.full(2, action, dtype=np.int64))
+        live = ~done
+        rewards[live] += r[live]
+        if vec_env == "dummy":  # full infos, every step
+            pen = np.array([info["rewards"]["penalty"] for info in step_infos])
+        else:  # lean infos: the step's arrays
+            pen = step_arrays(venv)["penalty"]
+        penalty[live] += pen[live]
+        for i in np.flatnonzero(dones & live):
+            infos[i] = step_infos[i]
+        done |= dones
+        if done.all():
+            break
+    assert done.all()
+    # new = (r - w) / (1 + lam) and penalty = new - r: w = -penalty - lam * new
+    return lam, -penalty - lam * rewards, infos
+
+
+@pytest.mark.parametrize("vec_env", ["batched", "dummy"])
+def test_the_training_stack_credits_the_budget_and_its_margin_per_metre(vec_env):
+    """``constraint.credit_margin`` on the real stack: an episode is charged
+    lambda (C - d (1 + margin) P): each metre driven earns lambda d margin more than with
+    the plain credit (the sums are read back from the rewards and penalties the stack
+    reports)."""
+    for margin in (0.0, 0.3):
+        lam, weighted, infos = _episode_weighted(vec_env, margin, action=2)  # FASTER
+        for info, w in zip(infos, weighted, strict=True):
+            cost = info["episode_costs"]["predictability"]
+            progress = info["episode_progress"]
+            assert progress > 20.0
+            expected = lam * (cost - 0.3 * (1 + margin) * progress)
+            assert w == pytest.approx(expected, rel=1e-4)
