@@ -649,10 +649,10 @@ class IntersectionSim:
         ``worlds``: recompute these worlds only (fresh arrays: earlier outputs keep theirs).
         """
         cfg, N, C, K = self.config, self.N, self.C, self.config.n_nearest
-        if worlds is None:
+        if worlds is None:  # the kernel clears every row it writes
             worlds = self._all_worlds
-            vis = np.zeros((N, C, self.A), bool)
-            sep, others = np.full((N, C), np.inf), np.zeros((N, C, K, N_OTHER_FEATURES))
+            vis = np.empty((N, C, self.A), bool)
+            sep, others = np.empty((N, C)), np.empty((N, C, K, N_OTHER_FEATURES))
         else:
             vis, sep, others = self._visible.copy(), self._separation.copy(), self._others.copy()
         (surroundings if threaded(len(worlds)) else surroundings_serial)(
