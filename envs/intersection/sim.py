@@ -215,7 +215,6 @@ class IntersectionSim:
         self._step_state = np.zeros(self.N, dtype=np.uint64)  # SplitMix64 state per world
         self._gens = np.zeros((self.N, GEN_WORDS), dtype=np.uint64)  # reset generator per world
         self._u = np.empty((self.N, self.A, 2))  # the step's uniforms (_step_random)
-        self._u_flat = self._u.reshape(self.N, 2 * self.A)  # a view
         self._us = np.empty((self.N, 5))
         self._no_cont = np.zeros((1, 1, 2))  # the unused action array of ego_commands
         self._no_meta = np.zeros((1, 1), np.int64)
@@ -360,7 +359,8 @@ class IntersectionSim:
         """The step's uniform draws: ``u (N, A, 2)`` and ``us (N, 5)``, world ``w``'s
         ``2 A + 5`` next numbers of its SplitMix64 stream (keyed at its reset), in this
         order. Buffers reused every step (read by the step's kernels only)."""
-        splitmix_uniforms(self._step_state, self._u_flat)
+        # (a view made here, never kept: a pickled or copied simulator keeps no views)
+        splitmix_uniforms(self._step_state, self._u.reshape(self.N, 2 * self.A))
         splitmix_uniforms(self._step_state, self._us)
         return self._u, self._us
 
