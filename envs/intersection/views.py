@@ -151,7 +151,7 @@ def step_progress(route_prev: np.ndarray, route_now: np.ndarray) -> np.ndarray:
     before minus after, clipped to +-:data:`MAX_STEP_PROGRESS_M`."""
     # np.clip's arithmetic (NaN kept) at a third of its call overhead on small arrays
     gain = np.maximum(route_prev - route_now, -MAX_STEP_PROGRESS_M)
-    return np.minimum(gain, MAX_STEP_PROGRESS_M, out=gain)
+    return np.minimum(gain, MAX_STEP_PROGRESS_M)
 
 
 def episode_progress(start_route_dist: float, route_dist: float) -> float:
