@@ -41,7 +41,6 @@ __all__ = [
     "STANDING",
     "advance",
     "box_gap",
-    "ego_features",
     "PARALLEL_MIN_WORLDS",
     "idm_accel",
     "idm_accel_serial",
@@ -471,53 +470,6 @@ def surroundings(
 
 
 @njit(cache=True)
-def ego_features(
-    x, y, c, s_, v, dest, goal, route_dist, ref_seg, ref_s, last_command, turn, continuous,
-    seg_len, link_to_node, succ, best_turn, nodes, box_half, ego_max_speed, command_scale,
-):  # fmt: skip
-    """The 15 ego features of every controlled car, ``(N, C, 15)`` (see ``observe``).
-
-    ``x, y, c, s_, v, turn`` are the controlled slots ``(N, C)``; ``last_command`` the
-    target speed (discrete) or steering (continuous), divided by ``command_scale``.
-    """
-    n_worlds, n_ctrl = x.shape
-    out = np.zeros((n_worlds, n_ctrl, 15))
-    for w in range(n_worlds):
-        for e in range(n_ctrl):
-            f = out[w, e]
-            ec, es = c[w, e], s_[w, e]
-            f[0] = v[w, e] / ego_max_speed
-            f[1], f[2] = ec, es
-            d = dest[w, e]
-            gx, gy = goal[d, 0] - x[w, e], goal[d, 1] - y[w, e]
-            f[3] = (ec * gx + es * gy) * 0.01
-            f[4] = (ec * gy - es * gx) * 0.01
-            f[5] = route_dist[w, e] / 200.0
-            f[6] = last_command[w, e] / command_scale
-            rs = ref_seg[w, e]
-            if link_to_node[rs]:
-                f[7] = (seg_len[rs] - ref_s[w, e]) * 0.02
-                nxt = rs
-            else:
-                f[7] = 1.0
-                nxt = succ[rs, 0]
-            if nxt >= 0:
-                nav = best_turn[d, nxt]
-                if nav >= 0:
-                    f[8 + nav] = 1.0
-            if not continuous:
-                f[11 + turn[w, e]] = 1.0
-            for n in range(nodes.shape[0]):
-                if (
-                    abs(x[w, e] - nodes[n, 0]) <= box_half
-                    and abs(y[w, e] - nodes[n, 1]) <= box_half
-                ):
-                    f[14] = 1.0
-                    break
-    return out
-
-
-@njit(cache=True)
 def observer_slots(alive, uid, ego):
     """Slots of the alive road users other than ``ego`` in one world, sorted by id."""
     n = 0
@@ -785,7 +737,7 @@ def spawn(
 def outcomes(
     alive, x, y, c, s_, dest, goal, separation, left_map, done, route_dist, prev_dist,
     continuous, bounds, roads_h, roads_v, arrive_r2, near_scale, collision_cost,
-    near_miss_cost, weights,
+    near_miss_cost, weights, crashed, arrived, offroad, lm, cost, rewards, terminated,
 ):  # fmt: skip  # pragma: no cover - jit
     """The step's events, costs and rewards of the controlled cars (``(N, C)`` slots).
 
@@ -796,19 +748,13 @@ def outcomes(
     of the goal point, heading within 60 degrees of the goal direction, not crashed.
     Off-road (``continuous``: outside every road strip or the map; or left the map),
     unless arrived or crashed. Cost: ``collision_cost`` on a crash, else ``near_miss_cost
-    * clip(1 - gap * near_scale, 0, 1)``. Returns ``(crashed, arrived, offroad,
-    left_map, cost, rewards (N, C, 5), terminated)``, cost and rewards times ``active``
+    * clip(1 - gap * near_scale, 0, 1)``. Writes every entry of ``crashed, arrived,
+    offroad, lm`` (left the map), ``cost``, ``terminated`` ``(N, C)`` and ``rewards (N, C,
+    5)``, cost and rewards times ``active``
     (the same arithmetic as the numpy code before it, bit for bit). Controlled cars whose
     episode ends here leave the world (``done`` set, ``alive`` cleared, in place).
     """
     n_worlds, n_ctrl = done.shape
-    crashed = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
-    arrived = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
-    offroad = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
-    lm = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
-    terminated = np.zeros((n_worlds, n_ctrl), dtype=np.bool_)
-    cost = np.zeros((n_worlds, n_ctrl))
-    rewards = np.zeros((n_worlds, n_ctrl, 5))
     xmin, ymin, xmax, ymax = bounds[0], bounds[1], bounds[2], bounds[3]
     for w in range(n_worlds):
         for e in range(n_ctrl):
@@ -849,13 +795,12 @@ def outcomes(
             if terminated[w, e] and act:
                 done[w, e] = True
                 alive[w, e] = False
-    return crashed, arrived, offroad, lm, cost, rewards, terminated
 
 
 @njit(cache=True)
 def route_features(
     seg, pos, x, y, c, s_, dest, prev_dist, continuous, lane_xy, lane_cs, lane_seg, lane_s,
-    dist_to_goal,
+    dist_to_goal, ref_seg, ref_s, lane_offset, route,
 ):  # fmt: skip  # pragma: no cover - jit
     """Reference lane position and route distance [m] of each controlled car ``(N, C)``.
 
@@ -863,13 +808,10 @@ def route_features(
     lane point minimising ``d^2 + 25 (1 - cos(heading difference))`` over ``lane_xy (P,
     2)`` (first minimum), with ``lane_offset`` the distance to it. Route distance: the
     segment's distance to the goal minus the arc length, the previous value where the
-    goal is unreachable from there. Returns ``(ref_seg, ref_s, lane_offset, route_dist)``.
+    goal is unreachable from there. Writes every entry of ``ref_seg`` (int64), ``ref_s``,
+    ``lane_offset`` (0 for lane followers) and ``route`` (the route distance), ``(N, C)``.
     """
     n_worlds, n_ctrl = dest.shape
-    ref_seg = np.zeros((n_worlds, n_ctrl), dtype=np.int64)
-    ref_s = np.zeros((n_worlds, n_ctrl))
-    lane_offset = np.zeros((n_worlds, n_ctrl))
-    route = np.zeros((n_worlds, n_ctrl))
     for w in range(n_worlds):
         for e in range(n_ctrl):
             if continuous:
@@ -885,7 +827,7 @@ def route_features(
                 lane_offset[w, e] = np.sqrt(bd2)
             else:
                 rs, rss = max(seg[w, e], 0), pos[w, e]
+                lane_offset[w, e] = 0.0
             ref_seg[w, e], ref_s[w, e] = rs, rss
             dist = dist_to_goal[dest[w, e], rs] - rss
             route[w, e] = dist if np.isfinite(dist) else prev_dist[w, e]
-    return ref_seg, ref_s, lane_offset, route

@@ -19,8 +19,10 @@ freely on a kinematic bicycle model (continuous actions, ``seg = -1``).
 
 Every pass over pairs of road users (car following, integration, visibility,
 collisions, nearest neighbours) and the whole reset of the finished worlds is a numba
-kernel in :mod:`bystander.envs.intersection.kernels` looping over worlds and slots;
-numpy does the rest over ``(N, C)`` arrays, with no Python loop over worlds. One step
+kernel in :mod:`bystander.envs.intersection.kernels` looping over worlds and slots; the
+controlled cars' commands and observations are small kernels of
+:mod:`bystander.envs.intersection.ego_kernels` (a numpy call costs a microsecond at any
+size); numpy does the rest, with no Python loop over worlds. One step
 of one world costs tens of microseconds, and the same code steps ``N = 1024`` worlds
 for a batched VecEnv (reset finished worlds with ``reset(worlds=...)``; :attr:`last`
 holds the outputs). From :data:`~bystander.envs.intersection.kernels.PARALLEL_MIN_WORLDS`
@@ -41,9 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bystander.envs.intersection.config import IntersectionConfig
+from bystander.envs.intersection.ego_kernels import ego_commands, merge_idm, observation
 from bystander.envs.intersection.kernels import (
     advance,
-    ego_features,
     idm_accel,
     idm_accel_serial,
     lane_poses,
@@ -212,7 +214,10 @@ class IntersectionSim:
         self.continuous = config.action_type == "continuous"
         self._step_state = np.zeros(self.N, dtype=np.uint64)  # SplitMix64 state per world
         self._gens = np.zeros((self.N, GEN_WORDS), dtype=np.uint64)  # reset generator per world
-        self._rng_block = np.empty((self.N, 2 * self.A + 5))
+        self._u = np.empty((self.N, self.A, 2))  # the step's uniforms (_step_random)
+        self._us = np.empty((self.N, 5))
+        self._no_cont = np.zeros((1, 1, 2))  # the unused action array of ego_commands
+        self._no_meta = np.zeros((1, 1), np.int64)
         r = self.road
         self._fov_cos = np.array(
             [math.cos(config.fov_car / 2), math.cos(config.fov_car / 2),
@@ -352,11 +357,12 @@ class IntersectionSim:
 
     def _step_random(self) -> tuple[np.ndarray, np.ndarray]:
         """The step's uniform draws: ``u (N, A, 2)`` and ``us (N, 5)``, world ``w``'s
-        ``2 A + 5`` next numbers of its SplitMix64 stream (keyed at its reset)."""
-        N, A = self.N, self.A
-        block = self._rng_block
-        splitmix_uniforms(self._step_state, block)
-        return block[:, : 2 * A].reshape(N, A, 2).copy(), block[:, 2 * A :].copy()
+        ``2 A + 5`` next numbers of its SplitMix64 stream (keyed at its reset), in this
+        order. Buffers reused every step (read by the step's kernels only)."""
+        # (a view made here, never kept: a pickled or copied simulator keeps no views)
+        splitmix_uniforms(self._step_state, self._u.reshape(self.N, 2 * self.A))
+        splitmix_uniforms(self._step_state, self._us)
+        return self._u, self._us
 
     def reset(self, seed: int | None = None, worlds: np.ndarray | None = None) -> StepResult:
         """Start new episodes in ``worlds`` (default: all), one compiled call for all.
@@ -507,29 +513,21 @@ class IntersectionSim:
         active = ~self.done
         u, us = self._step_random()
 
-        # --- controlled cars' commands
-        accel = np.zeros((N, A))
+        # --- controlled cars' commands (compiled)
         if self.continuous:
-            a = np.asarray(actions, dtype=np.float64).reshape(N, C, 2)
-            accel[:, :C] = a[..., 0] * np.where(a[..., 0] > 0, cfg.max_accel, cfg.max_decel)
-            self.steer[:, :C] = a[..., 1] * cfg.max_steer
+            cont, meta = np.asarray(actions, dtype=np.float64).reshape(N, C, 2), self._no_meta
         else:
-            a = np.asarray(actions, dtype=np.int64).reshape(N, C)
-            tv = self.target_v + self._speed_delta[a]
-            self.target_v = np.minimum(np.maximum(tv, 0.0), cfg.ego_max_speed)
-            new_turn = self._turn_table[a]
-            turn_act = (new_turn >= 0) & active
-            self.turn[:, :C] = np.where(turn_act, new_turn, self.turn[:, :C])
-            self.turn_chosen[:, :C] |= turn_act
-            acc = 2.0 * (self.target_v - self.v[:, :C])
-            accel[:, :C] = np.minimum(np.maximum(acc, -cfg.max_decel), cfg.max_accel)
+            cont, meta = self._no_cont, np.asarray(actions, dtype=np.int64).reshape(N, C)
+        accel = np.empty((N, A))
+        ego_commands(
+            cont, meta, self.continuous, active, self.v, self.target_v, self.turn,
+            self.turn_chosen, self.steer, self._speed_delta, self._turn_table, cfg.max_accel,
+            cfg.max_decel, cfg.max_steer, cfg.ego_max_speed, accel,
+        )  # fmt: skip
 
-        # --- scripted road users: IDM car following + yielding
-        idm = self._idm()
-        scripted = self.kind != CONTROLLED
-        accel = np.where(scripted & (self.seg >= 0), idm, accel)  # placed ones coast
-        if self._follow_controlled:  # adaptive cruise: keep a safe gap to the leader
-            accel[:, :C] = np.maximum(np.minimum(accel[:, :C], idm[:, :C]), -MAX_BRAKE)
+        # --- scripted road users: IDM car following + yielding (placed ones coast); with
+        # _follow_controlled, adaptive cruise keeps a safe gap to the leader (compiled)
+        merge_idm(self.kind, self.seg, self._idm(), C, self._follow_controlled, MAX_BRAKE, accel)
         self.accel = accel
 
         # --- integrate (in place, compiled)
@@ -548,12 +546,15 @@ class IntersectionSim:
         # --- controlled cars: events, costs, rewards (compiled)
         self._surroundings()
         self._route_features()
-        crashed, arrived, offroad, lm, cost, rewards, terminated = outcomes(
+        # fresh arrays each step: the StepResult hands them out
+        crashed, arrived, offroad, lm, terminated = np.empty((5, N, C), bool)
+        cost, rewards = np.empty((N, C)), np.empty((N, C, 5))
+        outcomes(
             self.alive, self.x, self.y, self.cos, self.sin, self.dest, r.goal,
             self._separation, left_map, self.done, self.route_dist, self.prev_dist,
             self.continuous, self._bounds, r.roads_h, r.roads_v, cfg.arrive_radius**2,
             1.0 / cfg.near_miss_distance, cfg.collision_cost, cfg.near_miss_cost,
-            self._reward_weights,
+            self._reward_weights, crashed, arrived, offroad, lm, cost, rewards, terminated,
         )  # fmt: skip
         out = self._result(crashed, arrived, offroad, lm, terminated, cost, rewards, active)
         self.prev_dist = self.route_dist.copy()
@@ -648,10 +649,10 @@ class IntersectionSim:
         ``worlds``: recompute these worlds only (fresh arrays: earlier outputs keep theirs).
         """
         cfg, N, C, K = self.config, self.N, self.C, self.config.n_nearest
-        if worlds is None:
+        if worlds is None:  # the kernel clears every row it writes
             worlds = self._all_worlds
-            vis = np.zeros((N, C, self.A), bool)
-            sep, others = np.full((N, C), np.inf), np.zeros((N, C, K, N_OTHER_FEATURES))
+            vis = np.empty((N, C, self.A), bool)
+            sep, others = np.empty((N, C)), np.empty((N, C, K, N_OTHER_FEATURES))
         else:
             vis, sep, others = self._visible.copy(), self._separation.copy(), self._others.copy()
         (surroundings if threaded(len(worlds)) else surroundings_serial)(
@@ -671,10 +672,13 @@ class IntersectionSim:
     def _route_features(self) -> None:
         """Reference lane position of each controlled car and its route distance to goal
         (compiled: :func:`~bystander.envs.intersection.kernels.route_features`)."""
-        r = self.road
-        self.ref_seg, self.ref_s, self.lane_offset, self.route_dist = route_features(
+        r, shape = self.road, (self.N, self.C)
+        self.ref_seg, self.ref_s = np.empty(shape, np.int64), np.empty(shape)
+        self.lane_offset, self.route_dist = np.empty(shape), np.empty(shape)
+        route_features(
             self.seg, self.s, self.x, self.y, self.cos, self.sin, self.dest, self.prev_dist,
             self.continuous, r.lane_xy, r.lane_cs, r.lane_seg, r.lane_s, r.dist_to_goal,
+            self.ref_seg, self.ref_s, self.lane_offset, self.route_dist,
         )  # fmt: skip
 
     def _result(
@@ -736,20 +740,19 @@ class IntersectionSim:
             5, 6: cos, sin of heading relative to the ego.
             7-10: type one-hot (scripted car, pedestrian, cyclist, controlled car).
         """
-        cfg, r, C, K = self.config, self.road, self.C, self.config.n_nearest
+        cfg, r, K = self.config, self.road, self.config.n_nearest
         if self.continuous:
-            command, scale = self.steer[:, :C], cfg.max_steer
+            command, scale = self.steer, cfg.max_steer
         else:
             command, scale = self.target_v, cfg.ego_max_speed
-        ego = ego_features(
-            self.x[:, :C], self.y[:, :C], self.cos[:, :C], self.sin[:, :C], self.v[:, :C],
-            self.dest, r.goal, self.route_dist, self.ref_seg, self.ref_s, command,
-            self.turn[:, :C], self.continuous, r.length, self._link_to_node, r.succ,
-            r.best_turn, r.nodes, r.stop_offset, cfg.ego_max_speed, scale,
+        obs = np.empty((self.N, self.C, N_EGO_FEATURES + K * N_OTHER_FEATURES), np.float32)
+        observation(
+            self.x, self.y, self.cos, self.sin, self.v, self.dest, r.goal, self.route_dist,
+            self.ref_seg, self.ref_s, command, self.turn, self.continuous, r.length,
+            self._link_to_node, r.succ, r.best_turn, r.nodes, r.stop_offset,
+            cfg.ego_max_speed, scale, self._others, obs,
         )  # fmt: skip
-        obs = np.concatenate([ego, self._others.reshape(self.N, C, K * N_OTHER_FEATURES)], axis=-1)
-        # np.clip in place: min(max()) with two fresh (N, C, F) temporaries costs 20x more
-        return np.clip(obs, -1.0, 1.0, out=obs).astype(np.float32)
+        return obs
 
     def occupancy(self) -> np.ndarray:
         """Occupancy grid ``(N, C, 4, G, G)`` float32 around each controlled car, ego frame.
