@@ -98,9 +98,11 @@ class ConstraintConfig:
         delay: Multiplier updates that only record the cost before lambda moves (>= 0).
         window: Episode costs averaged into each multiplier update (>= 1).
         signal: What the multiplier is updated from (:data:`SIGNALS`): ``rollout`` (the
-            training rollouts' finished episodes, once per rollout) or ``heldout``
-            (driving only: the greedy held-out evaluation every ``eval.every`` steps, the
-            figure budgets are judged on; ``delay`` and ``window`` then count those).
+            training rollouts' finished episodes, once per rollout; text: each GRPO
+            step's completions) or ``heldout`` (the held-out evaluations budgets are
+            judged on, one update each: driving, the greedy evaluation every
+            ``eval.every`` steps; text, ``llm train --eval-every N``; ``delay`` and
+            ``window`` then count evaluations).
     """
 
     mode: str = field(
@@ -154,7 +156,7 @@ class ConstraintConfig:
     signal: str = field(
         default="rollout",
         metadata={"help": "multiplier updated from training rollouts or held-out evaluations",
-                  "choices": ("rollout", "heldout")},
+                  "flag": "--constraint-signal", "choices": ("rollout", "heldout")},
     )  # fmt: skip
 
     def __post_init__(self) -> None:

@@ -241,6 +241,11 @@ def _periodic_heldout(trainer: Any, config: dict[str, Any]) -> Any | None:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     if not every:
+        if trainer.multiplier is not None and trainer.cfg.constraint.signal == "heldout":
+            raise ValueError(
+                "constraint.signal: 'heldout' updates lambda from the held-out evaluations "
+                "during training: give --eval-every N (GRPO steps, >= 1)"
+            )
         return None
     from bystander.llm.heldout import TextHeldOutEvaluation
 

@@ -18,7 +18,8 @@ One :meth:`GRPOTrainer.step`:
    ``none``: ``A_r``; ``shaping``: normalised ``r - w * c``;
    ``lagrangian``/``pid``: ``(A_r - lambda * A_c) / (1 + lambda)`` with both
    advantages standardised first (:func:`bystander.envs.constraints.combine_advantages`),
-   then the multiplier is updated once from the batch's mean cost;
+   then the multiplier is updated once from the batch's mean cost (``constraint.signal``
+   ``heldout``: from each held-out evaluation instead, :mod:`bystander.llm.heldout`);
 6. clipped-ratio policy loss on per-token log-probs plus ``beta`` times the k3 KL
    estimator to the frozen reference policy (``exp(ref - logp) - (ref - logp) - 1``),
    token-mean per completion, mean over completions.
@@ -269,7 +270,9 @@ class GRPOTrainer:
         else:
             adv = group_normalise(reward, groups, valid)
         mean_cost = float(cost[valid].mean()) if valid.any() else float(cost.mean())
-        new_lam = self.multiplier.update(mean_cost) if self.multiplier is not None else 0.0
+        new_lam = lam  # constraint.signal "heldout": the held-out evaluations update it
+        if self.multiplier is not None and cfg.constraint.signal == "rollout":
+            new_lam = self.multiplier.update(mean_cost)
 
         loss_f, kl_f = self._update(p_ids, completions, adv, valid)
 

@@ -73,11 +73,6 @@ class GRPOConfig:
                 "(the GRPO trainer has one cost, already a rate in nats/token), got "
                 f"{c.channel!r} / {c.cost_normalization!r}"
             )
-        if c.signal != "rollout":
-            raise ValueError(
-                "constraint.signal: expected 'rollout' (the GRPO trainer updates lambda from "
-                f"each step's completions), got {c.signal!r}"
-            )
         if self.review_mode not in ("withhold", "flag"):
             raise ValueError(
                 f"review_mode: expected 'withhold' or 'flag', got {self.review_mode!r}"

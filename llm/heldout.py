@@ -8,6 +8,10 @@ on these rows, never on the training batches. Each evaluation is one row of
 ``RUN_DIR/heldout.csv`` (rewritten atomically; a resume keeps the rows up to its
 checkpoint) and, when the trainer logs to TensorBoard, scalars ``heldout/<metric>``.
 
+With ``constraint.signal: heldout`` each evaluation is also the multiplier's one update
+(from its ``predictability_cost``), and the GRPO steps leave lambda alone; the row's
+``lambda`` is the value the evaluated policy was trained under (before that update).
+
 The completions are sampled (the policy's own temperature), not greedy: the cost a text
 budget bounds is the expected cost of what the policy writes when sampled, and a
 fixed seed makes the draw repeatable. ``format_failure`` (share of completions without
@@ -73,6 +77,8 @@ class TextHeldOutEvaluation:
         row = {"step": float(tr.step_count), "lambda": float(lam),
                "completions": out["completions"],
                **{k: float(out[k]) for k in HELDOUT_TEXT_METRICS}}  # fmt: skip
+        if tr.multiplier is not None and tr.cfg.constraint.signal == "heldout":
+            tr.multiplier.update(row["predictability_cost"])
         self.rows.append(row)
         if self.path is not None:
             write_csv(self.rows, self.path)

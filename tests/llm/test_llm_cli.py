@@ -157,3 +157,34 @@ def test_heldout_rows_during_training_equal_llm_evaluate_and_survive_a_resume(mo
         cli.main(["train", *_common(models), "--run-dir", str(tmp_path / "bad"),
                   "--eval-every", "-1"])  # fmt: skip
     assert not (tmp_path / "bad").exists()
+
+
+def test_heldout_signal_moves_lambda_once_per_evaluation(models, tmp_path):
+    """``constraint.signal: heldout`` (``--constraint-signal heldout``): the GRPO steps
+    leave lambda alone and each held-out evaluation moves it once, from its own
+    predictability cost; without ``--eval-every`` the run is refused before it starts."""
+    import csv
+
+    from bystander.envs.multipliers import LagrangeMultiplier
+
+    run = tmp_path / "run"
+    args = ["train", *_common(models), "--steps", "4", "--constraint", "lagrangian",
+            "--budget", "0.5", "--lambda-init", "1.0", "--lambda-lr", "0.05",
+            "--lambda-step", "relative", "--constraint-signal", "heldout",
+            "--heldout-observer", "none", "--run-dir", str(run), "--eval-every", "2",
+            "--eval-every-prompts", "3"]  # fmt: skip
+    assert cli.main(args) == 0
+    lams = [json.loads(x)["lambda"] for x in (run / "log.jsonl").read_text().splitlines()]
+    with open(run / "heldout.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the same multiplier, fed only the evaluations' costs, gives the logged lambdas
+    ref = LagrangeMultiplier(0.5, lr=0.05, init=1.0, max=100.0, step="relative")
+    assert [float(r["lambda"]) for r in rows] == [
+        1.0,
+        ref.update(float(rows[0]["predictability_cost"])),
+    ]
+    assert lams[:2] == [1.0, 1.0] and lams[2:] == [ref.value] * 2
+    with pytest.raises(ValueError, match="constraint.signal: 'heldout'.*--eval-every"):
+        cli.main(["train", *_common(models), "--constraint", "lagrangian", "--budget", "0.5",
+                  "--constraint-signal", "heldout", "--run-dir", str(tmp_path / "bad")])  # fmt: skip
+    assert not (tmp_path / "bad").exists()

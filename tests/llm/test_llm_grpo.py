@@ -241,9 +241,15 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_trainer_unchanged(tok, tmp_pa
     assert torch.equal(params(other.policy), before) and other.step_count == step
 
 
-def test_grpo_refuses_a_heldout_multiplier_signal() -> None:
-    with pytest.raises(ValueError, match="constraint.signal: expected 'rollout'"):
-        GRPOConfig(constraint={"mode": "lagrangian", "signal": "heldout"})
+def test_grpo_steps_leave_a_heldout_signal_multiplier_alone(tok) -> None:
+    """``constraint.signal: heldout``: the GRPO step does not update lambda (the held-out
+    evaluations do: ``tests/llm/test_llm_cli.py``); with ``rollout`` it does."""
+    for signal, moved in (("heldout", False), ("rollout", True)):
+        trainer = make_trainer(tok, constraint={"mode": "lagrangian", "budget": 0.01,
+                                                "lambda_init": 1.0, "signal": signal})  # fmt: skip
+        trainer.step()
+        assert (trainer.multiplier.num_updates > 0) == moved
+        assert (trainer.multiplier.value != 1.0) == moved
 
 
 def test_training_prompts_stay_their_own_after_an_evaluation_on_other_tasks(tok):
