@@ -11,7 +11,11 @@
   optimisation step, updates the shared multiplier from the mean cost recorded since
   the last update, and sets TRL's ``reward_weights`` to ``[1/(1+lambda),
   lambda/(1+lambda)]``: the combined reward is then ``(r - lambda*c)/(1+lambda)``
-  (Safe RLHF's normalised Lagrangian). Shaping: fixed weights ``[1, w]``.
+  (Safe RLHF's normalised Lagrangian). Shaping: fixed weights ``[1, w]``. With
+  ``signal="heldout"`` (``constraint.signal``) TRL's own evaluations are the updates
+  instead: each ``on_evaluate`` reads the held-out cost TRL logged for the cost reward
+  (``eval_rewards/predictability/mean``, minus the cost) and the training steps leave
+  lambda alone, as in the built-in trainer.
 
 - :func:`align_positions`: makes TRL score left-padded rows at the positions they were
   generated at (absolute-position models such as the built-in GPT-2 tiny models).
@@ -157,6 +161,8 @@ class ConstraintCallback(_callback_base()):  # type: ignore[misc]
         cost_reward: The :class:`PredictabilityReward` whose costs it reads.
         shaping_weight: With no multiplier, the fixed weight of the cost reward.
         cost_index: Position of the cost reward among the trainer's reward functions.
+        signal: ``"rollout"`` (each step's completions) or ``"heldout"`` (TRL's
+            evaluations: needs ``eval_strategy`` and an ``eval_dataset``).
     """
 
     def __init__(
@@ -165,7 +171,13 @@ class ConstraintCallback(_callback_base()):  # type: ignore[misc]
         cost_reward: PredictabilityReward,
         shaping_weight: float = 0.0,
         cost_index: int = 1,
+        signal: str = "rollout",
     ) -> None:
+        from bystander.envs.constraint_config import SIGNALS
+
+        if signal not in SIGNALS:
+            raise ValueError(f"signal: expected one of {SIGNALS}, got {signal!r}")
+        self.signal = signal
         self.multiplier = multiplier
         self.cost_reward = cost_reward
         self.shaping_weight = float(shaping_weight)
@@ -194,13 +206,36 @@ class ConstraintCallback(_callback_base()):  # type: ignore[misc]
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         costs = self.cost_reward.pending_costs
-        if costs and self.multiplier is not None:
+        if costs and self.multiplier is not None and self.signal == "rollout":
             mean = float(np.mean(costs))
             lam = self.multiplier.update(mean)
             self.history.append(
                 {"step": float(state.global_step), "mean_cost": mean, "lambda": lam}
             )
         costs.clear()
+        self.apply()
+        return control
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        """An evaluation's completions never feed a training update; with
+        ``signal="heldout"`` its mean cost is the multiplier's update."""
+        self.cost_reward.pending_costs.clear()
+        if self.multiplier is None or self.signal != "heldout":
+            return control
+        key = f"eval_rewards/{self.cost_reward.__name__}/mean"
+        if not metrics or metrics.get(key) is None:
+            raise ValueError(
+                f"metrics: expected TRL's held-out cost {key!r} in the evaluation's metrics "
+                f"(is {self.cost_reward.__name__!r} one of the trainer's reward functions?)"
+            )
+        mean = -float(metrics[key])
+        lam = self.multiplier.update(mean)
+        self.history.append(
+            {"step": float(state.global_step), "mean_cost": mean, "lambda": lam, "heldout": 1.0}
+        )
         self.apply()
         return control
 
@@ -211,7 +246,8 @@ def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintC
     Raises:
         ValueError: A multiplier on a trainer whose ``args.multi_objective_aggregation``
             is not ``"normalize_then_sum"`` (the Lagrangian would not mean what it means
-            in the built-in trainer).
+            in the built-in trainer), or a held-out signal on a trainer that never
+            evaluates.
     """
     aggregation = getattr(getattr(trainer, "args", None), "multi_objective_aggregation", None)
     if callback.multiplier is not None and aggregation != "normalize_then_sum":
@@ -220,6 +256,13 @@ def attach_constraint(trainer: Any, callback: ConstraintCallback) -> ConstraintC
             f"Lagrange multiplier (each reward standardised before lambda weighs it), got "
             f"{aggregation!r}"
         )
+    if callback.multiplier is not None and callback.signal == "heldout":
+        strategy = str(getattr(getattr(trainer, "args", None), "eval_strategy", "no"))
+        if strategy.lower().endswith("no") or getattr(trainer, "eval_dataset", None) is None:
+            raise ValueError(
+                "GRPOConfig.eval_strategy: expected 'steps' (or 'epoch') and an eval_dataset "
+                f"with signal='heldout' (lambda moves at each evaluation), got {strategy!r}"
+            )
     callback.trainer = trainer
     trainer.add_callback(callback)
     callback.apply()

@@ -180,3 +180,54 @@ def test_align_positions_scores_left_padded_rows_where_they_were_generated():
     align_positions(trainer)  # a second call adds no second hook
     # equal up to the cached and uncached forward passes' float differences
     assert torch.allclose(scored(), at_generation, atol=2e-3)
+
+
+def test_trl_heldout_signal_moves_lambda_at_evaluations_only(tmp_path):
+    """``ConstraintCallback(signal="heldout")``: TRL's training steps leave lambda alone,
+    each TRL evaluation moves it once from the held-out cost TRL logged for the cost
+    reward, and a trainer that never evaluates is refused."""
+    pytest.importorskip("trl")
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = byte_tokenizer()
+    tiny_model(SMALL, tok).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    policy, tok = load_causal_lm(str(tmp_path / "policy"))
+    slm = tiny_model(TinyConfig(**{**SMALL.__dict__, "seed": 3}), tok).eval()
+    cost = PredictabilityReward(SLMPredictor(slm, tok), tok, views="prefix:0.5,full")
+
+    def trainer_for(eval_strategy: str):
+        args = GRPOConfig(
+            output_dir=str(tmp_path / f"out-{eval_strategy}"), per_device_train_batch_size=4,
+            per_device_eval_batch_size=4, num_generations=4, max_completion_length=8,
+            max_steps=4, learning_rate=1e-2, logging_steps=1, save_strategy="no",
+            report_to="none", use_cpu=True, seed=0, beta=0.04, eval_strategy=eval_strategy,
+            eval_steps=2, multi_objective_aggregation="normalize_then_sum",
+        )  # fmt: skip
+        return GRPOTrainer(
+            model=policy, reward_funcs=[TaskReward(), cost], args=args,
+            train_dataset=tasks_dataset(generate_tasks(8)),
+            eval_dataset=tasks_dataset(generate_tasks(4, seed=10_000)),
+            processing_class=trl_tokenizer(tok),
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="GRPOConfig.eval_strategy"):
+        attach_constraint(trainer_for("no"),
+                          ConstraintCallback(LagrangeMultiplier(0.5), cost, signal="heldout"))  # fmt: skip
+    with pytest.raises(ValueError, match="signal: expected one of"):
+        ConstraintCallback(LagrangeMultiplier(0.5), cost, signal="eval")
+    mult = LagrangeMultiplier(budget=0.5, lr=0.1, step="relative")
+    trainer = trainer_for("steps")
+    align_positions(trainer)
+    cb = attach_constraint(trainer, ConstraintCallback(mult, cost, signal="heldout"))
+    trainer.train()
+    assert [h["step"] for h in cb.history] == [2.0, 4.0] and mult.num_updates == 2
+    # the same multiplier fed only the two evaluations' costs ends where this one does
+    ref = LagrangeMultiplier(budget=0.5, lr=0.1, step="relative")
+    for h in cb.history:
+        assert h["lambda"] == ref.update(h["mean_cost"]) and h["mean_cost"] > 0.5
+    evals = [r for r in trainer.state.log_history if "eval_rewards/predictability/mean" in r]
+    assert [-r["eval_rewards/predictability/mean"] for r in evals] == [
+        h["mean_cost"] for h in cb.history
+    ]
+    assert not cost.pending_costs  # evaluation costs never reach a training update
