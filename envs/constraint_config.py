@@ -156,7 +156,7 @@ class ConstraintConfig:
     signal: str = field(
         default="rollout",
         metadata={"help": "multiplier updated from training rollouts or held-out evaluations",
-                  "flag": "--constraint-signal", "choices": ("rollout", "heldout")},
+                  "flag": "--constraint-signal", "choices": SIGNALS},
     )  # fmt: skip
 
     def __post_init__(self) -> None:

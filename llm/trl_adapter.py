@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.constraint_config import SIGNALS
 from bystander.envs.scoring import combine_errors
 from bystander.envs.text_tasks import ArithmeticVerifier, Task
 from bystander.envs.text_tokens import encode
@@ -173,8 +174,6 @@ class ConstraintCallback(_callback_base()):  # type: ignore[misc]
         cost_index: int = 1,
         signal: str = "rollout",
     ) -> None:
-        from bystander.envs.constraint_config import SIGNALS
-
         if signal not in SIGNALS:
             raise ValueError(f"signal: expected one of {SIGNALS}, got {signal!r}")
         self.signal = signal

@@ -52,17 +52,22 @@ def test_reward_functions_have_trls_signature():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
-    pytest.importorskip("trl")
-    from trl import GRPOConfig, GRPOTrainer
-
+def _policy_and_cost(tmp_path):
+    """A saved-and-reloaded tiny policy (TRL builds its reference policy from the model's
+    path), its tokenizer, and the cost reward of a tiny SLM observer."""
     tok = byte_tokenizer()
-    # TRL builds its reference policy from the model's path: save, then load through our loader.
     tiny_model(SMALL, tok).save_pretrained(tmp_path / "policy")
     tok.save_pretrained(tmp_path / "policy")
     policy, tok = load_causal_lm(str(tmp_path / "policy"))
     slm = tiny_model(TinyConfig(**{**SMALL.__dict__, "seed": 3}), tok).eval()
-    cost = PredictabilityReward(SLMPredictor(slm, tok), tok, views="prefix:0.5,full")
+    return policy, tok, PredictabilityReward(SLMPredictor(slm, tok), tok, views="prefix:0.5,full")
+
+
+def test_trl_grpo_trainer_runs_and_moves_the_multiplier(tmp_path):
+    pytest.importorskip("trl")
+    from trl import GRPOConfig, GRPOTrainer
+
+    policy, tok, cost = _policy_and_cost(tmp_path)
     mult = LagrangeMultiplier(budget=0.5, lr=0.1)
     args = GRPOConfig(
         output_dir=str(tmp_path / "out"),
@@ -189,12 +194,7 @@ def test_trl_heldout_signal_moves_lambda_at_evaluations_only(tmp_path):
     pytest.importorskip("trl")
     from trl import GRPOConfig, GRPOTrainer
 
-    tok = byte_tokenizer()
-    tiny_model(SMALL, tok).save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
-    policy, tok = load_causal_lm(str(tmp_path / "policy"))
-    slm = tiny_model(TinyConfig(**{**SMALL.__dict__, "seed": 3}), tok).eval()
-    cost = PredictabilityReward(SLMPredictor(slm, tok), tok, views="prefix:0.5,full")
+    policy, tok, cost = _policy_and_cost(tmp_path)
 
     def trainer_for(eval_strategy: str):
         args = GRPOConfig(
