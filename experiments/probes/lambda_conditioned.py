@@ -1,10 +1,12 @@
 """Probe (issue 12): does a lambda-conditioned PPO ego answer lambda with its cost?
 
-    python experiments/probes/lambda_conditioned.py [STEPS] [SEED]
+    python experiments/probes/lambda_conditioned.py [STEPS] [SEED] [ENT_COEF] [GAMMA] [MARGIN]
 
 Trains the default ego (128 batched worlds, constant-velocity observers) on the
 per-metre Lagrangian reward ``(r - lambda * (c - B * progress)) / (1 + lambda)`` with
-``B`` = 0.3241 m/m, where each world draws its own lambda, log-uniform in [0.01, 1], at
+``B`` = 0.3241 m/m (times ``1 + MARGIN`` as progress credit, ``constraint.credit_margin``;
+default 0), PPO's ``ent_coef`` and ``gamma`` from the arguments (defaults: the training
+defaults, 0.01 and 0.99), where each world draws its own lambda, log-uniform in [0.01, 1], at
 every episode start and sees ``log(lambda)`` as one more observation feature. Then
 evaluates the greedy ego at fixed lambdas on 100 held-out episodes each and prints
 success, held-out cost per metre and stand-still fraction per lambda. A multiplier could
@@ -37,7 +39,7 @@ class LambdaConditioned(VecEnvWrapper):
     """Per-world lambda drawn at each episode start, appended to the observation as
     ``log(lambda)``; the reward is the per-metre Lagrangian with that lambda."""
 
-    def __init__(self, venv: VecEnv, seed: int) -> None:
+    def __init__(self, venv: VecEnv, seed: int, margin: float = 0.0) -> None:
         space = venv.observation_space
         super().__init__(
             venv,
@@ -47,6 +49,7 @@ class LambdaConditioned(VecEnvWrapper):
             ),
         )
         self.rng = np.random.default_rng(seed)
+        self.credit = BUDGET * (1.0 + margin)
         self.lam = self._draw(venv.num_envs)
 
     def _draw(self, n: int) -> np.ndarray:
@@ -64,7 +67,9 @@ class LambdaConditioned(VecEnvWrapper):
         arrays = step_arrays(self.venv)
         cost = np.asarray(arrays["costs"]["predictability"], float)
         progress = np.asarray(arrays["progress"], float)
-        new = (np.asarray(rewards, float) - self.lam * (cost - BUDGET * progress)) / (1 + self.lam)
+        new = (np.asarray(rewards, float) - self.lam * (cost - self.credit * progress)) / (
+            1 + self.lam
+        )
         for i in np.nonzero(dones)[0]:  # the finished episode's lambda on its last observation
             if infos[i] and "terminal_observation" in infos[i]:
                 infos[i] = dict(infos[i])
@@ -75,10 +80,18 @@ class LambdaConditioned(VecEnvWrapper):
         return self.augment(obs, self.lam), new.astype(np.float32), dones, infos
 
 
-def main(steps: int = 2_000_000, seed: int = 0) -> int:
-    cfg = load_config(overrides=["train.tensorboard=false", f"train.seed={seed}"])
+def main(
+    steps: int = 2_000_000,
+    seed: int = 0,
+    ent: float = 0.01,
+    gamma: float = 0.99,
+    margin: float = 0.0,
+) -> int:
+    cfg = load_config(overrides=["train.tensorboard=false", f"train.seed={seed}",
+                                 f"train.hyperparams.ent_coef={ent}",
+                                 f"train.hyperparams.gamma={gamma}"])  # fmt: skip
     seed_everything(seed)
-    venv = LambdaConditioned(build_vec_env(cfg, build_predictor(cfg), {}), seed)
+    venv = LambdaConditioned(build_vec_env(cfg, build_predictor(cfg), {}), seed, margin)
     model = PPO("MlpPolicy", venv, seed=seed, policy_kwargs={"net_arch": list(cfg.train.net_arch)},
                 verbose=0, **resolved_hyperparams(cfg.train))  # fmt: skip
     t0 = time.perf_counter()
@@ -99,5 +112,5 @@ def main(steps: int = 2_000_000, seed: int = 0) -> int:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    raise SystemExit(main(*args))
+    args = [int(a) for a in sys.argv[1:3]] + [float(a) for a in sys.argv[3:6]]
+    raise SystemExit(main(*args))  # type: ignore[arg-type]
