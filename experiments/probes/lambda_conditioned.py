@@ -1,12 +1,13 @@
 """Probe (issue 12): does a lambda-conditioned PPO ego answer lambda with its cost?
 
-    python experiments/probes/lambda_conditioned.py [STEPS] [SEED] [ENT_COEF] [GAMMA] [MARGIN]
+    python experiments/probes/lambda_conditioned.py [STEPS] [SEED] [ENT_COEF] [GAMMA] [MARGIN] [PRIOR]
 
 Trains the default ego (128 batched worlds, constant-velocity observers) on the
 per-metre Lagrangian reward ``(r - lambda * (c - B * progress)) / (1 + lambda)`` with
 ``B`` = 0.3241 m/m (times ``1 + MARGIN`` as progress credit, ``constraint.credit_margin``;
 default 0), PPO's ``ent_coef`` and ``gamma`` from the arguments (defaults: the training
-defaults, 0.01 and 0.99), where each world draws its own lambda, log-uniform in [0.01, 1], at
+defaults, 0.01 and 0.99; ``PRIOR``, six comma-separated probabilities: ``ent_coef`` weighs
+``-KL(pi || PRIOR)`` instead of the entropy, ``calm_prior.py``'s policy), where each world draws its own lambda, log-uniform in [0.01, 1], at
 every episode start and sees ``log(lambda)`` as one more observation feature. Then
 evaluates the greedy ego at fixed lambdas on 100 held-out episodes each and prints
 success, held-out cost per metre and stand-still fraction per lambda. A multiplier could
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -86,13 +88,20 @@ def main(
     ent: float = 0.01,
     gamma: float = 0.99,
     margin: float = 0.0,
+    prior: str | None = None,
 ) -> int:
     cfg = load_config(overrides=["train.tensorboard=false", f"train.seed={seed}",
                                  f"train.hyperparams.ent_coef={ent}",
                                  f"train.hyperparams.gamma={gamma}"])  # fmt: skip
     seed_everything(seed)
     venv = LambdaConditioned(build_vec_env(cfg, build_predictor(cfg), {}), seed, margin)
-    model = PPO("MlpPolicy", venv, seed=seed, policy_kwargs={"net_arch": list(cfg.train.net_arch)},
+    policy: Any = "MlpPolicy"
+    if prior is not None:
+        from calm_prior import CalmPriorPolicy
+
+        CalmPriorPolicy.prior = tuple(float(x) for x in prior.split(","))
+        policy = CalmPriorPolicy
+    model = PPO(policy, venv, seed=seed, policy_kwargs={"net_arch": list(cfg.train.net_arch)},
                 verbose=0, **resolved_hyperparams(cfg.train))  # fmt: skip
     t0 = time.perf_counter()
     model.learn(steps)
@@ -113,4 +122,4 @@ def main(
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:3]] + [float(a) for a in sys.argv[3:6]]
-    raise SystemExit(main(*args))  # type: ignore[arg-type]
+    raise SystemExit(main(*args, *sys.argv[6:7]))  # type: ignore[arg-type]
