@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.batched_kernels import recent_states, still_observed, view_windows
 from bystander.envs.checks import check_errors, check_predictions
 from bystander.envs.contract import FRAMES, EgoBatch, Predictor, Views
 from bystander.envs.scoring import Figures, OnScored, PredictorTable, check_combine
@@ -227,14 +228,13 @@ class BatchedTracker:
                 p = queue.popleft()
                 if p.due < self.t:
                     continue
-                keep = (
-                    (self.episode[p.world] == p.episode)
-                    & self.present[p.world, p.slot]
-                    & (self.uid[p.world, p.slot] == p.uid)
+                keep = np.empty(len(p.world), dtype=bool)
+                kept = still_observed(
+                    self.episode, self.present, self.uid, p.world, p.slot, p.episode, p.uid, keep
                 )
-                if not keep.any():
+                if not kept:
                     continue
-                if keep.all():
+                if kept == len(keep):
                     world, views, preds, poses, tcol = (
                         p.world,
                         p.views,
@@ -243,13 +243,13 @@ class BatchedTracker:
                         p.tcol,
                     )
                 else:
-                    world, preds, tcol = p.world[keep], p.predictions[keep], p.tcol[keep]
-                    views = p.views.take(keep)
-                    poses = None if p.poses is None else p.poses[keep]
-                horizon = int(predictor.horizon)
+                    rows = keep.nonzero()[0]
+                    world, preds, tcol = p.world[rows], p.predictions[rows], p.tcol[rows]
+                    views = p.views.take(rows)
+                    poses = None if p.poses is None else p.poses[rows]
                 # the states of the last `horizon` steps: the truth of this prediction
-                rows = (self.t - horizon + 1 + np.arange(horizon)) % self.ring
-                truth = self.ego[rows[None, :], world[:, None]]
+                truth = np.empty((len(world), int(predictor.horizon), self.ego.shape[2]))
+                recent_states(self.ego, world, self.t, truth)
                 truth = np.asarray(FRAMES[batch.frame].to_frame(truth, poses))
                 errors = check_errors(
                     predictor.error(preds, truth, views), len(world), predictor, "error"
@@ -283,12 +283,10 @@ class BatchedTracker:
                 continue
             world = self._all[w][bi]
             hist = int(predictor.history)
-            g_t = self.t - hist + 1 + np.arange(hist)  # global steps of the window
-            start = self.start_t[world][:, None]
-            seen = g_t[None, :] >= start
-            rows = np.maximum(g_t[None, :], start) % self.ring  # pad: the episode's first state
-            states = self.ego[rows, world[:, None]]
-            mask = self.vis[rows, world[:, None], slot[:, None]] & seen
+            # the window of the last `hist` steps, padded with the episode's first state
+            states = np.empty((len(world), hist, self.ego.shape[2]))
+            mask = np.empty((len(world), hist), dtype=bool)
+            view_windows(self.ego, self.vis, self.start_t, world, slot, self.t, states, mask)
             poses = None
             if batch.observer_frames is not None:
                 poses = batch.observer_frames[bi, slot]
