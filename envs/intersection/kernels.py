@@ -97,6 +97,13 @@ def idm_accel(
         lead = np.empty(n_agents, dtype=np.int64)
         gaps = np.empty(n_agents)
         lead_speed = np.empty(n_agents)
+        # the alive slots in order (the loops over others skip the dead ones)
+        live = np.empty(n_agents, dtype=np.int64)
+        n_live = 0
+        for j in range(n_agents):
+            if alive[w, j]:
+                live[n_live] = j
+                n_live += 1
         # pass 1: leaders. Leader: nearest road user ahead in the corridor along the
         # heading, or ahead on the same segment (curves defeat the corridor).
         for i in range(n_agents):
@@ -113,8 +120,9 @@ def idm_accel(
             g = inf
             vl = 0.0
             best = -1
-            for j in range(n_agents):
-                if j == i or not alive[w, j]:
+            for q in range(n_live):
+                j = live[q]
+                if j == i:
                     continue
                 kj = kind[w, j]
                 if ki == PEDESTRIAN and (kj == PEDESTRIAN or v[w, j] < STANDING):
@@ -172,8 +180,9 @@ def idm_accel(
                     if dstop < turn_brake_zone:
                         desired = min(desired, speed_limit[plan])
                     blocked = False
-                    for j in range(n_agents):
-                        if j == i or not alive[w, j] or blocked:
+                    for q in range(n_live):
+                        j = live[q]
+                        if j == i or blocked:
                             continue
                         sj = seg[w, j]
                         if sj < 0:
@@ -200,8 +209,9 @@ def idm_accel(
             # crosswalk while a moving vehicle is right in front of them
             if ki == PEDESTRIAN:
                 hold = False
-                for j in range(n_agents):
-                    if not alive[w, j] or kind[w, j] == PEDESTRIAN or v[w, j] <= 1.0:
+                for q in range(n_live):
+                    j = live[q]
+                    if kind[w, j] == PEDESTRIAN or v[w, j] <= 1.0:
                         continue
                     dx, dy = x[w, j] - xi, y[w, j] - yi
                     d2 = dx * dx + dy * dy
