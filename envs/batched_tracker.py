@@ -65,6 +65,13 @@ class _Pending:
     poses: np.ndarray | None
 
 
+def _rows_cols(flat: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the C-order flat indices ``flat`` into a 2-d array of
+    ``n_cols`` columns (as ``nonzero`` of the 2-d array gives them)."""
+    rows = flat // n_cols
+    return rows, flat - rows * n_cols
+
+
 class BatchedTracker:
     """Predictability bookkeeping for ``n_worlds`` streams (see module docstring).
 
@@ -176,9 +183,9 @@ class BatchedTracker:
             self.episode_error_sum[w] = 0.0
             self.episode_count[w] = 0
         else:
-            changed = (present != self.present[w]) | (uid != self.uid[w])
-            if changed.any():
-                cw, ca = changed.nonzero()
+            changed = np.flatnonzero((present != self.present[w]) | (uid != self.uid[w]))
+            if len(changed):
+                cw, ca = _rows_cols(changed, present.shape[1])
                 self.vis[:, worlds[cw], ca] = False
         self.present[w] = present
         self.uid[w] = uid
@@ -244,9 +251,10 @@ class BatchedTracker:
                     )
                 else:
                     rows = keep.nonzero()[0]
-                    world, preds, tcol = p.world[rows], p.predictions[rows], p.tcol[rows]
+                    world, tcol = np.take(p.world, rows), np.take(p.tcol, rows)
+                    preds = np.take(p.predictions, rows, axis=0)
                     views = p.views.take(rows)
-                    poses = None if p.poses is None else p.poses[rows]
+                    poses = None if p.poses is None else np.take(p.poses, rows, axis=0)
                 # the states of the last `horizon` steps: the truth of this prediction
                 truth = np.empty((len(world), int(predictor.horizon), self.ego.shape[2]))
                 recent_states(self.ego, world, self.t, truth)
@@ -278,9 +286,10 @@ class BatchedTracker:
         ctx = dict(batch.context) if batch.context else {}
         for g, predictor in enumerate(self.groups):
             sel = select if group is None else select & (group == g)
-            bi, slot = sel.nonzero()
-            if not len(bi):
+            flat = np.flatnonzero(sel)  # (a 2-d nonzero costs several times more)
+            if not len(flat):
                 continue
+            bi, slot = _rows_cols(flat, sel.shape[1])
             world = self._all[w][bi]
             hist = int(predictor.history)
             # the window of the last `hist` steps, padded with the episode's first state
@@ -289,10 +298,11 @@ class BatchedTracker:
             view_windows(self.ego, self.vis, self.start_t, world, slot, self.t, states, mask)
             poses = None
             if batch.observer_frames is not None:
-                poses = batch.observer_frames[bi, slot]
+                frames = np.asarray(batch.observer_frames)
+                poses = np.take(frames.reshape(-1, frames.shape[-1]), flat, axis=0)
             states = np.asarray(FRAMES[batch.frame].to_frame(states, poses))
-            code = codes[bi, slot]
-            uid = batch.observer_ids[bi, slot]
+            code = np.take(codes, flat)
+            uid = np.take(batch.observer_ids, flat)
             views = Views(
                 states=states,
                 mask=mask,

@@ -300,19 +300,29 @@ class Views:
         context = None
         if self.context is not None:
             index = (np.flatnonzero(rows) if rows.dtype == np.bool_ else rows).tolist()
-            # itemgetter picks in C (the list-comprehension cost a visible share of a
-            # batched step); of one index it returns the item, not a tuple
-            pick = itemgetter(*index) if len(index) > 1 else None
-            context = list(pick(self.context)) if pick else [self.context[i] for i in index]
+            # itemgetter picks in C (a list comprehension cost a visible share of a
+            # batched step); of one index it returns the item itself, not a tuple
+            if len(index) > 1:
+                context = list(itemgetter(*index)(self.context))
+            else:
+                context = [self.context[i] for i in index]
         return Views(
-            states=self.states[rows],
-            mask=self.mask[rows],
-            observer_types=self.observer_types[rows],
-            observer_ids=self.observer_ids[rows],
+            states=_take_rows(self.states, rows),
+            mask=_take_rows(self.mask, rows),
+            observer_types=_take_rows(self.observer_types, rows),
+            observer_ids=_take_rows(self.observer_ids, rows),
             dt=self.dt,
             context=context,
-            poses=None if self.poses is None else np.asarray(self.poses)[rows],
+            poses=None if self.poses is None else _take_rows(np.asarray(self.poses), rows),
         )
+
+
+def _take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``; integer rows through ``np.take`` (the same values, several times
+    faster than fancy indexing on ``(B, L, D)`` arrays)."""
+    if rows.dtype.kind in "iu":
+        return np.take(values, rows, axis=0)
+    return values[rows]
 
 
 def concat_poses(views: Sequence[Views]) -> np.ndarray | None:
