@@ -646,7 +646,9 @@ class IntersectionSim:
     def _surroundings(self, worlds: np.ndarray | None = None) -> None:
         """Visibility, box gaps and nearest neighbours of the controlled cars (compiled).
 
-        ``worlds``: recompute these worlds only (fresh arrays: earlier outputs keep theirs).
+        ``worlds``: recompute these worlds only, in place but for the visibility (a fresh
+        array: earlier results keep theirs; the gaps and neighbours are read by the
+        simulator only).
         """
         cfg, N, C, K = self.config, self.N, self.C, self.config.n_nearest
         if worlds is None:  # the kernel clears every row it writes
@@ -654,7 +656,7 @@ class IntersectionSim:
             vis = np.empty((N, C, self.A), bool)
             sep, others = np.empty((N, C)), np.empty((N, C, K, N_OTHER_FEATURES))
         else:
-            vis, sep, others = self._visible.copy(), self._separation.copy(), self._others.copy()
+            vis, sep, others = self._visible.copy(), self._separation, self._others
         (surroundings if threaded(len(worlds)) else surroundings_serial)(
             self.alive, self.kind, self.x, self.y, self.cos, self.sin, self.v, self.length,
             self.width, C, K, _KIND_ONE_HOT, self._fov_cos, self._fov_full, self._range,
