@@ -408,12 +408,19 @@ def surroundings(
         visible[w] = False
         separation[w] = np.inf
         others[w] = 0.0
+        live = np.empty(n_agents, dtype=np.int64)  # the alive slots in order
+        n_live = 0
+        for j in range(n_agents):
+            if alive[w, j]:
+                live[n_live] = j
+                n_live += 1
         for e in range(n_controlled):
             ex, ey, ec, es, ev = x[w, e], y[w, e], c[w, e], s_[w, e], v[w, e]
             hle, hwe = 0.5 * length[w, e], 0.5 * width[w, e]
-            for j in range(n_agents):
+            for u in range(n_live):
+                j = live[u]
                 d2s[j] = np.inf
-                if j == e or not alive[w, j]:
+                if j == e:
                     continue
                 dx, dy = x[w, j] - ex, y[w, j] - ey  # ego -> j
                 d2 = dx * dx + dy * dy
@@ -440,8 +447,9 @@ def surroundings(
                         seen = False
                         break
                 if seen and occlude_vehicles:
-                    for b in range(n_agents):
-                        if b == j or b == e or not alive[w, b] or kind[w, b] == PEDESTRIAN:
+                    for ob in range(n_live):
+                        b = live[ob]
+                        if b == j or b == e or kind[w, b] == PEDESTRIAN:
                             continue
                         sx, sy = -dx, -dy  # j -> ego
                         t = ((x[w, b] - x[w, j]) * sx + (y[w, b] - y[w, j]) * sy) / max(d2, 1e-9)
@@ -457,7 +465,8 @@ def surroundings(
             # K nearest, in order (ties: lower slot first)
             for n in range(k_nearest):
                 best, best_d = -1, np.inf
-                for j in range(n_agents):
+                for u in range(n_live):
+                    j = live[u]
                     if d2s[j] < best_d:
                         best, best_d = j, d2s[j]
                 if best < 0:
