@@ -92,6 +92,7 @@ _NO_INFO: Mapping[str, Any] = MappingProxyType({})
 """The info of a world whose episode goes on, in lean mode: one shared, read-only,
 empty mapping (N fresh dicts per step cost more in garbage collection than the step)."""
 
+_ALL = slice(None)
 INFO_MODES = ("full", "lean")
 """``info_mode`` values of :class:`IntersectionVecEnv`."""
 
@@ -190,18 +191,18 @@ class IntersectionVecEnv(VecEnv):
             self._renderer = None
 
     # ------------------------------------------------------------------ per-slot pieces
-    def _observe(self, out: StepResult) -> np.ndarray | dict[str, np.ndarray]:
-        """Observations ``(S, ...)`` of every slot (zeros for inactive cars)."""
+    def _observe(self, out: StepResult, slots: Any = _ALL) -> np.ndarray | dict[str, np.ndarray]:
+        """Observations ``(S, ...)`` of every slot or of ``slots`` (zeros for inactive cars)."""
         mode, N, C = self.config.observation, self._n, self._C
-        idle = None if C == 1 else ~out.active.reshape(N * C)
+        idle = None if C == 1 else ~out.active.reshape(N * C)[slots]
         vec = occ = None
         if mode != "occupancy":
-            vec = out.obs.reshape(N * C, -1).copy()
+            vec = out.obs.reshape(N * C, -1)[slots].copy()
             if idle is not None:
                 vec[idle] = 0.0
         if mode != "vector":
             occ = self.sim.occupancy()
-            occ = occ.reshape(N * C, *occ.shape[2:])
+            occ = occ.reshape(N * C, *occ.shape[2:])[slots]
             if idle is not None:
                 occ[idle] = 0.0
         if mode == "dict":
@@ -424,12 +425,12 @@ class IntersectionVecEnv(VecEnv):
             else:
                 info["terminal_observation"] = obs[k].copy()
         rout = self._reset_worlds(done_worlds, apply_seeds=False)
-        fresh = self._observe(rout)
+        fresh = self._observe(rout, done_idx)
         if isinstance(obs, dict):
             for key in obs:
-                obs[key][done_idx] = fresh[key][done_idx]
+                obs[key][done_idx] = fresh[key]
         else:
-            obs[done_idx] = fresh[done_idx]
+            obs[done_idx] = fresh
         for k, info in zip(done_idx.tolist(), self._reset_infos(rout, done_worlds), strict=True):
             self.reset_infos[k] = info
 
