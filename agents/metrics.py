@@ -61,6 +61,9 @@ def displacement(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Euclidean distance per predicted point, ``(B, K, H)`` metres (K = 1 for one mode)."""
     pred, truth = _as_modes(pred, truth)
     diff = pred[..., :2] - truth[:, None, :, :2]
+    if diff.shape[-1] == 2:  # x^2 + y^2 in that order: einsum's bits at a quarter of its cost
+        dx, dy = diff[..., 0], diff[..., 1]
+        return np.sqrt(dx * dx + dy * dy)
     return np.sqrt(np.einsum("bkhd,bkhd->bkh", diff, diff))
 
 

@@ -159,3 +159,15 @@ def test_metrics_hand_computed():
         metrics.ade(np.zeros((2, 3, 2)), truth)
     with pytest.raises(ValueError, match="threshold"):
         metrics.miss(pred, truth, threshold=0)
+
+
+def test_displacement_has_the_bits_of_the_einsum_formula():
+    """displacement's x^2 + y^2 equals the sum of products einsum computed before it,
+    bit for bit (errors, costs and rewards must not move by an ulp)."""
+    rng = np.random.default_rng(0)
+    for scale in (1e-3, 1.0, 50.0, 1e5):
+        pred = rng.normal(0.0, scale, (500, 3, 10, 3))  # K modes, an extra column
+        truth = rng.normal(0.0, scale, (500, 10, 3))
+        diff = pred[..., :2] - truth[:, None, :, :2]
+        want = np.sqrt(np.einsum("bkhd,bkhd->bkh", diff, diff))
+        assert metrics.displacement(pred, truth).tobytes() == want.tobytes()
