@@ -93,12 +93,12 @@ def idm_accel(
     n_worlds, n_agents = alive.shape
     out = np.zeros((n_worlds, n_agents))
     inf = np.inf
+    # scratch rows, one per world, allocated once (an allocation per world cost more)
+    leads, all_gaps = np.empty((n_worlds, n_agents), np.int64), np.empty((n_worlds, n_agents))
+    speeds, lives = np.empty((n_worlds, n_agents)), np.empty((n_worlds, n_agents), np.int64)
     for w in prange(n_worlds):  # worlds are independent: one per thread
-        lead = np.empty(n_agents, dtype=np.int64)
-        gaps = np.empty(n_agents)
-        lead_speed = np.empty(n_agents)
-        # the alive slots in order (the loops over others skip the dead ones)
-        live = np.empty(n_agents, dtype=np.int64)
+        lead, gaps, lead_speed = leads[w], all_gaps[w], speeds[w]
+        live = lives[w]  # the alive slots in order (the loops over others skip the dead)
         n_live = 0
         for j in range(n_agents):
             if alive[w, j]:
@@ -129,16 +129,20 @@ def idm_accel(
                     continue  # walkers pass each other and step around standing vehicles
                 dx, dy = x[w, j] - xi, y[w, j] - yi
                 lon = ci * dx + sni * dy
+                ahead = lon > 0.0 and lon < look
+                same_seg = ki != PEDESTRIAN and seg[w, j] == si
+                if not ahead and not same_seg:
+                    continue  # neither test can pick j: skip the rest of its geometry
                 lat = ci * dy - sni * dx
                 dot = ci * c[w, j] + sni * s_[w, j]
                 cd = abs(dot)
                 sd = abs(sni * c[w, j] - ci * s_[w, j])
                 hlj, hwj = 0.5 * length[w, j], 0.5 * width[w, j]
-                if lon > 0.0 and lon < look and abs(lat) < hwi + sd * hlj + cd * hwj + 0.3:
+                if ahead and abs(lat) < hwi + sd * hlj + cd * hwj + 0.3:
                     gap = lon - hli - (cd * hlj + sd * hwj)
                     if gap < g:
                         g, vl, best = gap, v[w, j] * dot, j
-                if ki != PEDESTRIAN and seg[w, j] == si:
+                if same_seg:
                     ds = pos[w, j] - pos[w, i]
                     if ds > 0.0:
                         gap = ds - hli - hlj
