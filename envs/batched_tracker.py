@@ -183,9 +183,10 @@ class BatchedTracker:
             self.episode_error_sum[w] = 0.0
             self.episode_count[w] = 0
         else:
-            changed = np.flatnonzero((present != self.present[w]) | (uid != self.uid[w]))
-            if len(changed):
-                cw, ca = _rows_cols(changed, present.shape[1])
+            changed = (present != self.present[w]) | (uid != self.uid[w])
+            flat = np.flatnonzero(changed)
+            if len(flat):
+                cw, ca = _rows_cols(flat, changed.shape[1])
                 self.vis[:, worlds[cw], ca] = False
         self.present[w] = present
         self.uid[w] = uid
