@@ -35,6 +35,12 @@ prior)::
         --set eval.every=65536 --set eval.heldout_episodes=100 \
         --set constraint.cost_normalization=per_metre
 
+``--random-start-target``: every training episode starts with a target speed drawn
+uniformly from 0, ``speed_step``, ..., ``ego_max_speed`` (the env starts every episode at
+6 m/s; the held-out evaluations keep that start). The ego then sees every cruise mode
+from the first step, without paying the observers for the speed changes that would
+reach it: exploration of modes by the start state rather than by the actions.
+
 Not a library feature: the policy class lives in this script, so the saved model loads
 only where it is importable (``load_policy`` after importing this module).
 """
@@ -47,9 +53,14 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 import bystander.agents.training as training
 from bystander.config import load_config
+from bystander.envs.contract import find_layer
+from bystander.envs.intersection.vec_env import IntersectionVecEnv
+
+TARGET_FEATURE = 6  # observation feature: target speed / ego_max_speed
 
 DEFAULT_PRIOR = (0.02, 0.48, 0.02, 0.16, 0.16, 0.16)
 
@@ -68,11 +79,40 @@ class CalmPriorPolicy(ActorCriticPolicy):
         return values, log_prob, neg_kl
 
 
+class RandomStartTarget(VecEnvWrapper):
+    """Each new episode's target speed drawn from the cruise levels (one controlled car
+    per world); the first observation's target-speed feature is rewritten to match."""
+
+    def __init__(self, venv: VecEnv, seed: int) -> None:
+        super().__init__(venv)
+        self.sim = find_layer(venv, IntersectionVecEnv).sim
+        cfg = self.sim.config
+        n = int(np.floor(cfg.ego_max_speed / cfg.speed_step + 1e-9))
+        self.levels = np.arange(n + 1) * cfg.speed_step
+        self.rng = np.random.default_rng(seed)
+
+    def _start(self, obs: np.ndarray, worlds: np.ndarray) -> np.ndarray:
+        target = self.rng.choice(self.levels, len(worlds))
+        self.sim.target_v[worlds, 0] = target
+        obs = obs.copy()
+        obs[worlds, TARGET_FEATURE] = target / self.sim.config.ego_max_speed
+        return obs
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        return self._start(obs, np.arange(self.num_envs))
+
+    def step_wait(self):  # noqa: ANN201 - SB3's VecEnvStepReturn
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return self._start(obs, np.flatnonzero(dones)), rewards, dones, infos
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir")
     p.add_argument("--prior", default=",".join(map(str, DEFAULT_PRIOR)))
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--random-start-target", action="store_true")
     args = p.parse_args(argv)
     prior = np.array([float(x) for x in args.prior.split(",")])
     if prior.shape != (6,) or (prior <= 0).any() or abs(prior.sum() - 1) > 1e-6:
@@ -87,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                            **hp)  # fmt: skip
 
     training.build_model = build_model
+    if args.random_start_target:
+        build_vec_env = training.build_vec_env
+
+        def wrapped_vec_env(cfg: Any, *a: Any, **kw: Any) -> VecEnv:
+            return RandomStartTarget(build_vec_env(cfg, *a, **kw), cfg.train.seed)
+
+        training.build_vec_env = wrapped_vec_env
     result = training.train(cfg, run_dir=args.run_dir)
     print(result)
     return 0
