@@ -146,8 +146,22 @@ def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
     return {} if m is None else {multiplier_key(c.channel): m}
 
 
-def build_model(cfg: RunConfig, venv: VecEnv) -> BaseAlgorithm:
-    """A fresh SB3 algorithm (``train.algo``) with ``resolved_hyperparams``."""
+def build_model(
+    cfg: RunConfig,
+    venv: VecEnv,
+    *,
+    policy: Any = None,
+    policy_kwargs: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
+    """A fresh SB3 algorithm (``train.algo``) with ``resolved_hyperparams``.
+
+    Args:
+        cfg: Run config (``train`` section).
+        venv: The training VecEnv.
+        policy: An SB3 policy class or name in place of ``train.policy`` (probes that try
+            another policy class on the same trainer).
+        policy_kwargs: Extra ``policy_kwargs`` besides ``net_arch`` (``train.net_arch``).
+    """
     cls = ALGO_CLASSES[cfg.train.algo]
     hp = resolved_hyperparams(cfg.train)
     if cfg.train.algo == "ppo":
@@ -158,14 +172,13 @@ def build_model(cfg: RunConfig, venv: VecEnv) -> BaseAlgorithm:
                 f"train.hyperparams.batch_size: expected a divisor of n_steps * n_envs "
                 f"({rollout}), got {hp.get('batch_size', 64)}"
             )
-    net = list(cfg.train.net_arch)
-    policy_kwargs: dict[str, Any] = {"net_arch": net}
+    kwargs: dict[str, Any] = {"net_arch": list(cfg.train.net_arch), **(policy_kwargs or {})}
     return cls(
-        cfg.train.policy,
+        cfg.train.policy if policy is None else policy,
         venv,
         seed=cfg.train.seed,
         device=cfg.train.device,
-        policy_kwargs=policy_kwargs,
+        policy_kwargs=kwargs,
         verbose=0,
         **hp,
     )

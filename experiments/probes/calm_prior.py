@@ -120,11 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     CalmPriorPolicy.prior = tuple(prior.tolist())
     cfg = load_config(overrides=args.sets)
 
+    build = training.build_model
+
     def build_model(cfg: Any, venv: Any) -> Any:
-        hp = training.resolved_hyperparams(cfg.train)
-        return training.ALGO_CLASSES[cfg.train.algo](CalmPriorPolicy, venv, seed=cfg.train.seed, device=cfg.train.device,
-                           policy_kwargs={"net_arch": list(cfg.train.net_arch)}, verbose=0,
-                           **hp)  # fmt: skip
+        return build(cfg, venv, policy=CalmPriorPolicy)
 
     training.build_model = build_model
     if args.random_start_target:

@@ -102,12 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     def wrapped_evaluate(policy: Any, *a: Any, **kw: Any) -> Any:
         return evaluate_batched(SetSpeedPolicy(policy, max_speed, step), *a, **kw)
 
+    build_model = training.build_model
+
     def squashed_model(cfg: Any, venv: VecEnv) -> Any:
-        hp = training.resolved_hyperparams(cfg.train)
-        kwargs = {"net_arch": list(cfg.train.net_arch), "squash_output": bool(hp.get("use_sde"))}
-        return training.ALGO_CLASSES[cfg.train.algo](cfg.train.policy, venv, seed=cfg.train.seed,
-                                                     device=cfg.train.device, verbose=0,
-                                                     policy_kwargs=kwargs, **hp)  # fmt: skip
+        use_sde = bool(training.resolved_hyperparams(cfg.train).get("use_sde"))
+        return build_model(cfg, venv, policy_kwargs={"squash_output": use_sde})
 
     training.build_vec_env, heldout.evaluate_batched = wrapped_vec_env, wrapped_evaluate
     training.build_model = squashed_model

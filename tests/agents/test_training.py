@@ -399,3 +399,23 @@ def test_linear_entropy_bonus_falls_over_the_whole_run(tmp_path: Path) -> None:
         trainer.close()
     with pytest.raises(ValueError, match="train.ent_schedule"):
         load_config(overrides=["train.ent_schedule=linear", "train.algo=dqn"])
+
+
+def test_build_model_takes_another_policy_class_and_extra_policy_kwargs() -> None:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    from bystander.agents.training import build_model
+
+    class Marked(ActorCriticPolicy):
+        pass
+
+    cfg = load_config(overrides=["train.n_envs=4", "train.hyperparams.batch_size=64"])
+    venv = build_vec_env(cfg, None, {})
+    try:
+        default = build_model(cfg, venv)
+        model = build_model(cfg, venv, policy=Marked, policy_kwargs={"ortho_init": False})
+    finally:
+        venv.close()
+    assert type(default.policy).__name__ == "ActorCriticPolicy" and default.policy.ortho_init
+    assert isinstance(model.policy, Marked) and not model.policy.ortho_init
+    assert model.policy.net_arch == default.policy.net_arch == list(cfg.train.net_arch)
