@@ -158,8 +158,7 @@ def build_model(
     Args:
         cfg: Run config (``train`` section).
         venv: The training VecEnv.
-        policy: An SB3 policy class or name in place of ``train.policy`` (probes that try
-            another policy class on the same trainer).
+        policy: An SB3 policy class or name in place of ``train.policy``.
         policy_kwargs: Extra ``policy_kwargs`` besides ``net_arch`` (``train.net_arch``).
     """
     cls = ALGO_CLASSES[cfg.train.algo]
