@@ -239,6 +239,7 @@ def build_stack(
     vector: bool,
     render_mode: str | None = None,
     collect_scored: bool = False,
+    training: bool = False,
 ) -> Any:
     """The driving stack of ``cfg``, every layer of the module docstring it asks for.
 
@@ -251,6 +252,8 @@ def build_stack(
             worlds, world ``i`` seeded ``train.seed + i``) instead of one Gymnasium env.
         render_mode: Passed to ``gymnasium.make`` (single env).
         collect_scored: The hooks keep scored (views, truth) pairs for co-training.
+        training: A training env: ``env.train_config`` (``env.config`` with
+            ``env.train_overrides``) instead of ``env.config``.
 
     Returns:
         A :class:`~bystander.agents.hooks.TrainingHooks` env, or a
@@ -265,10 +268,11 @@ def build_stack(
         collect_scored=collect_scored,
         max_scored=cfg.predictor.buffer_size if vector else _MAX_SCORED_PER_ENV,
     )
+    env_config = cfg.env.train_config if training else cfg.env.config
     if not vector:
         kwargs: dict[str, Any] = {}
-        if cfg.env.config:
-            kwargs["config"] = dict(cfg.env.config)
+        if env_config:
+            kwargs["config"] = dict(env_config)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         env: gym.Env = gym.make(cfg.env.id, **kwargs)
@@ -286,7 +290,7 @@ def build_stack(
         )
     # lean infos: per-step values travel as arrays (step_arrays), info dicts at episode end
     venv: VecEnv = IntersectionVecEnv(
-        cfg.train.n_envs, cfg.env.config, seed=cfg.train.seed, info_mode="lean"
+        cfg.train.n_envs, env_config, seed=cfg.train.seed, info_mode="lean"
     )
     hooks = wrap_stack(venv, spec, vector=True)
     hooks.seed(cfg.train.seed)
@@ -300,6 +304,7 @@ def make_env(
     multipliers: Mapping[str, Multiplier] | None = None,
     render_mode: str | None = None,
     collect_scored: bool = False,
+    training: bool = False,
 ) -> TrainingHooks:
     """One env with the full stack of the module docstring (:func:`build_stack`).
 
@@ -309,6 +314,7 @@ def make_env(
         multipliers: Multipliers by key for ``lagrangian``/``pid`` (this env reads them).
         render_mode: Passed to ``gymnasium.make``.
         collect_scored: Keep scored (views, truth) pairs for co-training.
+        training: A training env (``env.train_overrides`` applied).
     """
     return build_stack(
         cfg,
@@ -317,17 +323,24 @@ def make_env(
         vector=False,
         render_mode=render_mode,
         collect_scored=collect_scored,
+        training=training,
     )
 
 
 def build_batched_vec_env(
-    cfg: RunConfig, predictor: Any, multipliers: Mapping[str, Multiplier]
+    cfg: RunConfig,
+    predictor: Any,
+    multipliers: Mapping[str, Multiplier],
+    *,
+    training: bool = True,
 ) -> VecEnv:
     """The VecEnv form of the stack for ``cfg`` (``train.vec_env='batched'``), on its own
-    copies of ``predictor`` and ``multipliers``."""
+    copies of ``predictor`` and ``multipliers``; ``training=False``: on ``env.config``
+    without ``env.train_overrides``."""
     pred_copy, mult_copy = cloudpickle.loads(cloudpickle.dumps((predictor, dict(multipliers))))
+    collect = cfg.predictor.kind in COTRAINED_KINDS
     return build_stack(
-        cfg, pred_copy, mult_copy, vector=True, collect_scored=cfg.predictor.kind in COTRAINED_KINDS
+        cfg, pred_copy, mult_copy, vector=True, collect_scored=collect, training=training
     )
 
 
@@ -348,6 +361,7 @@ class _EnvFactory:
             predictor=predictor,
             multipliers=multipliers,
             collect_scored=self.collect_scored,
+            training=True,
         )
 
 

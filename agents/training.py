@@ -8,7 +8,8 @@ Read top to bottom:
 2. :func:`~bystander.agents.stack.build_vec_env` (:mod:`bystander.agents.stack`, the one
    builder of the driving wrapper stack) gives the training VecEnv of ``train.n_envs``
    worlds, seeded ``seed + rank``, optionally under ``VecNormalize``.
-3. :func:`build_model`: the SB3 algorithm with the resolved hyperparameters.
+3. :func:`~bystander.agents.models.build_model`: the SB3 algorithm with the resolved
+   hyperparameters (and the calm-prior policy of ``train.entropy_prior``).
 4. :class:`Trainer`: builds or resumes the algorithm, runs ``model.learn`` in chunks of
    whole rollouts (so checkpoints and the wall-time limit fall on rollout boundaries,
    which is what makes resume exact), writes checkpoints, and returns a summary.
@@ -36,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import (
     CSVOutputFormat,
@@ -44,12 +44,13 @@ from stable_baselines3.common.logger import (
     TensorBoardOutputFormat,
     configure,
 )
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecNormalize
 
 from bystander.agents import checkpoint as ckpt_mod
 from bystander.agents.callbacks import build_callbacks
 from bystander.agents.heldout import HeldOutEvaluation
 from bystander.agents.hooks import VecHooks
+from bystander.agents.models import ALGO_CLASSES, build_model
 from bystander.agents.stack import build_vec_env
 from bystander.atomic import abandon_run_dir, atomic_open, claim_run_dir
 from bystander.config import COTRAINED_KINDS, RunConfig, resolved_hyperparams, save_config
@@ -69,9 +70,6 @@ __all__ = [
     "seed_everything",
     "train",
 ]
-
-ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
-
 
 # --------------------------------------------------------------------------- objects
 
@@ -144,43 +142,6 @@ def build_multipliers(cfg: RunConfig) -> dict[str, Multiplier]:
     c = cfg.constraint
     m = c.make_multiplier()
     return {} if m is None else {multiplier_key(c.channel): m}
-
-
-def build_model(
-    cfg: RunConfig,
-    venv: VecEnv,
-    *,
-    policy: Any = None,
-    policy_kwargs: dict[str, Any] | None = None,
-) -> BaseAlgorithm:
-    """A fresh SB3 algorithm (``train.algo``) with ``resolved_hyperparams``.
-
-    Args:
-        cfg: Run config (``train`` section).
-        venv: The training VecEnv.
-        policy: An SB3 policy class or name in place of ``train.policy``.
-        policy_kwargs: Extra ``policy_kwargs`` besides ``net_arch`` (``train.net_arch``).
-    """
-    cls = ALGO_CLASSES[cfg.train.algo]
-    hp = resolved_hyperparams(cfg.train)
-    if cfg.train.algo == "ppo":
-        rollout = hp.get("n_steps", 2048) * venv.num_envs
-        if rollout % hp.get("batch_size", 64) != 0 and rollout > 1:
-            # SB3 warns and drops a truncated minibatch; be explicit instead.
-            raise ValueError(
-                f"train.hyperparams.batch_size: expected a divisor of n_steps * n_envs "
-                f"({rollout}), got {hp.get('batch_size', 64)}"
-            )
-    kwargs: dict[str, Any] = {"net_arch": list(cfg.train.net_arch), **(policy_kwargs or {})}
-    return cls(
-        cfg.train.policy if policy is None else policy,
-        venv,
-        seed=cfg.train.seed,
-        device=cfg.train.device,
-        policy_kwargs=kwargs,
-        verbose=0,
-        **hp,
-    )
 
 
 # --------------------------------------------------------------------------- trainer

@@ -40,6 +40,7 @@ from bystander.dataconfig import (
 from bystander.envs.constraint_config import ConstraintConfig
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.hyperparams import ALGO_DEFAULTS, validate_hyperparams
+from bystander.run_sections import EvalSection, RenderSection
 
 INTERSECTION_ID = "bystander/Intersection-v0"
 """Gymnasium id of the intersection env (its ``env.config`` is checked here)."""
@@ -104,6 +105,10 @@ defaults (every observer type present, but few enough road users that PPO learns
 task within minutes on 2 CPU cores)."""
 
 
+SPACE_KEYS = ("action_type", "observation", "n_nearest", "occupancy_size", "n_controlled")
+"""Intersection config keys that change the spaces (not in ``env.train_overrides``)."""
+
+
 def resolved_hyperparams(train: TrainSection) -> dict[str, Any]:
     """``ALGO_DEFAULTS[train.algo]`` updated with ``train.hyperparams``."""
     return {**ALGO_DEFAULTS[train.algo], **train.hyperparams}
@@ -123,11 +128,21 @@ class EnvSection:
         config: Passed as ``gymnasium.make(id, config=...)`` (the env validates it);
             default :data:`DEFAULT_ENV_CONFIG`.
         max_episode_steps: Optional extra ``TimeLimit`` in env steps; ``None`` keeps the env's.
+        train_overrides: Keys of ``config`` changed for the training envs only; held-out
+            evaluations, ``bystander evaluate`` and rendering keep ``config``. E.g.
+            ``{start_target_speeds: [0, 3, 6, 9, 12]}``: exploring starts in training,
+            judged on the task's own start (README "Constraints that hold").
     """
 
     id: str = INTERSECTION_ID
     config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ENV_CONFIG))
     max_episode_steps: int | None = None
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The training envs' config: ``config`` updated with ``train_overrides``."""
+        return {**self.config, **self.train_overrides}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,14 +157,35 @@ class EnvSection:
                 "an int >= 1 or null",
                 self.max_episode_steps,
             )
+        check(
+            isinstance(self.train_overrides, dict),
+            f"{path}.train_overrides",
+            "a dict of env.config keys",
+            self.train_overrides,
+        )
+        spaces = sorted(set(self.train_overrides) & set(SPACE_KEYS))
+        check(
+            not spaces,
+            f"{path}.train_overrides",
+            f"no key that changes the observation or action space {SPACE_KEYS}",
+            spaces,
+        )
         if self.id == INTERSECTION_ID:
-            try:  # the env's own checks, so that a config is refused before any run
-                IntersectionConfig.from_dict(self.config)
-            except (ValueError, TypeError) as err:
-                msg = str(err)
-                raise ValueError(
-                    f"{path}.{msg}" if msg.startswith("config.") else f"{path}.config: {msg}"
-                ) from None
+            for name, config in (("config", self.config), ("train_overrides", self.train_config)):
+                try:  # the env's own checks, so that a config is refused before any run
+                    IntersectionConfig.from_dict(config)
+                except (ValueError, TypeError) as err:
+                    msg = str(err)
+                    raise ValueError(
+                        f"{path}.{name}.{msg[7:]}"
+                        if msg.startswith("config.")
+                        else f"{path}.{name}: {msg}"
+                    ) from None
+        elif self.train_overrides:
+            raise ValueError(
+                f"{path}.train_overrides: expected {{}} unless env.id is {INTERSECTION_ID}, "
+                f"got {self.train_overrides!r}"
+            )
 
 
 @dataclass
@@ -293,6 +329,10 @@ class TrainSection:
         ent_schedule: ``constant`` (default) or ``linear`` (PPO only): the entropy
             bonus ``hyperparams.ent_coef`` falls linearly to 0 over the run, in the same
             way (explore early, act steadily late).
+        entropy_prior: ``None`` (PPO's entropy bonus) or one probability per discrete
+            action (PPO only): the bonus becomes ``-ent_coef * KL(pi || entropy_prior)``,
+            a pull toward a calm policy instead of the uniform one
+            (:class:`~bystander.agents.models.KLPriorPolicy`).
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.
@@ -315,6 +355,7 @@ class TrainSection:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     lr_schedule: str = "constant"
     ent_schedule: str = "constant"
+    entropy_prior: list[float] | None = None
     checkpoint_every: int = 0
     max_minutes: float | None = field(
         default=None, metadata=_flag("--max-minutes", "wall-time limit")
@@ -355,6 +396,17 @@ class TrainSection:
                 "'constant' unless train.algo is ppo",
                 value,
             )
+        if self.entropy_prior is not None:
+            prior = self.entropy_prior
+            check(
+                self.algo == "ppo"
+                and isinstance(prior, list)
+                and all(isinstance(p, (int, float)) and p > 0 for p in prior)
+                and abs(sum(prior) - 1.0) <= 1e-6,
+                f"{path}.entropy_prior",
+                "null, or (PPO only) a list of positive probabilities summing to 1",
+                prior,
+            )
         check(
             self.checkpoint_every >= 0,
             f"{path}.checkpoint_every",
@@ -370,71 +422,6 @@ class TrainSection:
             )
         check(self.torch_threads >= 0, f"{path}.torch_threads", "an int >= 0", self.torch_threads)
         validate_hyperparams(self.algo, resolved_hyperparams(self), f"{path}.hyperparams")
-
-
-@dataclass
-class EvalSection:
-    """Evaluation: ``episodes`` seeded episodes, seeds ``seed, seed+1, ...``.
-
-    Attributes:
-        episodes: Episodes of the final evaluation (``bystander evaluate``).
-        seed: First held-out seed (training worlds use ``train.seed + i``).
-        deterministic: Greedy actions.
-        every: Held-out evaluation during training every this many env steps (0: none),
-            on ``heldout_episodes`` seeds from ``seed``, all at once on the batched
-            simulator (:mod:`bystander.agents.heldout`); figures in
-            ``RUN_DIR/logs/heldout.csv`` and the logger's ``heldout/*``.
-        heldout_episodes: Episodes per held-out evaluation during training.
-    """
-
-    episodes: int = 50
-    seed: int = 100_000
-    deterministic: bool = True
-    every: int = field(
-        default=0, metadata=_flag("--eval-every", "held-out evaluation every N env steps (0: none)")
-    )
-    heldout_episodes: int = 100
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self, path: str = "eval") -> None:
-        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        check(self.episodes >= 1, f"{path}.episodes", "an int >= 1", self.episodes)
-        check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
-        check(self.every >= 0, f"{path}.every", "an int >= 0 (0: none)", self.every)
-        check(
-            self.heldout_episodes >= 1,
-            f"{path}.heldout_episodes",
-            "an int >= 1",
-            self.heldout_episodes,
-        )
-
-
-@dataclass
-class RenderSection:
-    """Rendering of one episode with the prediction overlay.
-
-    Attributes:
-        seed: Episode seed.
-        max_steps: Frames at most.
-        fps: Frames per second of the written GIF/MP4.
-        every: Keep one frame in ``every`` (GIF size).
-    """
-
-    seed: int = 7
-    max_steps: int = 300
-    fps: int = 10
-    every: int = 2
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self, path: str = "render") -> None:
-        """Check every field; raise ``ValueError`` naming ``{path}.<field>``."""
-        check(self.max_steps >= 1, f"{path}.max_steps", "an int >= 1", self.max_steps)
-        check(self.fps >= 1, f"{path}.fps", "an int >= 1", self.fps)
-        check(self.every >= 1, f"{path}.every", "an int >= 1", self.every)
 
 
 SECTIONS = ("env", "predictor", "constraint", "review", "train", "eval", "render")

@@ -105,6 +105,13 @@ class IntersectionConfig:
             or ``"continuous"`` (acceleration, steering) on a kinematic bicycle model.
         ego_max_speed: Top speed of controlled cars [m/s].
         speed_step: Target-speed change of the SLOWER / FASTER meta-actions [m/s].
+        start_target_speeds: Target speeds [m/s] a controlled car starts an episode with:
+            one value (default 6) for every episode, or several, of which each car draws
+            one uniformly at every reset (after the rest of the episode's draws, so the
+            traffic of a seed is the same whichever speed is drawn). Exploring starts:
+            ``[0, 3, 6, 9, 12]`` shows a learner every cruise mode without the speed
+            changes that would reach it (``train.env_overrides``, README "Constraints
+            that hold"). Each in ``[0, ego_max_speed]``, at most 64 values.
         ego_car_following: Discrete mode: controlled cars brake for the road user ahead
             (IDM interaction term, an adaptive cruise control) below their target speed.
             They never yield at intersections: when to go is the policy's decision.
@@ -148,6 +155,7 @@ class IntersectionConfig:
     action_type: str = "discrete"
     ego_max_speed: float = 12.0
     speed_step: float = 3.0
+    start_target_speeds: tuple[float, ...] = (6.0,)
     ego_car_following: bool = True
     max_accel: float = 3.0
     max_decel: float = 6.0
@@ -224,6 +232,17 @@ class IntersectionConfig:
             if not isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"config.{name}: expected a bool, got {v!r}")
             object.__setattr__(self, name, bool(v))
+        starts = self.start_target_speeds
+        if (
+            not isinstance(starts, (tuple, list))
+            or not 1 <= len(starts) <= 64
+            or not all(_is_real(v) and 0 <= v <= self.ego_max_speed for v in starts)
+        ):
+            raise ValueError(
+                f"config.start_target_speeds: expected 1-64 speeds in [0, ego_max_speed = "
+                f"{self.ego_max_speed:g}] m/s, got {starts!r}"
+            )
+        object.__setattr__(self, "start_target_speeds", tuple(float(v) for v in starts))
         if self.max_agents < self.n_controlled + 1:
             raise ValueError(
                 f"config.max_agents: expected >= n_controlled + 1 = {self.n_controlled + 1}, "
@@ -265,8 +284,9 @@ class IntersectionConfig:
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown}; expected keys among {names}")
         kw = dict(config)
-        if "grid" in kw and isinstance(kw["grid"], list):
-            kw["grid"] = tuple(kw["grid"])
+        for key in ("grid", "start_target_speeds"):
+            if isinstance(kw.get(key), list):
+                kw[key] = tuple(kw[key])
         return cls(**kw)
 
     def replace(self, overrides: Mapping[str, Any] | None) -> IntersectionConfig:

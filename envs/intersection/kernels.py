@@ -541,7 +541,7 @@ def reset_worlds(
     idx, gens, step_state, alive, kind, uid, seg, pos, v, v0, x, y, h, c, s_, length,
     width, turn, turn_chosen, stuck, accel, steer, next_uid, t, target_v, dest, done,
     entries, valid_dest, best_turn, links, crosswalks, plan, seg_len, points, heading, ds,
-    length_k, width_k, lateral_offset, base_speed, ego_max_speed, continuous,
+    length_k, width_k, lateral_offset, base_speed, ego_max_speed, continuous, start_v,
 ):  # fmt: skip  # pragma: no cover - jit
     """New episodes in worlds ``idx`` ``(M,)``, in place, one world per thread.
 
@@ -555,7 +555,9 @@ def reset_worlds(
     length ``uniform(0, seg_len)``) until one is at least 12 m (1.5 m for pedestrians)
     from every road user placed before, then its desired speed (80-110 % of
     ``base_speed[kind]``, starting at 70 % of it) and, for vehicles, a turn
-    ``integers(3)``. Ids follow placement order. A world's episode depends on its
+    ``integers(3)``; last, when ``start_v`` (the start target speeds [m/s], ``(S,)``)
+    holds more than one, each controlled car's ``integers(S)`` (with one, every car starts
+    at ``start_v[0]`` and nothing is drawn). Ids follow placement order. A world's episode depends on its
     generator only, never on the batch or the thread count. Poses as :func:`lane_poses`;
     controlled cars in ``continuous`` mode become free movers.
     """
@@ -589,7 +591,7 @@ def reset_worlds(
                 if valid_dest[order[p], k] and u > best:
                     best, best_k = u, k
             dest[w, p] = best_k
-            target_v[w, p] = 6.0
+            target_v[w, p] = start_v[0]
             done[w, p] = False
         n_placed = 0
         for p in range(n_ctrl + plan.shape[0]):
@@ -651,6 +653,9 @@ def reset_worlds(
             if continuous and ki == CONTROLLED:
                 seg[w, p] = -1
         next_uid[w] = n_placed
+        if start_v.shape[0] > 1:
+            for p in range(n_ctrl):
+                target_v[w, p] = start_v[pcg64_bounded(g, start_v.shape[0])]
 
 
 def _serial_twin(dispatcher):

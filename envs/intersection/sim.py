@@ -267,6 +267,7 @@ class IntersectionSim:
         )  # fmt: skip
         delta, self._turn_table = _ACTION_TABLES.get(config.action_type, _ACTION_TABLES["discrete"])
         self._speed_delta = delta * config.speed_step
+        self._start_v = np.asarray(config.start_target_speeds, np.float64)
         plan = [CAR] * config.n_cars + [CYCLIST] * config.n_cyclists
         plan += [PEDESTRIAN] * config.n_pedestrians  # kinds placed at reset, slots C, C + 1...
         self._plan = np.array(plan[: self.A - self.C], dtype=np.int64)
@@ -402,7 +403,7 @@ class IntersectionSim:
             self.steer, self.next_uid, self.t, self.target_v, self.dest, self.done,
             r.entries, self._valid_dest, r.best_turn, self._links, r.crosswalks, self._plan,
             r.length, r.points, r.heading, DS, LENGTH, WIDTH, LATERAL_OFFSET, self._base_speed,
-            cfg.ego_max_speed, self.continuous,
+            cfg.ego_max_speed, self.continuous, self._start_v,
         )  # fmt: skip
         self._surroundings(idx)
 

@@ -53,7 +53,7 @@ def _config(run: str | None, lam: float, episodes: int, sets: list[str]) -> RunC
 def play(cfg: RunConfig, act, gamma: float) -> dict[str, float]:  # noqa: ANN001 - callable
     """Mean return (undiscounted, discounted), cost per metre, success and length over
     the first episode of every world."""
-    venv = build_batched_vec_env(cfg, build_predictor(cfg), build_multipliers(cfg))
+    venv = build_batched_vec_env(cfg, build_predictor(cfg), build_multipliers(cfg), training=False)
     n = venv.num_envs
     ret, disc, cost, prog = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     steps, done, success = np.zeros(n, int), np.zeros(n, bool), np.zeros(n)

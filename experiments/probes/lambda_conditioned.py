@@ -7,7 +7,7 @@ per-metre Lagrangian reward ``(r - lambda * (c - B * progress)) / (1 + lambda)``
 ``B`` = 0.3241 m/m (times ``1 + MARGIN`` as progress credit, ``constraint.credit_margin``;
 default 0), PPO's ``ent_coef`` and ``gamma`` from the arguments (defaults: the training
 defaults, 0.01 and 0.99; ``PRIOR``, six comma-separated probabilities: ``ent_coef`` weighs
-``-KL(pi || PRIOR)`` instead of the entropy, ``calm_prior.py``'s policy), where each world draws its own lambda, log-uniform in [0.01, 1], at
+``-KL(pi || PRIOR)`` instead of the entropy, ``train.entropy_prior``'s :class:`~bystander.agents.models.KLPriorPolicy`), where each world draws its own lambda, log-uniform in [0.01, 1], at
 every episode start and sees ``log(lambda)`` as one more observation feature. Then
 evaluates the greedy ego at fixed lambdas on 100 held-out episodes each and prints
 success, held-out cost per metre and stand-still fraction per lambda. A multiplier could
@@ -28,6 +28,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from bystander.agents.heldout import evaluate_batched
+from bystander.agents.models import KLPriorPolicy
 from bystander.agents.stack import build_vec_env
 from bystander.agents.training import build_predictor, seed_everything
 from bystander.config import load_config, resolved_hyperparams
@@ -96,13 +97,11 @@ def main(
     seed_everything(seed)
     venv = LambdaConditioned(build_vec_env(cfg, build_predictor(cfg), {}), seed, margin)
     policy: Any = "MlpPolicy"
-    if prior is not None:
-        from calm_prior import CalmPriorPolicy
-
-        CalmPriorPolicy.prior = tuple(float(x) for x in prior.split(","))
-        policy = CalmPriorPolicy
-    model = PPO(policy, venv, seed=seed, policy_kwargs={"net_arch": list(cfg.train.net_arch)},
-                verbose=0, **resolved_hyperparams(cfg.train))  # fmt: skip
+    kwargs: dict[str, Any] = {"net_arch": list(cfg.train.net_arch)}
+    if prior is not None:  # train.entropy_prior's policy
+        policy, kwargs["prior"] = KLPriorPolicy, [float(x) for x in prior.split(",")]
+    model = PPO(policy, venv, seed=seed, policy_kwargs=kwargs, verbose=0,
+                **resolved_hyperparams(cfg.train))  # fmt: skip
     t0 = time.perf_counter()
     model.learn(steps)
     print(f"trained {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -40,9 +40,14 @@ def _mixed_actions(action_type: str, steps: int = STEPS, n: int = N) -> list[np.
     return [rng.uniform(-1, 1, size=(n, 2)) * scale for _ in range(steps)]
 
 
-@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
-def test_world_i_equals_single_env_seeded_seed_plus_i_through_auto_resets(action_type):
-    config = {**CONFIG, "action_type": action_type}
+STARTS = {"start_target_speeds": [0.0, 3.0, 6.0, 9.0, 12.0]}
+
+
+@pytest.mark.parametrize(
+    "action_type, extra", [("discrete", {}), ("continuous", {}), ("discrete", STARTS)]
+)
+def test_world_i_equals_single_env_seeded_seed_plus_i_through_auto_resets(action_type, extra):
+    config = {**CONFIG, "action_type": action_type, **extra}
     venv = IntersectionVecEnv(N, config, seed=SEED)
     singles = [gym.make("bystander/Intersection-v0", config=config).unwrapped for _ in range(N)]
     obs = venv.reset()
@@ -75,6 +80,28 @@ def test_world_i_equals_single_env_seeded_seed_plus_i_through_auto_resets(action
     assert kinds["truncated"] >= 1, kinds
     if action_type == "continuous":
         assert kinds["terminated"] >= 1, kinds
+
+
+def test_start_target_speeds_are_drawn_last_and_leave_the_traffic_unchanged():
+    """Several start speeds: each world's ego starts at one of them (the observation's
+    target-speed feature says which); the traffic of a seed is the fixed start's."""
+    fixed = IntersectionVecEnv(64, CONFIG, seed=SEED)
+    drawn = IntersectionVecEnv(64, {**CONFIG, **STARTS}, seed=SEED)
+    o_fixed, o_drawn = fixed.reset(), drawn.reset()
+    sim_f, sim_d = fixed.sim, drawn.sim
+    for name in ("x", "y", "v", "kind", "dest", "turn"):
+        np.testing.assert_array_equal(getattr(sim_f, name), getattr(sim_d, name))
+    assert set(sim_f.target_v[:, 0]) == {6.0}
+    assert set(sim_d.target_v[:, 0]) == set(STARTS["start_target_speeds"])
+    feature = o_drawn[:, 6] * 12.0  # target speed / ego_max_speed
+    np.testing.assert_allclose(feature, sim_d.target_v[:, 0], atol=1e-5)
+    np.testing.assert_array_equal(np.delete(o_fixed, 6, axis=1), np.delete(o_drawn, 6, axis=1))
+
+
+@pytest.mark.parametrize("starts", [[], [13.0], [-1.0], [float("nan")], [True], "6", [0.0] * 65])
+def test_bad_start_target_speeds_name_the_field(starts):
+    with pytest.raises(ValueError, match=r"^config\.start_target_speeds: expected 1-64 speeds"):
+        IntersectionVecEnv(1, {"start_target_speeds": starts})
 
 
 def test_time_limit_flag_on_timeouts_only():

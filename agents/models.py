@@ -1,0 +1,136 @@
+"""The SB3 algorithm of a run (:func:`build_model`) and the policy with a calm prior.
+
+PPO's entropy bonus ``ent_coef * H(pi)`` pulls the policy toward the uniform
+distribution over the actions. On the driving meta-actions that means a target-speed
+change at a third of the steps, and the observers charge every such change (README,
+"What the ego pays for its own exploration"). ``train.entropy_prior`` replaces the bonus
+by ``-ent_coef * KL(pi || p0)`` toward a calm prior ``p0`` (e.g. SLOWER and FASTER 5 %
+each, KEEP 45 %, each turn 15 %): the policy keeps exploring every action, rarely, and
+never freezes into a deterministic one. With a uniform ``p0`` it is PPO's own bonus
+shifted by the constant ``log(n)``, so the gradient is the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.vec_env import VecEnv
+
+from bystander.config import RunConfig, resolved_hyperparams
+
+__all__ = ["ALGO_CLASSES", "KLPriorCategorical", "KLPriorPolicy", "build_model"]
+
+ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
+
+
+class KLPriorCategorical(CategoricalDistribution):
+    """A categorical distribution whose :meth:`entropy` is ``-KL(pi || prior)`` [nats].
+
+    Args:
+        action_dim: Number of actions ``n``.
+        prior: ``(n,)`` probabilities, each > 0.
+    """
+
+    def __init__(self, action_dim: int, prior: list[float]) -> None:
+        super().__init__(action_dim)
+        self.log_prior = torch.log(torch.as_tensor(prior, dtype=torch.float32))
+
+    def entropy(self) -> torch.Tensor:
+        """``-sum_a pi(a) (log pi(a) - log prior(a))``, shape ``(batch,)``."""
+        logits = self.distribution.logits  # normalised log-probabilities
+        log_prior = self.log_prior.to(device=logits.device, dtype=logits.dtype)
+        return -(self.distribution.probs * (logits - log_prior)).sum(-1)
+
+
+class KLPriorPolicy(ActorCriticPolicy):
+    """SB3's actor-critic policy (``MlpPolicy``) with :class:`KLPriorCategorical` as its
+    action distribution, so PPO's ``ent_coef`` weighs ``-KL(pi || prior)``. Saved and
+    loaded like any SB3 policy (``prior`` is a constructor argument).
+
+    Args:
+        observation_space, action_space, lr_schedule: As ``ActorCriticPolicy``
+            (``action_space`` must be ``Discrete(n)``).
+        prior: ``(n,)`` positive probabilities summing to 1.
+        **kwargs: ``ActorCriticPolicy``'s (``net_arch``...).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        *,
+        prior: list[float],
+        **kwargs: Any,
+    ) -> None:
+        check_prior(prior, action_space)
+        self.prior = [float(p) for p in prior]
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        self.action_dist = KLPriorCategorical(int(action_space.n), self.prior)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "prior": self.prior}
+
+
+def check_prior(prior: Any, action_space: spaces.Space, path: str = "train.entropy_prior") -> None:
+    """Raise ``ValueError`` naming ``path`` unless ``prior`` is ``n`` positive
+    probabilities summing to 1 (within 1e-6) for the ``Discrete(n)`` ``action_space``."""
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(
+            f"{path}: expected null for a {type(action_space).__name__} action space "
+            "(a prior needs discrete actions)"
+        )
+    n = int(action_space.n)
+    ok = isinstance(prior, (list, tuple)) and len(prior) == n
+    ok = ok and all(isinstance(p, (int, float)) and p > 0 for p in prior)
+    if not ok or abs(sum(prior) - 1.0) > 1e-6:
+        raise ValueError(f"{path}: expected {n} positive probabilities summing to 1, got {prior!r}")
+
+
+def build_model(
+    cfg: RunConfig,
+    venv: VecEnv,
+    *,
+    policy: Any = None,
+    policy_kwargs: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
+    """A fresh SB3 algorithm (``train.algo``) with ``resolved_hyperparams``.
+
+    Args:
+        cfg: Run config (``train`` section). ``train.entropy_prior`` selects
+            :class:`KLPriorPolicy` with that prior.
+        venv: The training VecEnv.
+        policy: An SB3 policy class or name in place of ``train.policy``.
+        policy_kwargs: Extra ``policy_kwargs`` besides ``net_arch`` (``train.net_arch``).
+    """
+    cls = ALGO_CLASSES[cfg.train.algo]
+    hp = resolved_hyperparams(cfg.train)
+    if cfg.train.algo == "ppo":
+        rollout = hp.get("n_steps", 2048) * venv.num_envs
+        if rollout % hp.get("batch_size", 64) != 0 and rollout > 1:
+            # SB3 warns and drops a truncated minibatch; be explicit instead.
+            raise ValueError(
+                f"train.hyperparams.batch_size: expected a divisor of n_steps * n_envs "
+                f"({rollout}), got {hp.get('batch_size', 64)}"
+            )
+    kwargs: dict[str, Any] = {"net_arch": list(cfg.train.net_arch), **(policy_kwargs or {})}
+    prior = cfg.train.entropy_prior
+    if prior is not None:
+        check_prior(prior, venv.action_space)
+        policy = KLPriorPolicy if policy is None else policy
+        kwargs["prior"] = list(prior)
+    return cls(
+        cfg.train.policy if policy is None else policy,
+        venv,
+        seed=cfg.train.seed,
+        device=cfg.train.device,
+        policy_kwargs=kwargs,
+        verbose=0,
+        **hp,
+    )
