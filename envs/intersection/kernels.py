@@ -557,8 +557,8 @@ def reset_worlds(
     ``base_speed[kind]``, starting at 70 % of it) and, for vehicles, a turn
     ``integers(3)``; last, when ``start_v`` (the start target speeds [m/s], ``(S,)``)
     holds more than one, each controlled car's ``integers(S)`` (with one, every car starts
-    at ``start_v[0]`` and nothing is drawn). Ids follow placement order. A world's episode depends on its
-    generator only, never on the batch or the thread count. Poses as :func:`lane_poses`;
+    at ``start_v[0]`` and nothing is drawn). Ids follow placement order. A world's episode
+    depends on its generator only, never on the batch or the thread count. Poses as :func:`lane_poses`;
     controlled cars in ``continuous`` mode become free movers.
     """
     n_agents = alive.shape[1]
