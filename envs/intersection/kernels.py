@@ -13,12 +13,16 @@ without the thread pool) that the simulator calls below :data:`PARALLEL_MIN_WORL
 worlds (:func:`threaded`). A world's computation never reads another world's state and
 every world draws from its own random streams, so results are bit-identical for any
 thread count (``numba.set_num_threads``; ``NUMBA_NUM_THREADS``). The threading layer is
-numba's ``workqueue`` unless ``NUMBA_THREADING_LAYER`` says otherwise.
+TBB where it loads and else numba's ``workqueue`` (numba's ``forksafe`` choice), unless
+``NUMBA_THREADING_LAYER`` says otherwise.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import os
+import sys
 import types
 
 import numba
@@ -27,13 +31,32 @@ from numba import njit, prange
 
 from bystander.envs.intersection.pcg import pcg64_bounded, pcg64_double, pcg64_next64
 
+
+def _preload_tbb() -> bool:
+    """Load the ``tbb`` wheel's ``libtbb.so.12`` (in ``<prefix>/lib``, outside the loader's
+    path in a virtual environment, numba issue 6108) so that numba's TBB layer finds it.
+    Returns whether it is loaded."""
+    for path in sorted(glob.glob(os.path.join(sys.prefix, "lib", "libtbb.so.12*"))):
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    # numba's workqueue layer unless the user chose one: fork-safe (GNU OpenMP, numba's
-    # first choice on Linux, can abort a forked child: Gymnasium's async vector env) and
-    # no spin-waiting: on a loaded 2-core machine GNU OpenMP's barrier made 2 threads 3x
-    # slower than 1, the workqueue 1.1x faster (experiments/benchmarks/README.md).
-    # Not thread-safe: step one simulator per process from one Python thread at a time.
-    numba.config.THREADING_LAYER = "workqueue"
+    # Unless the user chose a layer: numba's "forksafe" choice, which on Linux is TBB
+    # when it loads (the `tbb` dependency) and else the workqueue. Both are fork-safe
+    # (GNU OpenMP, numba's default pick, can abort a forked child: Gymnasium's async
+    # vector env) and neither spin-waits the way GNU OpenMP's barrier did on a loaded
+    # 2-core machine (2 threads 3x slower than 1). Measured at N = 1024, 2 threads
+    # (experiments/benchmarks/README.md): TBB 602k simulator / 257k training-env
+    # world-steps/s, the workqueue 373k / 186k; with one core busy 364k / 209k against
+    # 339k / 189k. The workqueue is not thread-safe: step one simulator per process from
+    # one Python thread at a time.
+    _preload_tbb()
+    numba.config.THREADING_LAYER = "forksafe"
 
 __all__ = [
     "CONTROLLED",

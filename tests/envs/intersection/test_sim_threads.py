@@ -106,3 +106,25 @@ def test_seeds_must_fit_in_64_bits():
     sim = IntersectionSim(IntersectionConfig(), n_worlds=2, seed=0)
     with pytest.raises(ValueError, match="seeds"):
         sim.seed_worlds([-1, 2])
+
+
+def test_the_threading_layer_is_tbb_when_its_library_loads_else_the_workqueue():
+    """Run in a fresh interpreter (the layer is chosen once per process): with the
+    ``tbb`` wheel's library present (a dependency on Linux x86-64) numba picks TBB."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, numpy as np; from bystander.envs.intersection import kernels; "
+        "from bystander.envs.intersection.sim import IntersectionSim; "
+        "from bystander.envs.intersection.config import IntersectionConfig; "
+        "s = IntersectionSim(IntersectionConfig(), n_worlds=4 * kernels.PARALLEL_MIN_WORLDS, "
+        "seed=0); s.reset(); print(numba.threading_layer(), kernels._preload_tbb())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    layer, tbb_loads = out[-2], out[-1] == "True"
+    assert layer == ("tbb" if tbb_loads else "workqueue")
