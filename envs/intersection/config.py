@@ -111,7 +111,8 @@ class IntersectionConfig:
             traffic of a seed is the same whichever speed is drawn). Exploring starts:
             ``[0, 3, 6, 9, 12]`` shows a learner every cruise mode without the speed
             changes that would reach it (``train.env_overrides``, README "Constraints
-            that hold"). Each in ``[0, ego_max_speed]``, at most 64 values.
+            that hold"). Each in ``[0, ego_max_speed]``, at most 64 values; a value
+            listed twice is drawn twice as often.
         ego_car_following: Discrete mode: controlled cars brake for the road user ahead
             (IDM interaction term, an adaptive cruise control) below their target speed.
             They never yield at intersections: when to go is the policy's decision.
