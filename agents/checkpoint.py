@@ -79,11 +79,13 @@ LATEST = "latest"
 COMPATIBILITY_KEYS: tuple[str, ...] = (
     "env.id",
     "env.config",
+    "env.train_overrides",
     "env.max_episode_steps",
     "train.algo",
     "train.n_envs",
     "train.policy",
     "train.net_arch",
+    "train.entropy_prior",
     "train.normalize",
     "predictor.kind",
     "predictor.horizon",

@@ -124,6 +124,10 @@ def build_model(
     if prior is not None:
         check_prior(prior, venv.action_space)
         policy = KLPriorPolicy if policy is None else policy
+        if not (isinstance(policy, type) and issubclass(policy, KLPriorPolicy)):
+            raise ValueError(
+                f"policy: expected a KLPriorPolicy subclass with train.entropy_prior, got {policy!r}"
+            )
         kwargs["prior"] = list(prior)
     return cls(
         cfg.train.policy if policy is None else policy,

@@ -54,6 +54,7 @@ __all__ = [
     "PREDICTOR_KINDS",
     "REVIEW_MODES",
     "SECTIONS",
+    "TRAIN_OVERRIDE_KEYS",
     "VEC_ENVS",
     "EnvSection",
     "EvalSection",
@@ -105,8 +106,15 @@ defaults (every observer type present, but few enough road users that PPO learns
 task within minutes on 2 CPU cores)."""
 
 
-SPACE_KEYS = ("action_type", "observation", "n_nearest", "occupancy_size", "n_controlled")
-"""Intersection config keys that change the spaces (not in ``env.train_overrides``)."""
+TRAIN_OVERRIDE_KEYS = (
+    "start_target_speeds", "max_cycles", "n_cars", "n_pedestrians", "n_cyclists", "car_rate",
+    "cyclist_rate", "pedestrian_rate", "speed_limit", "cyclist_speed", "pedestrian_speed",
+    "stuck_time",
+)  # fmt: skip
+"""Intersection config keys ``env.train_overrides`` may change: the episode's start, length
+and traffic. Not the spaces, the map, the ego's dynamics, the observers or the rewards,
+which the observers' predictor, the scripted drivers and the evaluation read from
+``env.config``."""
 
 
 def resolved_hyperparams(train: TrainSection) -> dict[str, Any]:
@@ -128,7 +136,8 @@ class EnvSection:
         config: Passed as ``gymnasium.make(id, config=...)`` (the env validates it);
             default :data:`DEFAULT_ENV_CONFIG`.
         max_episode_steps: Optional extra ``TimeLimit`` in env steps; ``None`` keeps the env's.
-        train_overrides: Keys of ``config`` changed for the training envs only; held-out
+        train_overrides: Keys of ``config`` changed for the training envs only (the
+            episode's start, length and traffic: :data:`TRAIN_OVERRIDE_KEYS`); held-out
             evaluations, ``bystander evaluate`` and rendering keep ``config``. E.g.
             ``{start_target_speeds: [0, 3, 6, 9, 12]}``: exploring starts in training,
             judged on the task's own start (README "Constraints that hold").
@@ -163,12 +172,12 @@ class EnvSection:
             "a dict of env.config keys",
             self.train_overrides,
         )
-        spaces = sorted(set(self.train_overrides) & set(SPACE_KEYS))
+        other = sorted(set(self.train_overrides) - set(TRAIN_OVERRIDE_KEYS))
         check(
-            not spaces,
+            not other,
             f"{path}.train_overrides",
-            f"no key that changes the observation or action space {SPACE_KEYS}",
-            spaces,
+            f"keys among {TRAIN_OVERRIDE_KEYS} (start, length and traffic only)",
+            other,
         )
         if self.id == INTERSECTION_ID:
             for name, config in (("config", self.config), ("train_overrides", self.train_config)):
@@ -406,6 +415,12 @@ class TrainSection:
                 f"{path}.entropy_prior",
                 "null, or (PPO only) a list of positive probabilities summing to 1",
                 prior,
+            )
+            check(
+                self.policy == "MlpPolicy",
+                f"{path}.policy",
+                "'MlpPolicy' with train.entropy_prior (its policy is an MLP actor-critic)",
+                self.policy,
             )
         check(
             self.checkpoint_every >= 0,

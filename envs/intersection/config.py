@@ -110,7 +110,7 @@ class IntersectionConfig:
             one uniformly at every reset (after the rest of the episode's draws, so the
             traffic of a seed is the same whichever speed is drawn). Exploring starts:
             ``[0, 3, 6, 9, 12]`` shows a learner every cruise mode without the speed
-            changes that would reach it (``train.env_overrides``, README "Constraints
+            changes that would reach it (``env.train_overrides``, README "Constraints
             that hold"). Each in ``[0, ego_max_speed]``, at most 64 values; a value
             listed twice is drawn twice as often.
         ego_car_following: Discrete mode: controlled cars brake for the road user ahead

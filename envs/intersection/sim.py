@@ -199,6 +199,8 @@ class IntersectionSim:
     ``numba.set_num_threads``); results are bit-identical for any thread count.
     """
 
+    _start_v = np.array([6.0])  # start target speeds of simulators pickled before the option
+
     def __init__(
         self, config: IntersectionConfig, n_worlds: int = 1, seed: int | None = None
     ) -> None:

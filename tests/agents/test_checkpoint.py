@@ -168,6 +168,15 @@ def test_mismatched_config_is_refused_naming_fields(straight_run, tmp_path: Path
     msg = str(e.value)
     assert "train.n_envs: checkpoint has 2, this run has 4" in msg
     assert "constraint.mode" in msg
+    # the training envs' overrides and the policy's prior are structural too
+    learner = _cfg(
+        tmp_path,
+        "train.entropy_prior=[0.05, 0.45, 0.05, 0.15, 0.15, 0.15]",
+        "env.train_overrides={start_target_speeds: [0, 6, 12]}",
+    )
+    with pytest.raises(ck.CheckpointError, match="train.entropy_prior") as e:
+        ck.check_compatible(ck.load_checkpoint(result.run_dir).config, learner)
+    assert "env.train_overrides" in str(e.value)
     # non-structural fields (the budget of steps) may change on resume
     longer = _cfg(tmp_path, "train.total_timesteps=512")
     ck.check_compatible(ck.load_checkpoint(result.run_dir).config, longer)

@@ -98,6 +98,27 @@ def test_bad_priors_are_refused_by_the_config(prior: str) -> None:
         load_config(overrides=[f"train.entropy_prior={prior}"])
     with pytest.raises(ValueError, match=r"train\.entropy_prior: expected null, or \(PPO only\)"):
         load_config(overrides=["train.entropy_prior=[0.5, 0.5]", "train.algo=dqn"])
+    with pytest.raises(
+        ValueError, match=r"train\.policy: expected 'MlpPolicy' with train\.entropy"
+    ):
+        load_config(overrides=[f"train.entropy_prior={PRIOR}", "train.policy=CnnPolicy"])
+
+
+def test_an_explicit_policy_class_must_carry_the_prior() -> None:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    cfg = load_config(overrides=[*SMALL, f"train.entropy_prior={PRIOR}"])
+    venv = build_vec_env(cfg, None, {})
+    try:
+        with pytest.raises(ValueError, match=r"policy: expected a KLPriorPolicy subclass"):
+            build_model(cfg, venv, policy=ActorCriticPolicy)
+
+        class Marked(KLPriorPolicy):
+            pass
+
+        assert isinstance(build_model(cfg, venv, policy=Marked).policy, Marked)
+    finally:
+        venv.close()
 
 
 def _start_targets(obs: np.ndarray) -> set[float]:
@@ -138,11 +159,11 @@ def test_train_overrides_reach_the_training_envs_only() -> None:
 @pytest.mark.parametrize(
     "override, match",
     [
-        (
-            "env.train_overrides={n_nearest: 4}",
-            r"env\.train_overrides: expected no key that changes",
-        ),
-        ("env.train_overrides={bogus: 1}", r"env\.train_overrides: config: unknown key"),
+        ("env.train_overrides={n_nearest: 4}", r"env\.train_overrides: expected keys among"),
+        ("env.train_overrides={grid: [2, 2]}", r"env\.train_overrides: expected keys among"),
+        ("env.train_overrides={ego_max_speed: 9}", r"env\.train_overrides: expected keys among"),
+        ("env.train_overrides={bogus: 1}", r"env\.train_overrides: expected keys among"),
+        ("env.train_overrides=3", r"env\.train_overrides: expected a mapping"),
         (
             "env.train_overrides={start_target_speeds: [13]}",
             r"env\.train_overrides\.start_target_speeds: expected 1-64 speeds",
@@ -150,5 +171,5 @@ def test_train_overrides_reach_the_training_envs_only() -> None:
     ],
 )
 def test_bad_train_overrides_name_the_field(override: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         load_config(overrides=[override])

@@ -98,6 +98,19 @@ def test_start_target_speeds_are_drawn_last_and_leave_the_traffic_unchanged():
     np.testing.assert_array_equal(np.delete(o_fixed, 6, axis=1), np.delete(o_drawn, 6, axis=1))
 
 
+def test_a_simulator_pickled_before_start_target_speeds_still_resets():
+    """Checkpoints pickle the env stack: a simulator from before the option has no
+    ``_start_v`` and starts at 6 m/s."""
+    import pickle
+
+    venv = IntersectionVecEnv(4, CONFIG, seed=SEED)
+    venv.reset()
+    del venv.sim.__dict__["_start_v"]  # as in an older pickle
+    sim = pickle.loads(pickle.dumps(venv.sim))
+    sim.reset(seed=SEED)
+    assert set(sim.target_v[:, 0]) == {6.0}
+
+
 @pytest.mark.parametrize("starts", [[], [13.0], [-1.0], [float("nan")], [True], "6", [0.0] * 65])
 def test_bad_start_target_speeds_name_the_field(starts):
     with pytest.raises(ValueError, match=r"^config\.start_target_speeds: expected 1-64 speeds"):
