@@ -9,7 +9,9 @@ on) for each policy: the run's policy greedy (``model``) and sampled (``model~``
 ``--run`` is given, and each ``--driver`` (a scripted driver spec of ``bystander
 evaluate --scripted``, optionally ``@EPS``: the driver's action replaced by a uniformly
 random one with probability ``EPS`` at each step, a stand-in for a stochastic policy's
-exploration). Prints per policy the mean episode return, undiscounted and discounted
+exploration; or ``@A=P,B=Q``: replaced by action ``A`` with probability ``P``, by ``B``
+with ``Q`` (action indices; e.g. ``speed:3@0=0.01`` presses SLOWER at 1 % of the steps,
+a trained policy's own noise)). Prints per policy the mean episode return, undiscounted and discounted
 with the run's ``gamma``, the cost per metre (episode sums), success and episode length.
 
 Lambda is fixed with ``constraint.lambda_init = lambda_min = lambda_max = --lam``; the
@@ -82,20 +84,46 @@ def play(cfg: RunConfig, act, gamma: float) -> dict[str, float]:  # noqa: ANN001
     }
 
 
+def _noise(spec: str, arg: str, n_actions: int) -> np.ndarray:
+    """``(n_actions,)`` replacement probabilities of an ``@A=P,B=Q`` part."""
+    p = np.zeros(n_actions)
+    try:
+        for item in arg.split(","):
+            a, _, q = item.partition("=")
+            p[int(a)] += float(q)
+    except (ValueError, IndexError):
+        p[:] = np.nan
+    if not (np.all(p >= 0) and p.sum() <= 1.0 + 1e-9):
+        raise ValueError(
+            f"--driver {spec!r}: expected @A=P,... with action indices below {n_actions} "
+            f"and probabilities summing to at most 1, got {arg!r}"
+        )
+    return p
+
+
 def _driver_policy(spec: str, cfg: RunConfig, n_actions: int, seed: int):  # noqa: ANN202
-    name, _, eps_arg = spec.partition("@")
-    eps = float(eps_arg) if eps_arg else 0.0
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"--driver {spec!r}: expected @EPS in [0, 1], got {eps_arg!r}")
+    name, _, arg = spec.partition("@")
     driver = scripted_driver(name, cfg.env.config)
     rng = np.random.default_rng(seed)
+    if "=" in arg:  # chosen actions at chosen rates
+        cum = np.cumsum(_noise(spec, arg, n_actions))
 
-    def act(obs: np.ndarray) -> np.ndarray:
+        def act(obs: np.ndarray) -> np.ndarray:
+            a = driver.predict(obs, deterministic=True)[0]
+            pick = np.searchsorted(cum, rng.random(len(a)), side="right")
+            return np.where(pick < n_actions, pick, a)
+
+        return act
+    eps = float(arg) if arg else 0.0
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"--driver {spec!r}: expected @EPS in [0, 1], got {arg!r}")
+
+    def act_uniform(obs: np.ndarray) -> np.ndarray:
         a = driver.predict(obs, deterministic=True)[0]
         noisy = rng.random(len(a)) < eps
         return np.where(noisy, rng.integers(0, n_actions, len(a)), a)
 
-    return act
+    return act_uniform
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,3 +43,18 @@ def test_probe_refuses_other_rewards_and_bad_noise() -> None:
     cfg = lagrangian_return._config(None, 1.0, 2, SETS)
     with pytest.raises(ValueError, match="expected @EPS in"):
         lagrangian_return._driver_policy("speed:6@1.5", cfg, 6, 0)
+    for bad in ("speed:6@0=0.7,2=0.7", "speed:6@9=0.1", "speed:6@0=-0.1", "speed:6@0=x"):
+        with pytest.raises(ValueError, match="expected @A=P"):
+            lagrangian_return._driver_policy(bad, cfg, 6, 0)
+
+
+def test_chosen_action_noise_presses_that_action_at_its_rate() -> None:
+    cfg = lagrangian_return._config(None, 1.0, 2, SETS)
+    act = lagrangian_return._driver_policy("speed:6@0=0.25,2=0.05", cfg, 6, 0)
+    import gymnasium as gym
+
+    first, _ = gym.make(cfg.env.id, config=cfg.env.config).reset(seed=0)  # target 6 m/s
+    a = act(np.repeat(first[None], 20_000, axis=0))  # speed:6 says KEEP here
+    shares = np.bincount(a, minlength=6) / len(a)
+    assert shares[0] == pytest.approx(0.25, abs=0.01) and shares[2] == pytest.approx(0.05, abs=0.01)
+    assert shares[1] == pytest.approx(0.70, abs=0.01) and shares[3:].sum() == 0
