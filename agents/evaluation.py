@@ -1,7 +1,8 @@
 """Evaluation of a trained ego: N seeded episodes, per-episode figures, 95% CIs, CSV.
 
 Per episode (one CSV row): success (``info["arrived"]``), collision
-(``info["crashed"]``), steps, time to destination in seconds (successful episodes
+(``info["crashed"]``), off route (``off_route``: the episode ended by leaving the road or
+the map off its route, ``info["offroad"]`` or ``info["left_map"]``), steps, time to destination in seconds (successful episodes
 only; ``steps * dt``), task return (the env's reward, before any constraint
 wrapper), episode cost and each cost channel (``cost_<channel>``, summed over the
 episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
@@ -16,7 +17,8 @@ the observers' ADE / FDE in metres, over all scored predictions and per observer
 type. ADE is the predictor's own error (the cost the ego pays); FDE is the final
 displacement of the same predictions (:func:`bystander.agents.metrics.fde`).
 
-Confidence intervals (95 %): Wilson score interval for rates (success, collision),
+Confidence intervals (95 %): Wilson score interval for rates (success, collision,
+off route),
 Student-t interval of the mean for everything else (episodes are independent draws
 with different seeds). Metrics with no value in any episode (e.g. time to
 destination when no episode succeeded) are NaN.
@@ -55,7 +57,7 @@ __all__ = [
     "summarize",
 ]
 
-RATE_METRICS = ("success", "collision")
+RATE_METRICS = ("success", "collision", "off_route")
 
 
 @dataclass
@@ -267,11 +269,16 @@ def episode_row(
     outcome = info.get("episode_outcome")  # several cars per world: how this one ended
     success = outcome == "arrived" if outcome else bool(info.get("arrived", False))
     crashed = outcome == "crashed" if outcome else bool(info.get("crashed", False))
+    if outcome:
+        off_route = outcome in ("offroad", "left_map")
+    else:
+        off_route = bool(info.get("offroad", False) or info.get("left_map", False))
     row: dict[str, float] = {
         "episode": float(i),
         "seed": float(seed),
         "success": float(success),
         "collision": float(crashed),
+        "off_route": float(off_route and not success and not crashed),
         "steps": float(steps),
         "time_to_destination_s": steps * dt if success else math.nan,
         "task_return": float((info.get("episode") or {}).get("r", ret)),

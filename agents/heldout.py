@@ -46,7 +46,8 @@ from bystander.sweeps import write_csv
 __all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
 
 HELDOUT_METRICS = (
-    "success", "collision", "stand_still_fraction", "episode_cost", "ade", "progress_m"
+    "success", "collision", "off_route", "stand_still_fraction", "episode_cost", "ade",
+    "progress_m",
 )  # fmt: skip
 """Per-evaluation means logged by :class:`HeldOutEvaluation` (plus every
 ``cost_<channel>_per_step`` and ``cost_<channel>_per_metre``)."""

@@ -114,3 +114,29 @@ def test_signal_heldout_moves_lambda_once_per_heldout_evaluation(tmp_path: Path)
     assert state[key]["costs"] == pytest.approx(costs[-1:])  # window 1: the last one
     with pytest.raises(ValueError, match="constraint.signal"):
         load_config(overrides=["constraint.mode=lagrangian", "constraint.signal=heldout"])
+
+
+def test_off_route_counts_episodes_that_leave_the_road_or_map_off_their_route() -> None:
+    """An ego that always plans a left turn leaves its route on the seeds whose route
+    goes elsewhere; the navigation driver never does. Both evaluation paths agree."""
+    import numpy as np
+
+    from bystander.agents.evaluation import evaluate_policy
+    from bystander.agents.scripted import scripted_driver
+    from bystander.config import load_config
+
+    class AlwaysLeft:
+        def predict(self, obs, deterministic=True):
+            return np.full(np.shape(obs)[:-1] or (), 3, np.int64), None
+
+    cfg = load_config()
+    left = evaluate_batched(AlwaysLeft(), cfg, episodes=20).episodes
+    off = [e["off_route"] for e in left]
+    assert set(off) <= {0.0, 1.0} and sum(off) >= 5
+    assert all(e["off_route"] + e["success"] + e["collision"] <= 1 for e in left)
+    assert all(
+        e["off_route"] == 0
+        for e in evaluate_batched(scripted_driver("speed:6"), cfg, episodes=20).episodes
+    )
+    single = evaluate_policy(AlwaysLeft(), cfg, episodes=6).episodes
+    assert [e["off_route"] for e in single] == off[:6]
