@@ -2,8 +2,8 @@
 
 Per episode (one CSV row): success (``info["arrived"]``), collision
 (``info["crashed"]``), off route (``off_route``: the episode ended by leaving the road or
-the map off its route, ``info["offroad"]`` or ``info["left_map"]``), steps, time to destination in seconds (successful episodes
-only; ``steps * dt``), task return (the env's reward, before any constraint
+the map off its route, ``info["offroad"]`` or ``info["left_map"]``), steps, time to
+destination in seconds (successful episodes only; ``steps * dt``), task return (the env's reward, before any constraint
 wrapper), episode cost and each cost channel (``cost_<channel>``, summed over the
 episode, and ``cost_<channel>_per_step``, divided by its steps: the unit of
 ``per_step`` budgets, and ``cost_<channel>_per_metre``, divided by the metres of route

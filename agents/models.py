@@ -23,6 +23,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from bystander.config import RunConfig, resolved_hyperparams
+from bystander.dataconfig import is_distribution
 
 __all__ = ["ALGO_CLASSES", "KLPriorCategorical", "KLPriorPolicy", "build_model"]
 
@@ -87,9 +88,7 @@ def check_prior(prior: Any, action_space: spaces.Space, path: str = "train.entro
             "(a prior needs discrete actions)"
         )
     n = int(action_space.n)
-    ok = isinstance(prior, (list, tuple)) and len(prior) == n
-    ok = ok and all(isinstance(p, (int, float)) and p > 0 for p in prior)
-    if not ok or abs(sum(prior) - 1.0) > 1e-6:
+    if not is_distribution(prior, n):
         raise ValueError(f"{path}: expected {n} positive probabilities summing to 1, got {prior!r}")
 
 

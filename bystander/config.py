@@ -33,6 +33,7 @@ from bystander.dataconfig import (
     deep_merge,
     from_dict,
     get_dotted,
+    is_distribution,
     parse_override,
     read_yaml,
     set_dotted,
@@ -408,10 +409,7 @@ class TrainSection:
         if self.entropy_prior is not None:
             prior = self.entropy_prior
             check(
-                self.algo == "ppo"
-                and isinstance(prior, list)
-                and all(isinstance(p, (int, float)) and p > 0 for p in prior)
-                and abs(sum(prior) - 1.0) <= 1e-6,
+                self.algo == "ppo" and isinstance(prior, list) and is_distribution(prior),
                 f"{path}.entropy_prior",
                 "null, or (PPO only) a list of positive probabilities summing to 1",
                 prior,

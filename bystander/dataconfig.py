@@ -37,6 +37,7 @@ __all__ = [
     "flag_overrides",
     "from_dict",
     "get_dotted",
+    "is_distribution",
     "parse_override",
     "read_yaml",
     "set_dotted",
@@ -104,6 +105,17 @@ def check(cond: bool, field_path: str, expected: str, got: Any) -> None:
     """Raise ``ValueError("<field_path>: expected <expected>, got <got>")`` unless ``cond``."""
     if not cond:
         raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
+
+
+def is_distribution(p: Any, n: int | None = None) -> bool:
+    """Whether ``p`` is a list or tuple of (``n``, if given) positive numbers summing to 1
+    (within 1e-6)."""
+    return (
+        isinstance(p, (list, tuple))
+        and (n is None or len(p) == n)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in p)
+        and abs(sum(p) - 1.0) <= 1e-6
+    )
 
 
 def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:

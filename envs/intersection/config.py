@@ -285,9 +285,8 @@ class IntersectionConfig:
         if unknown:
             raise ValueError(f"config: unknown key(s) {unknown}; expected keys among {names}")
         kw = dict(config)
-        for key in ("grid", "start_target_speeds"):
-            if isinstance(kw.get(key), list):
-                kw[key] = tuple(kw[key])
+        if "grid" in kw and isinstance(kw["grid"], list):
+            kw["grid"] = tuple(kw["grid"])
         return cls(**kw)
 
     def replace(self, overrides: Mapping[str, Any] | None) -> IntersectionConfig:
