@@ -291,7 +291,11 @@ def build_driving_reviewer(
     Returns:
         ``(reviewer, fallback)``, ready for ``ReviewGate(env, reviewer, threshold, fallback)``.
     """
-    find_sim(env)  # fail early with a clear error on a non-intersection env
+    if find_sim(env).config.action_type == "target_speed":  # (find_sim fails early too)
+        raise ValueError(
+            "env.config.action_type='target_speed': the review gate rolls the ego forward "
+            "with meta-actions (KEEP, SLOWER); expected 'discrete', 'factored' or 'continuous'"
+        )
     if predictor is None:
         from bystander.agents.predictors import ConstantVelocityPredictor
 

@@ -20,6 +20,10 @@ policy does (:func:`~bystander.agents.evaluation.evaluate_policy`,
   ``always-right`` (``habit:right``, which on a grid circles a block and rarely
   arrives: the founding analogy taken literally).
 
+In a ``target_speed`` env (absolute speed levels, turns by the navigation) ``speed:``
+and ``stop`` ask for the level nearest their speed; the drivers that choose turns are
+refused.
+
 Observation features read (see ``IntersectionSim.observe``): 0 speed, 6 target speed
 (both / ``ego_max_speed``), 8-10 navigation turn one-hot (right, straight, left), 11-13
 planned turn one-hot; :class:`RoutePreferenceDriver` also reads 3 (goal point ahead of
@@ -65,6 +69,12 @@ class _Driver:
     """
 
     factored = False
+    levels: np.ndarray | None = None
+    """``target_speed`` envs: their ``speed_levels`` [m/s]; the driver then asks for the
+    level nearest :attr:`cruise` at every step (turns follow the navigation)."""
+    cruise: float | None = None
+    """The speed [m/s] this driver holds, when it only holds a speed and follows the
+    navigation (the drivers a ``target_speed`` env can run)."""
 
     def __init__(self, ego_max_speed: float = 12.0) -> None:
         if not ego_max_speed > 0:
@@ -83,6 +93,10 @@ class _Driver:
                 f"obs: expected the vector observation (F,) or (N, F) with F >= 14, "
                 f"got shape {arr.shape}"
             )
+        if self.levels is not None and self.cruise is not None:
+            level = int(np.abs(self.levels - self.cruise).argmin())
+            acts = np.full(len(arr.reshape(-1, arr.shape[-1])), level, np.int64)
+            return (acts if arr.ndim == 2 else acts[0]), None
         acts = self.actions(arr.reshape(-1, arr.shape[-1]))
         if self.factored:
             acts = META_TO_FACTORED[acts]
@@ -104,6 +118,7 @@ class ConstantSpeedDriver(_Driver):
             raise ValueError(f"speed: expected in (0, {self.ego_max_speed}] m/s, got {speed!r}")
         self.speed = float(speed)
         self.half_step = 0.5 * float(speed_step)
+        self.cruise = self.speed if type(self) is ConstantSpeedDriver else None
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
         target = obs[:, 6] * self.ego_max_speed
@@ -123,6 +138,8 @@ class ConstantSpeedDriver(_Driver):
 
 class StopDriver(_Driver):
     """Brake to a standstill and stay there."""
+
+    cruise = 0.0
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
         return np.full(len(obs), _SLOWER, dtype=np.int64)
@@ -264,12 +281,23 @@ def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _
     env_config = env_config or {}
     driver = _scripted_driver(spec, env_config)
     action_type = env_config.get("action_type", "discrete")
-    if action_type not in ("discrete", "factored"):
+    if action_type not in ("discrete", "factored", "target_speed"):
         raise ValueError(
-            f"env_config.action_type: expected 'discrete' or 'factored' for scripted drivers "
-            f"(they act with meta-actions), got {action_type!r}"
+            f"env_config.action_type: expected 'discrete', 'factored' or 'target_speed' for "
+            f"scripted drivers (they act with meta-actions or speed levels), got {action_type!r}"
         )
     driver.factored = action_type == "factored"
+    if action_type == "target_speed":
+        if driver.cruise is None:
+            raise ValueError(
+                f"scripted: {spec!r} chooses turns, but a target_speed env follows the "
+                "navigation; expected 'speed:<m/s>' (the nearest of env.config.speed_levels) "
+                "or 'stop'"
+            )
+        from bystander.envs.intersection.config import IntersectionConfig
+
+        levels = env_config.get("speed_levels", IntersectionConfig.speed_levels)
+        driver.levels = np.asarray(levels, np.float64)
     return driver
 
 

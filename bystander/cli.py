@@ -260,12 +260,13 @@ def _evaluate_scripted(args: argparse.Namespace) -> int:
         base = load_config(cfg_path).to_dict()
     cfg = load_config(base=base, overrides=list(args.overrides))
     if (
-        cfg.env.config.get("action_type", "discrete") not in ("discrete", "factored")
+        cfg.env.config.get("action_type", "discrete") == "continuous"
         or cfg.env.config.get("observation", "vector") != "vector"
     ):
         raise ValueError(
-            "--scripted: the scripted drivers use meta-actions and the vector observation "
-            "(env.config.action_type=discrete or factored, env.config.observation=vector)"
+            "--scripted: the scripted drivers use meta-actions or speed levels and the vector "
+            "observation (env.config.action_type=discrete, factored or target_speed, "
+            "env.config.observation=vector)"
         )
     specs: list[str] = []
     for spec in args.scripted:

@@ -53,7 +53,7 @@ from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.views import (
     WorldView,
     check_action,
-    keep_action,
+    keep_actions,
     make_spaces,
     zero_observation,
 )
@@ -144,8 +144,8 @@ class IntersectionParallelEnv(ParallelEnv):
         cfg = self.config
         batch = (
             np.zeros((cfg.n_controlled, 2)) if cfg.action_type == "continuous"
-            else np.full(cfg.n_controlled, keep_action(cfg), dtype=np.int64)
-        )  # fmt: skip
+            else keep_actions(cfg, self.world.sim.target_v[0])
+        )  # fmt: skip  # an agent left out of ``actions`` keeps its target speed
         for agent, action in actions.items():
             i = self._check_agent(agent)
             if agent not in self.agents:

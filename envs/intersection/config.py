@@ -11,13 +11,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 __all__ = ["ACTION_TYPES", "IntersectionConfig", "OBSERVATION_TYPES"]
 
-ACTION_TYPES = ("discrete", "continuous", "factored")
+ACTION_TYPES = ("discrete", "continuous", "factored", "target_speed")
 OBSERVATION_TYPES = ("vector", "occupancy", "dict")
 
 
@@ -102,9 +103,17 @@ class IntersectionConfig:
             ``"factored"`` (12 = speed x turn intent: SLOWER / KEEP / FASTER times NONE /
             TURN_LEFT / GO_STRAIGHT / TURN_RIGHT, both chosen every step; action
             ``4 * speed + turn``, :data:`~bystander.envs.intersection.sim.FACTORED_ACTIONS`)
-            or ``"continuous"`` (acceleration, steering) on a kinematic bicycle model.
+            ``"target_speed"`` (one action per entry of ``speed_levels``: it sets the
+            target speed to that level; turns follow the navigation, so the route is
+            always the shortest one) or ``"continuous"`` (acceleration, steering) on a
+            kinematic bicycle model.
         ego_max_speed: Top speed of controlled cars [m/s].
         speed_step: Target-speed change of the SLOWER / FASTER meta-actions [m/s].
+        speed_levels: The target speeds [m/s] of the ``target_speed`` actions (action ``i``
+            asks for ``speed_levels[i]``): 1-64 increasing values in ``[0,
+            ego_max_speed]``; read only in that mode. Absolute levels make a cruise speed a
+            choice the policy repeats, not a state it reaches by pressing SLOWER or FASTER
+            and then must keep (README "Constraints that hold").
         start_target_speeds: Target speeds [m/s] a controlled car starts an episode with:
             one value (default 6) for every episode, or several, of which each car draws
             one uniformly at every reset (after the rest of the episode's draws, so the
@@ -156,6 +165,7 @@ class IntersectionConfig:
     action_type: str = "discrete"
     ego_max_speed: float = 12.0
     speed_step: float = 3.0
+    speed_levels: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
     start_target_speeds: tuple[float, ...] = (6.0,)
     ego_car_following: bool = True
     max_accel: float = 3.0
@@ -197,6 +207,23 @@ class IntersectionConfig:
     screen_size: int = 600
     render_fps: int = 10
 
+    def _check_speeds(self, name: str, increasing: bool) -> None:
+        """Validate a tuple field of 1-64 speeds in ``[0, ego_max_speed]`` (increasing
+        ones when asked) and store it as floats."""
+        v = getattr(self, name)
+        if (
+            not isinstance(v, (tuple, list))
+            or not 1 <= len(v) <= 64
+            or not all(_is_real(x) and 0 <= x <= self.ego_max_speed for x in v)
+            or (increasing and any(b <= a for a, b in pairwise(v)))
+        ):
+            kind = "increasing speeds" if increasing else "speeds"
+            raise ValueError(
+                f"config.{name}: expected 1-64 {kind} in [0, ego_max_speed = "
+                f"{self.ego_max_speed:g}] m/s, got {v!r}"
+            )
+        object.__setattr__(self, name, tuple(float(x) for x in v))
+
     def __post_init__(self) -> None:
         grid = self.grid
         if (
@@ -233,17 +260,8 @@ class IntersectionConfig:
             if not isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"config.{name}: expected a bool, got {v!r}")
             object.__setattr__(self, name, bool(v))
-        starts = self.start_target_speeds
-        if (
-            not isinstance(starts, (tuple, list))
-            or not 1 <= len(starts) <= 64
-            or not all(_is_real(v) and 0 <= v <= self.ego_max_speed for v in starts)
-        ):
-            raise ValueError(
-                f"config.start_target_speeds: expected 1-64 speeds in [0, ego_max_speed = "
-                f"{self.ego_max_speed:g}] m/s, got {starts!r}"
-            )
-        object.__setattr__(self, "start_target_speeds", tuple(float(v) for v in starts))
+        self._check_speeds("start_target_speeds", increasing=False)
+        self._check_speeds("speed_levels", increasing=True)
         if self.max_agents < self.n_controlled + 1:
             raise ValueError(
                 f"config.max_agents: expected >= n_controlled + 1 = {self.n_controlled + 1}, "

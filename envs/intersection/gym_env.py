@@ -37,7 +37,9 @@ class IntersectionEnv(gym.Env):
     (vector, default), ``occupancy`` or a dict of both. Action: ``Discrete(6)``
     meta-actions (SLOWER, KEEP, FASTER, TURN_LEFT, GO_STRAIGHT, TURN_RIGHT),
     ``Discrete(12)`` for ``action_type="factored"`` (speed x turn intent, ``4 * speed +
-    turn``) or ``Box(-1, 1, (2,))`` (acceleration, steering). Reward: the sum of
+    turn``), ``Discrete(len(speed_levels))`` for ``action_type="target_speed"`` (absolute
+    target speeds, turns by the navigation) or ``Box(-1, 1, (2,))`` (acceleration,
+    steering). Reward: the sum of
     ``info["rewards"]``. Episodes terminate on arrival, crash, leaving the road or the
     map, and truncate after ``max_cycles`` steps.
     """

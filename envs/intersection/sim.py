@@ -142,6 +142,8 @@ _ACTION_TURN_TABLE = np.array([-1, -1, -1, 2, 1, 0])  # meta-action -> turn (-1:
 _ACTION_TABLES = {
     "discrete": (np.array([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]), _ACTION_TURN_TABLE),
     "factored": (np.repeat([-1.0, 0.0, 1.0], 4), np.tile([-1, 2, 1, 0], 3)),
+    # target_speed: the step sets target_v itself; the kernel then sees one no-op action
+    "target_speed": (np.zeros(1), np.array([-1])),
 }
 _KIND_ONE_HOT = np.eye(4)[[3, 0, 1, 2]]  # kind -> (car, pedestrian, cyclist, controlled)
 
@@ -200,6 +202,7 @@ class IntersectionSim:
     """
 
     _start_v = np.array([6.0])  # start target speeds of simulators pickled before the option
+    _levels: np.ndarray | None = None  # target_speed mode only (and pickled before it)
 
     def __init__(
         self, config: IntersectionConfig, n_worlds: int = 1, seed: int | None = None
@@ -268,6 +271,9 @@ class IntersectionSim:
               for k, ex in enumerate(r.exits)] for e in r.entries]
         )  # fmt: skip
         delta, self._turn_table = _ACTION_TABLES.get(config.action_type, _ACTION_TABLES["discrete"])
+        if config.action_type == "target_speed":
+            self._levels = np.asarray(config.speed_levels, np.float64)
+            self._keep_meta = np.zeros((self.N, self.C), np.int64)  # sets nothing
         self._speed_delta = delta * config.speed_step
         self._start_v = np.asarray(config.start_target_speeds, np.float64)
         plan = [CAR] * config.n_cars + [CYCLIST] * config.n_cyclists
@@ -505,7 +511,8 @@ class IntersectionSim:
 
         Args:
             actions: Discrete: ``(N, C)`` ints in ``[0, 6)`` (:data:`META_ACTIONS`);
-                factored: in ``[0, 12)`` (:data:`FACTORED_ACTIONS`).
+                factored: in ``[0, 12)`` (:data:`FACTORED_ACTIONS`); target_speed: in
+                ``[0, len(speed_levels))``.
                 Continuous: ``(N, C, 2)`` floats in ``[-1, 1]``: (acceleration, steering),
                 scaled by ``max_accel`` / ``max_decel`` and ``max_steer``.
                 Entries of finished controlled cars are ignored. Validation is the
@@ -521,6 +528,9 @@ class IntersectionSim:
             cont, meta = np.asarray(actions, dtype=np.float64).reshape(N, C, 2), self._no_meta
         else:
             cont, meta = self._no_cont, np.asarray(actions, dtype=np.int64).reshape(N, C)
+            if self._levels is not None:  # absolute levels; turns follow the navigation
+                np.copyto(self.target_v, self._levels[meta], where=active)
+                meta = self._keep_meta
         accel = np.empty((N, A))
         ego_commands(
             cont, meta, self.continuous, active, self.v, self.target_v, self.turn,

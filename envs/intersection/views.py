@@ -61,18 +61,42 @@ def action_names(config: IntersectionConfig) -> tuple[str, ...]:
     ``action_type="factored"``, :data:`FACTORED_ACTIONS`); empty for continuous."""
     if config.action_type == "continuous":
         return ()
+    if config.action_type == "target_speed":
+        return tuple(f"TARGET_{v:g}" for v in config.speed_levels)
     return FACTORED_ACTIONS if config.action_type == "factored" else META_ACTIONS
 
 
 def meta_action(config: IntersectionConfig, meta: int) -> int:
     """The action of ``config``'s discrete space that does what meta-action ``meta``
-    (:data:`META_ACTIONS` index) does: itself, or its factored twin (a turn keeps speed)."""
+    (:data:`META_ACTIONS` index) does: itself, or its factored twin (a turn keeps speed).
+
+    Raises:
+        ValueError: ``target_speed`` actions are absolute levels, so no action of that
+            space does what a meta-action does in every state.
+    """
+    if config.action_type == "target_speed":
+        raise ValueError(
+            "config.action_type='target_speed': actions set absolute speed levels, so no "
+            "action does what a meta-action does in every state; expected 'discrete' or "
+            "'factored' here"
+        )
     return int(META_TO_FACTORED[meta]) if config.action_type == "factored" else int(meta)
 
 
 def keep_action(config: IntersectionConfig) -> int:
     """The action that keeps the target speed and plans nothing (KEEP, or KEEP+NONE)."""
     return meta_action(config, KEEP)
+
+
+def keep_actions(config: IntersectionConfig, target_v: np.ndarray) -> np.ndarray:
+    """Per controlled car ``target_v (..., C)`` [m/s], the action that keeps its target
+    speed: :func:`keep_action`, or in ``target_speed`` mode the level nearest the car's
+    current target. int64, the shape of ``target_v``."""
+    target_v = np.asarray(target_v, np.float64)
+    if config.action_type != "target_speed":
+        return np.full(target_v.shape, keep_action(config), np.int64)
+    levels = np.asarray(config.speed_levels)
+    return np.abs(target_v[..., None] - levels).argmin(axis=-1).astype(np.int64)
 
 
 def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]:
@@ -331,6 +355,7 @@ __all__ = [
     "COST_CHANNEL",
     "action_names",
     "keep_action",
+    "keep_actions",
     "meta_action",
     "INFO_KEYS",
     "WorldView",

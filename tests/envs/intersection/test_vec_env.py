@@ -33,7 +33,7 @@ def _strip(info: dict) -> dict:
 def _mixed_actions(action_type: str, steps: int = STEPS, n: int = N) -> list[np.ndarray]:
     """Discrete: random meta-actions. Continuous: random (accel, steer) scaled per world
     from 0 (drives straight: time-outs) to 1 (erratic: leaves the road: terminations)."""
-    if action_type == "discrete":
+    if action_type != "continuous":  # discrete, or target_speed (7 default levels)
         return _actions(steps, n)
     rng = np.random.default_rng(1)
     scale = np.linspace(0.0, 1.0, n)[:, None] ** 2
@@ -44,7 +44,8 @@ STARTS = {"start_target_speeds": [0.0, 3.0, 6.0, 9.0, 12.0]}
 
 
 @pytest.mark.parametrize(
-    "action_type, extra", [("discrete", {}), ("continuous", {}), ("discrete", STARTS)]
+    "action_type, extra",
+    [("discrete", {}), ("continuous", {}), ("discrete", STARTS), ("target_speed", {})],
 )
 def test_world_i_equals_single_env_seeded_seed_plus_i_through_auto_resets(action_type, extra):
     config = {**CONFIG, "action_type": action_type, **extra}
