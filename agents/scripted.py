@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.sim import META_ACTIONS, META_TO_FACTORED
+from bystander.envs.intersection.views import nearest_level
 
 __all__ = [
     "HABIT_TURNS",
@@ -94,8 +96,9 @@ class _Driver:
                 f"got shape {arr.shape}"
             )
         if self.levels is not None and self.cruise is not None:
-            level = int(np.abs(self.levels - self.cruise).argmin())
-            acts = np.full(len(arr.reshape(-1, arr.shape[-1])), level, np.int64)
+            acts = nearest_level(
+                self.levels, np.full(len(arr.reshape(-1, arr.shape[-1])), self.cruise)
+            )
             return (acts if arr.ndim == 2 else acts[0]), None
         acts = self.actions(arr.reshape(-1, arr.shape[-1]))
         if self.factored:
@@ -112,13 +115,15 @@ class ConstantSpeedDriver(_Driver):
         speed_step: The env's ``speed_step`` [m/s] (what SLOWER / FASTER change).
     """
 
+    follows_navigation = True  # the subclasses below choose their own turns
+
     def __init__(self, speed: float, ego_max_speed: float = 12.0, speed_step: float = 3.0) -> None:
         super().__init__(ego_max_speed)
         if not 0 < speed <= self.ego_max_speed:
             raise ValueError(f"speed: expected in (0, {self.ego_max_speed}] m/s, got {speed!r}")
         self.speed = float(speed)
         self.half_step = 0.5 * float(speed_step)
-        self.cruise = self.speed if type(self) is ConstantSpeedDriver else None
+        self.cruise = self.speed if self.follows_navigation else None
 
     def actions(self, obs: np.ndarray) -> np.ndarray:
         target = obs[:, 6] * self.ego_max_speed
@@ -158,6 +163,8 @@ class RouteHabitDriver(ConstantSpeedDriver):
         ego_max_speed: The env's ``ego_max_speed`` [m/s] (observation scale).
         speed_step: The env's ``speed_step`` [m/s].
     """
+
+    follows_navigation = False
 
     def __init__(
         self, habit: str, speed: float = 9.0, ego_max_speed: float = 12.0, speed_step: float = 3.0
@@ -207,6 +214,8 @@ class RoutePreferenceDriver(ConstantSpeedDriver):
         ahead_blocks: How far the goal must lie beyond the next intersection's centre
             to go straight [blocks].
     """
+
+    follows_navigation = False
 
     def __init__(
         self,
@@ -294,9 +303,7 @@ def scripted_driver(spec: str, env_config: Mapping[str, Any] | None = None) -> _
                 "navigation; expected 'speed:<m/s>' (the nearest of env.config.speed_levels) "
                 "or 'stop'"
             )
-        from bystander.envs.intersection.config import IntersectionConfig
-
-        levels = env_config.get("speed_levels", IntersectionConfig.speed_levels)
+        levels = IntersectionConfig.from_dict(env_config).speed_levels  # validated
         driver.levels = np.asarray(levels, np.float64)
     return driver
 

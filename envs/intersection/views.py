@@ -88,15 +88,21 @@ def keep_action(config: IntersectionConfig) -> int:
     return meta_action(config, KEEP)
 
 
+def nearest_level(levels: Any, speeds: Any) -> np.ndarray:
+    """Index of the level in ``levels`` [m/s] nearest each of ``speeds`` [m/s] (the
+    ``target_speed`` action asking for it; the lower level on a tie). int64, the shape
+    of ``speeds``."""
+    speeds = np.asarray(speeds, np.float64)
+    return np.abs(speeds[..., None] - np.asarray(levels)).argmin(axis=-1).astype(np.int64)
+
+
 def keep_actions(config: IntersectionConfig, target_v: np.ndarray) -> np.ndarray:
     """Per controlled car ``target_v (..., C)`` [m/s], the action that keeps its target
     speed: :func:`keep_action`, or in ``target_speed`` mode the level nearest the car's
     current target. int64, the shape of ``target_v``."""
-    target_v = np.asarray(target_v, np.float64)
     if config.action_type != "target_speed":
-        return np.full(target_v.shape, keep_action(config), np.int64)
-    levels = np.asarray(config.speed_levels)
-    return np.abs(target_v[..., None] - levels).argmin(axis=-1).astype(np.int64)
+        return np.full(np.shape(target_v), keep_action(config), np.int64)
+    return nearest_level(config.speed_levels, target_v)
 
 
 def make_spaces(config: IntersectionConfig) -> tuple[spaces.Space, spaces.Space]:
@@ -356,6 +362,7 @@ __all__ = [
     "action_names",
     "keep_action",
     "keep_actions",
+    "nearest_level",
     "meta_action",
     "INFO_KEYS",
     "WorldView",
