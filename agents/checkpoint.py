@@ -92,6 +92,7 @@ COMPATIBILITY_KEYS: tuple[str, ...] = (
     "predictor.history",
     "constraint.mode",
     "constraint.channel",
+    "constraint.conditioned",
 )
 """Config fields that must match between a checkpoint and the run that resumes it."""
 

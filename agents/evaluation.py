@@ -325,22 +325,10 @@ def evaluate_run(
     Co-trained runs are scored with the predictor they trained against
     (``RUN_DIR/predictor.pt``).
     """
-    from bystander.agents.training import build_multipliers, load_obs_normalizer, load_policy
-    from bystander.config import load_config
-
     run_dir = Path(run_dir)
-    model, cfg = load_policy(run_dir)
-    if overrides:
-        cfg = load_config(base=cfg.to_dict(), overrides=overrides)
-    predictor = None
-    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.training import load_trained_predictor
-
-        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
-    multipliers = build_multipliers(cfg)
-    _load_final_multipliers(run_dir, multipliers)
+    model, cfg, predictor, multipliers, observe = _load_run(run_dir, overrides)
     kw = dict(episodes=episodes, seed=seed, deterministic=deterministic,
-              obs_normalizer=load_obs_normalizer(run_dir))  # fmt: skip
+              obs_normalizer=observe)  # fmt: skip
     if cfg.n_controlled > 1:  # several cars per world: the batched simulator's slots
         from bystander.agents.heldout import evaluate_batched
         from bystander.agents.training import build_predictor
@@ -352,6 +340,29 @@ def evaluate_run(
         result = evaluate_policy(model, cfg, predictor=predictor, multipliers=multipliers, **kw)
     result.write_csv(csv_dir if csv_dir is not None else run_dir)
     return result
+
+
+def _load_run(run_dir: Path, overrides: list[str] | None = None) -> tuple[Any, ...]:
+    """(model, config, predictor, multipliers, observation function) of a saved run.
+
+    Co-trained runs get the predictor they trained against (``predictor.pt``), else
+    ``None``; the multipliers are the final checkpoint's; the observation function is
+    :func:`~bystander.agents.conditioning.run_observations`."""
+    from bystander.agents.conditioning import run_observations
+    from bystander.agents.training import build_multipliers, load_policy
+    from bystander.config import load_config
+
+    model, cfg = load_policy(run_dir)
+    if overrides:
+        cfg = load_config(base=cfg.to_dict(), overrides=overrides)
+    predictor = None
+    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
+        from bystander.agents.training import load_trained_predictor
+
+        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
+    multipliers = build_multipliers(cfg)
+    _load_final_multipliers(run_dir, multipliers)
+    return model, cfg, predictor, multipliers, run_observations(run_dir, cfg, multipliers)
 
 
 def _load_final_multipliers(run_dir: Path, multipliers: dict[str, Any]) -> None:
@@ -574,26 +585,9 @@ def render_run(
     human: bool = False,
 ) -> Path | None:
     """Render the policy saved in ``run_dir`` (see :func:`render_policy`)."""
-    from bystander.agents.training import build_multipliers, load_obs_normalizer, load_policy
-
-    run_dir = Path(run_dir)
-    model, cfg = load_policy(run_dir)
-    predictor = None
-    if cfg.predictor.kind in COTRAINED_KINDS and (run_dir / "predictor.pt").is_file():
-        from bystander.agents.training import load_trained_predictor
-
-        predictor = load_trained_predictor(cfg, run_dir / "predictor.pt")
-    multipliers = build_multipliers(cfg)
-    _load_final_multipliers(run_dir, multipliers)
+    model, cfg, predictor, multipliers, observe = _load_run(Path(run_dir))
     path, _ = render_policy(
-        model,
-        cfg,
-        out=out,
-        seed=seed,
-        max_steps=max_steps,
-        human=human,
-        predictor=predictor,
-        obs_normalizer=load_obs_normalizer(run_dir),
-        multipliers=multipliers,
-    )
+        model, cfg, out=out, seed=seed, max_steps=max_steps, human=human,
+        predictor=predictor, obs_normalizer=observe, multipliers=multipliers,
+    )  # fmt: skip
     return path

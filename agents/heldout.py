@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
+from bystander.agents.conditioning import policy_observations
 from bystander.agents.evaluation import (
     EvalResult,
     episode_row,
@@ -169,7 +170,7 @@ class HeldOutEvaluation:
             trainer.cfg,
             episodes=self.episodes,
             predictor=trainer.predictor,
-            obs_normalizer=normalizer,
+            obs_normalizer=policy_observations(trainer.cfg, trainer.multipliers, normalizer),
         )
         row: dict[str, float] = {"step": float(steps)}
         for key, stats in result.summary.items():

@@ -60,7 +60,12 @@ from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
 from bystander.envs.predictability import PredictabilityReward
 from bystander.envs.review import ReviewGate
-from bystander.envs.vector import LagrangianVecReward, PredictabilityVecWrapper, ShapedVecReward
+from bystander.envs.vector import (
+    ConditionedLagrangianVecReward,
+    LagrangianVecReward,
+    PredictabilityVecWrapper,
+    ShapedVecReward,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from bystander.config import ReviewSection
@@ -125,7 +130,10 @@ def constraint_layer(
     ``multipliers[multiplier_key(constraint.channel)]``, with the budget as progress
     credit for ``per_metre`` budgets (the reward in the budget's unit, see
     :class:`~bystander.envs.constraints.LagrangianRule`; times ``1 +
-    constraint.credit_margin``); unchanged for ``none``."""
+    constraint.credit_margin``); unchanged for ``none``. ``constraint.conditioned``: the
+    VecEnv form is :class:`~bystander.envs.vector.ConditionedLagrangianVecReward`; a
+    single env (evaluation, rendering) keeps the plain wrapper at the multiplier's lambda,
+    which the policy is shown by :func:`~bystander.agents.conditioning.policy_observations`."""
     c = constraint
     if c.mode == "shaping":
         return (ShapedVecReward if vector else ShapedReward)(env, c.weight, channel=c.channel)
@@ -133,10 +141,15 @@ def constraint_layer(
         key = multiplier_key(c.channel)
         if key not in multipliers:
             raise ValueError(f"constraint.mode={c.mode!r} needs a multiplier for {key!r}")
-        wrapper = LagrangianVecReward if vector else LagrangianReward
         credit = None  # per_metre: the budget, plus the margin (a fraction of it)
         if c.cost_normalization == "per_metre":
             credit = c.budget * (1.0 + c.credit_margin)
+        if c.conditioned and vector:  # (training envs: build_vec_env refuses the others)
+            assert c.lambda_max is not None  # (validated)
+            return ConditionedLagrangianVecReward(
+                env, multipliers[key], c.lambda_min, c.lambda_max, c.channel, credit
+            )
+        wrapper = LagrangianVecReward if vector else LagrangianReward
         return wrapper(env, multipliers[key], channel=c.channel, progress_credit=credit)
     return env
 
@@ -382,6 +395,11 @@ def build_vec_env(
     """
     n = n_envs or cfg.train.n_envs
     kind = vec_env or cfg.train.vec_env
+    if cfg.constraint.conditioned and kind != "batched":
+        raise ValueError(
+            f"constraint.conditioned: needs train.vec_env 'batched' (the driving env's "
+            f"batched simulator), got {kind!r}"
+        )
     venv: VecEnv
     if kind == "batched":
         if n != cfg.train.n_envs:

@@ -103,6 +103,16 @@ class ConstraintConfig:
             judged on, one update each: driving, the greedy evaluation every
             ``eval.every`` steps; text, ``llm train --eval-every N``; ``delay`` and
             ``window`` then count evaluations).
+        conditioned: A lambda-conditioned policy (mode ``lagrangian``, ``signal:
+            heldout``, the driving env on ``train.vec_env: batched``). Each training world
+            draws its own lambda at every episode start, log-uniform between
+            ``lambda_min`` (> 0) and ``lambda_max`` (set), is rewarded with it, and shows
+            ``log(lambda)`` to the policy as one more observation feature.
+            The multiplier's own lambda, moved on the held-out evaluations, is the one
+            the policy is evaluated, rendered and deployed with: the policy answers a
+            new lambda at once instead of after relearning
+            (:class:`~bystander.envs.vector.ConditionedLagrangianVecReward`, README
+            "A lambda-conditioned ego").
     """
 
     mode: str = field(
@@ -158,6 +168,11 @@ class ConstraintConfig:
         metadata={"help": "multiplier updated from training rollouts or held-out evaluations",
                   "flag": "--constraint-signal", "choices": SIGNALS},
     )  # fmt: skip
+
+    conditioned: bool = field(
+        default=False,
+        metadata={"help": "lambda-conditioned policy: lambda drawn per episode and observed"},
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -253,6 +268,19 @@ class ConstraintConfig:
         for gain in ("kp", "ki", "kd"):
             value = getattr(self, gain)
             check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
+        check(isinstance(self.conditioned, bool), f"{path}.conditioned", "true or false",
+              self.conditioned)  # fmt: skip
+        if self.conditioned:
+            for name, ok, expected in (
+                ("mode", self.mode == "lagrangian", "'lagrangian' with conditioned: true"),
+                ("signal", self.signal == "heldout", "'heldout' with conditioned: true (the "
+                 "training worlds each have their own lambda)"),
+                ("lambda_min", self.lambda_min > 0, "a number > 0 with conditioned: true "
+                 "(the low end of the lambdas drawn)"),
+                ("lambda_max", self.lambda_max is not None, "a number with conditioned: true "
+                 "(the high end of the lambdas drawn)"),
+            ):  # fmt: skip
+                check(ok, f"{path}.{name}", expected, getattr(self, name))
 
     def make_multiplier(self) -> Multiplier | None:
         """The multiplier of this config's mode, as both training loops use it.

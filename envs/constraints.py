@@ -57,8 +57,10 @@ __all__ = [
     "ShapingRule",
     "add_penalty",
     "combine_advantages",
+    "draw_lambdas",
     "episode_cost_for_budget",
     "lagrangian_reward",
+    "lambda_feature",
     "multiplier_key",
     "shaped_reward",
 ]
@@ -101,6 +103,18 @@ moves pays its whole cost."""
 MIN_PROGRESS_M = 1.0
 """Floor of an episode's progress in ``per_metre`` [m]: an ego that stays put is
 charged its whole episode cost per metre."""
+
+
+def lambda_feature(lam: Any) -> Any:
+    """The observation feature of a lambda-conditioned policy (``constraint.conditioned``):
+    ``log(lambda)``, which spreads the decades a multiplier ranges over evenly."""
+    return np.log(lam)
+
+
+def draw_lambdas(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+    """``n`` lambdas log-uniform in ``[low, high]`` (``0 < low <= high``): every decade
+    of the multiplier's range gets the same share of episodes. float64 ``(n,)``."""
+    return np.exp(rng.uniform(math.log(low), math.log(high), n))
 
 
 def multiplier_key(channel: str | None) -> str:
@@ -327,9 +341,21 @@ class LagrangianRule:
         """The lambda currently used for ``channel``."""
         return self.multipliers[self._key(channel)].value
 
-    def apply(self, reward: float, info: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
-        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``)."""
-        lams = {ch: m.value for ch, m in self.multipliers.items()}
+    def _lambdas(self, lam: Any) -> dict[str | None, Any]:
+        """Each channel's lambda: the multipliers', or ``lam`` (a single multiplier's
+        per-world lambdas, ``constraint.conditioned``) when given."""
+        if lam is None:
+            return {ch: m.value for ch, m in self.multipliers.items()}
+        if len(self.multipliers) != 1:
+            raise ValueError("lam: expected a single multiplier, got a dict")
+        return {next(iter(self.multipliers)): lam}
+
+    def apply(
+        self, reward: float, info: Mapping[str, Any], lam: float | None = None
+    ) -> tuple[float, dict[str, Any]]:
+        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``);
+        with ``lam``, that lambda instead of the multiplier's (its ``lambdas`` entry too)."""
+        lams = self._lambdas(lam)
         weighted = sum(lam * _read_cost(info, ch, "LagrangianReward") for ch, lam in lams.items())
         if self.progress_credit is not None:
             progress = check_finite(info.get("progress", math.nan), 'info["progress"]')
@@ -341,10 +367,12 @@ class LagrangianRule:
         return new_reward, info
 
     def apply_arrays(
-        self, rewards: np.ndarray, arrays: Mapping[str, Any]
+        self, rewards: np.ndarray, arrays: Mapping[str, Any], lam: np.ndarray | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """As :meth:`ShapingRule.apply_arrays`; also returns ``"lambdas"``."""
-        lams = {ch: m.value for ch, m in self.multipliers.items()}
+        """As :meth:`ShapingRule.apply_arrays`; also returns ``"lambdas"`` (the
+        multipliers' values). ``lam``: per-world lambdas ``(N,)`` of a single multiplier
+        instead of its value."""
+        lams = self._lambdas(lam)
         weighted = sum(
             lam * _read_cost_array(arrays, ch, "LagrangianVecReward") for ch, lam in lams.items()
         )
@@ -354,7 +382,7 @@ class LagrangianRule:
                 raise ValueError('LagrangianVecReward: step_arrays["progress"] is missing')
             weighted = weighted - sum(lams.values()) * self.progress_credit * progress
         new = (rewards - weighted) / (1.0 + sum(lams.values()))
-        lambdas = {multiplier_key(ch): lam for ch, lam in lams.items()}
+        lambdas = {multiplier_key(ch): m.value for ch, m in self.multipliers.items()}
         return new, {"penalty": new - rewards, "lambdas": lambdas}
 
 

@@ -73,6 +73,11 @@ class GRPOConfig:
                 "(the GRPO trainer has one cost, already a rate in nats/token), got "
                 f"{c.channel!r} / {c.cost_normalization!r}"
             )
+        if c.conditioned:
+            raise ValueError(
+                "constraint.conditioned: expected false (a lambda-conditioned policy is "
+                "for the driving trainer; the GRPO trainer has one lambda per step)"
+            )
         if self.review_mode not in ("withhold", "flag"):
             raise ValueError(
                 f"review_mode: expected 'withhold' or 'flag', got {self.review_mode!r}"

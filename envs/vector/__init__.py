@@ -7,7 +7,12 @@ does not pay for SB3.
 
 from __future__ import annotations
 
-from .constraints import LagrangianVecReward, ShapedVecReward
+from .constraints import ConditionedLagrangianVecReward, LagrangianVecReward, ShapedVecReward
 from .predictability import PredictabilityVecWrapper
 
-__all__ = ["LagrangianVecReward", "PredictabilityVecWrapper", "ShapedVecReward"]
+__all__ = [
+    "ConditionedLagrangianVecReward",
+    "LagrangianVecReward",
+    "PredictabilityVecWrapper",
+    "ShapedVecReward",
+]

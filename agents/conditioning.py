@@ -1,0 +1,73 @@
+"""What a lambda-conditioned policy (``constraint.conditioned``) is shown outside training.
+
+In training, :class:`~bystander.envs.vector.ConditionedLagrangianVecReward` appends each
+world's own lambda to its observations. Everywhere else (held-out evaluations,
+``bystander evaluate``, rendering, the demo) the env has no such layer, and the policy
+is shown the multiplier's current lambda: :func:`policy_observations` builds the
+function applied to observations before ``policy.predict``, composed with the run's
+``VecNormalize`` statistics when it has them (which saw the feature in training, so it
+is appended first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from bystander.envs.constraints import lambda_feature, multiplier_key
+from bystander.envs.multipliers import Multiplier
+
+__all__ = ["append_lambda", "policy_observations", "run_observations"]
+
+ObsFn = Callable[[np.ndarray], np.ndarray]
+
+
+def append_lambda(obs: np.ndarray, lam: float) -> np.ndarray:
+    """``obs`` (``(..., F)``) with :func:`~bystander.envs.constraints.lambda_feature` of
+    ``lam`` as feature ``F`` (``(..., F + 1)``, the dtype of ``obs``)."""
+    obs = np.asarray(obs)
+    feature = np.full((*obs.shape[:-1], 1), lambda_feature(float(lam)), dtype=obs.dtype)
+    return np.concatenate([obs, feature], axis=-1)
+
+
+def policy_observations(
+    cfg: Any, multipliers: Mapping[str, Multiplier], normalize: ObsFn | None = None
+) -> ObsFn | None:
+    """The observation function of a run's policy outside training.
+
+    Args:
+        cfg: The run config (``constraint``).
+        multipliers: The run's multipliers by key (their lambda is read at each call, so
+            a held-out evaluation during training sees the current one).
+        normalize: The run's ``VecNormalize.normalize_obs``, if any.
+
+    Returns:
+        ``normalize`` unchanged unless ``constraint.conditioned``; then a function that
+        appends the multiplier's lambda, then normalises.
+
+    Raises:
+        ValueError: A conditioned run without its multiplier.
+    """
+    c = cfg.constraint
+    if not c.conditioned:
+        return normalize
+    key = multiplier_key(c.channel)
+    if key not in multipliers:
+        raise ValueError(f"constraint.conditioned: the run has no multiplier for {key!r}")
+    multiplier = multipliers[key]
+
+    def observe(obs: np.ndarray) -> np.ndarray:
+        obs = append_lambda(obs, multiplier.value)
+        return normalize(obs) if normalize is not None else obs
+
+    return observe
+
+
+def run_observations(run_dir: Any, cfg: Any, multipliers: Mapping[str, Multiplier]) -> ObsFn | None:
+    """:func:`policy_observations` of the run saved in ``run_dir`` (its
+    ``vecnormalize.pkl`` when there is one; ``multipliers`` loaded from its checkpoint)."""
+    from bystander.agents.training import load_obs_normalizer
+
+    return policy_observations(cfg, multipliers, load_obs_normalizer(run_dir))
