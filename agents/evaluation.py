@@ -52,6 +52,7 @@ __all__ = [
     "evaluate_run",
     "format_summary",
     "latest_predictions",
+    "load_run",
     "render_policy",
     "render_run",
     "summarize",
@@ -326,7 +327,7 @@ def evaluate_run(
     (``RUN_DIR/predictor.pt``).
     """
     run_dir = Path(run_dir)
-    model, cfg, predictor, multipliers, observe = _load_run(run_dir, overrides)
+    model, cfg, predictor, multipliers, observe = load_run(run_dir, overrides)
     kw = dict(episodes=episodes, seed=seed, deterministic=deterministic,
               obs_normalizer=observe)  # fmt: skip
     if cfg.n_controlled > 1:  # several cars per world: the batched simulator's slots
@@ -342,7 +343,7 @@ def evaluate_run(
     return result
 
 
-def _load_run(run_dir: Path, overrides: list[str] | None = None) -> tuple[Any, ...]:
+def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> tuple[Any, ...]:
     """(model, config, predictor, multipliers, observation function) of a saved run.
 
     Co-trained runs get the predictor they trained against (``predictor.pt``), else
@@ -352,6 +353,7 @@ def _load_run(run_dir: Path, overrides: list[str] | None = None) -> tuple[Any, .
     from bystander.agents.training import build_multipliers, load_policy
     from bystander.config import load_config
 
+    run_dir = Path(run_dir)
     model, cfg = load_policy(run_dir)
     if overrides:
         cfg = load_config(base=cfg.to_dict(), overrides=overrides)
@@ -585,7 +587,7 @@ def render_run(
     human: bool = False,
 ) -> Path | None:
     """Render the policy saved in ``run_dir`` (see :func:`render_policy`)."""
-    model, cfg, predictor, multipliers, observe = _load_run(Path(run_dir))
+    model, cfg, predictor, multipliers, observe = load_run(Path(run_dir))
     path, _ = render_policy(
         model, cfg, out=out, seed=seed, max_steps=max_steps, human=human,
         predictor=predictor, obs_normalizer=observe, multipliers=multipliers,

@@ -5,6 +5,7 @@ multiplier's lambda everywhere outside training."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +128,13 @@ def test_draws_repeat_with_the_seed() -> None:
     other.close()
 
 
-def test_heldout_and_evaluate_show_the_policy_the_multipliers_lambda(tmp_path: Path) -> None:
+def test_heldout_and_evaluate_show_the_policy_the_multipliers_lambda(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Training, held-out evaluation, ``bystander evaluate`` and a resume: the figures
     logged during training equal ``evaluate_run`` on the checkpoint (lambda held by the
-    multiplier's delay), and both show the policy the multiplier's lambda."""
+    multiplier's delay), and both show the policy the multiplier's lambda; so does the
+    ``lambda_curve`` probe."""
     run = tmp_path / "run"
     sets = [*CONDITIONED, "constraint.delay=10", "eval.heldout_episodes=6",
             "train.hyperparams.n_steps=64", "train.hyperparams.batch_size=64",
@@ -152,6 +156,20 @@ def test_heldout_and_evaluate_show_the_policy_the_multipliers_lambda(tmp_path: P
     multipliers["predictability"].set_value(2.0)  # read at each call
     assert observe(np.zeros((1, 3), np.float32))[0, -1] == pytest.approx(lambda_feature(2.0))
     assert policy_observations(load_config(), {}) is None
+    # the probe of the curve: at the final lambda (0.5), evaluate's figures again
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "probes"))
+    import lambda_curve
+
+    capsys.readouterr()
+    assert lambda_curve.main([str(run), "--lams", "0.5,3", "--episodes", "6"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["lambda", "success", "cost", "[m/m]", "stand-still"]
+    rows = {line.split()[0]: line.split()[1:] for line in out[2:]}
+    assert float(rows["0.5"][0]) == pytest.approx(final["success"]["mean"], abs=0.005)
+    assert float(rows["0.5"][1]) == pytest.approx(
+        final["cost_predictability_per_metre"]["mean"], abs=5e-4
+    )
+    assert "3" in rows
     assert main(["train", "--resume", str(run), "--timesteps", "1536", *args[5:]]) == 0
     with open(run / "logs" / "heldout.csv", newline="") as f:
         assert [int(float(r["step"])) for r in csv.DictReader(f)] == [512, 1024, 1536]
