@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from bystander.config import RunConfig, resolved_hyperparams
 from bystander.dataconfig import is_distribution
 
-__all__ = ["ALGO_CLASSES", "KLPriorCategorical", "KLPriorPolicy", "build_model"]
+__all__ = ["ALGO_CLASSES", "HeldNoisePolicy", "KLPriorCategorical", "KLPriorPolicy", "build_model"]
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
 
@@ -49,7 +49,86 @@ class KLPriorCategorical(CategoricalDistribution):
         return -(self.distribution.probs * (logits - log_prior)).sum(-1)
 
 
-class KLPriorPolicy(ActorCriticPolicy):
+def gumbel(shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape`` from torch's global generator."""
+    u = torch.rand(shape).clamp_(1e-10, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+class HeldNoisePolicy(ActorCriticPolicy):
+    """SB3's actor-critic policy (``MlpPolicy``) whose rollout samples hold their noise.
+
+    PPO samples a fresh action at every step, so an exploratory action lasts one step.
+    On the driving env a cruise speed pays off only when it is kept for seconds, and a
+    one-step excursion only costs (the observers charge the wobble), so per-step
+    exploration never shows PPO a slower cruise (README "Exploration that holds").
+    Here each env's rollout action is ``argmax(logits + g)`` (the Gumbel-max trick) with
+    a Gumbel vector ``g`` that the env keeps for a geometric number of steps of mean
+    ``noise_hold``: at every step the action is still distributed as ``pi(.|s)``, and
+    its log-probability is PPO's, but an explored action is repeated while the policy
+    stays close, like gSDE's held noise for continuous actions. Greedy and
+    ``predict`` sampling are unchanged; ``noise_hold <= 1`` is PPO's own sampling.
+
+    The noise comes from torch's global generator (seeded with the run) and
+    :attr:`held_noise` ``(n_envs, n_actions)`` is saved in checkpoints, so a resumed run
+    continues the same draws.
+
+    Args:
+        observation_space, action_space, lr_schedule: As ``ActorCriticPolicy``
+            (``action_space`` must be ``Discrete(n)``).
+        noise_hold: Mean steps the noise is held (>= 0; ``train.exploration_hold``).
+        **kwargs: ``ActorCriticPolicy``'s (``net_arch``...).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        *,
+        noise_hold: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if noise_hold > 1 and not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"train.exploration_hold: expected 0 or 1 for a {type(action_space).__name__} "
+                "action space (held Gumbel noise needs discrete actions)"
+            )
+        self.noise_hold = float(noise_hold)
+        self.held_noise: torch.Tensor | None = None
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "noise_hold": self.noise_hold}
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SB3's rollout step (actions, values, log-probabilities), with held noise."""
+        if deterministic or self.noise_hold <= 1:
+            return super().forward(obs, deterministic)
+        features = self.extract_features(obs)
+        if self.share_features_extractor:
+            latent_pi, latent_vf = self.mlp_extractor(features)
+        else:
+            pi_features, vf_features = features
+            latent_pi = self.mlp_extractor.forward_actor(pi_features)
+            latent_vf = self.mlp_extractor.forward_critic(vf_features)
+        values = self.value_net(latent_vf)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        logits = distribution.distribution.logits
+        g = self.held_noise
+        if g is None or g.shape != logits.shape:  # first step (or another env count)
+            g = gumbel(tuple(logits.shape))
+        else:
+            redraw = torch.rand(len(g)) < 1.0 / self.noise_hold
+            g = torch.where(redraw[:, None], gumbel(tuple(g.shape)), g)
+        self.held_noise = g
+        actions = torch.argmax(logits + g.to(logits.device), dim=1)
+        return actions, values, distribution.log_prob(actions)
+
+
+class KLPriorPolicy(HeldNoisePolicy):
     """SB3's actor-critic policy (``MlpPolicy``) with :class:`KLPriorCategorical` as its
     action distribution, so PPO's ``ent_coef`` weighs ``-KL(pi || prior)``. Saved and
     loaded like any SB3 policy (``prior`` is a constructor argument).
@@ -102,8 +181,9 @@ def build_model(
     """A fresh SB3 algorithm (``train.algo``) with ``resolved_hyperparams``.
 
     Args:
-        cfg: Run config (``train`` section). ``train.entropy_prior`` selects
-            :class:`KLPriorPolicy` with that prior.
+        cfg: Run config (``train`` section). ``train.exploration_hold`` > 1 selects
+            :class:`HeldNoisePolicy`, ``train.entropy_prior`` :class:`KLPriorPolicy`
+            (which holds noise too) with that prior.
         venv: The training VecEnv.
         policy: An SB3 policy class or name in place of ``train.policy``.
         policy_kwargs: Extra ``policy_kwargs`` besides ``net_arch`` (``train.net_arch``).
@@ -119,10 +199,18 @@ def build_model(
                 f"({rollout}), got {hp.get('batch_size', 64)}"
             )
     kwargs: dict[str, Any] = {"net_arch": list(cfg.train.net_arch), **(policy_kwargs or {})}
+    if cfg.train.exploration_hold > 1:
+        policy = HeldNoisePolicy if policy is None else policy
+        if not (isinstance(policy, type) and issubclass(policy, HeldNoisePolicy)):
+            raise ValueError(
+                f"policy: expected a HeldNoisePolicy subclass with train.exploration_hold, "
+                f"got {policy!r}"
+            )
+        kwargs["noise_hold"] = float(cfg.train.exploration_hold)
     prior = cfg.train.entropy_prior
     if prior is not None:
         check_prior(prior, venv.action_space)
-        policy = KLPriorPolicy if policy is None else policy
+        policy = KLPriorPolicy if policy in (None, HeldNoisePolicy) else policy
         if not (isinstance(policy, type) and issubclass(policy, KLPriorPolicy)):
             raise ValueError(
                 f"policy: expected a KLPriorPolicy subclass with train.entropy_prior, got {policy!r}"

@@ -291,6 +291,9 @@ class Trainer:
             model.load_replay_buffer(rb)
         for k, v in (checkpoint.state.get("sb3") or {}).items():
             setattr(model, k, v)
+        for k, v in (checkpoint.state.get("policy") or {}).items():  # HeldNoisePolicy's
+            if hasattr(model.policy, k):
+                setattr(model.policy, k, v)
         self.callback_state = checkpoint.state
         return model
 
@@ -342,7 +345,8 @@ class Trainer:
             "sb3": {
                 k: getattr(self.model, k, None)
                 for k in ("_last_obs", "_last_episode_starts", "_last_original_obs")
-            }
+            },
+            "policy": {"held_noise": getattr(self.model.policy, "held_noise", None)},
         }
         for cb in [*self.callbacks, self.heldout]:
             if hasattr(cb, "state_dict"):

@@ -343,6 +343,12 @@ class TrainSection:
             action (PPO only): the bonus becomes ``-ent_coef * KL(pi || entropy_prior)``,
             a pull toward a calm policy instead of the uniform one
             (:class:`~bystander.agents.models.KLPriorPolicy`).
+        exploration_hold: PPO with discrete actions: the mean number of env steps an
+            env holds its rollout sampling noise (a Gumbel vector redrawn with probability
+            ``1 / exploration_hold`` per step,
+            :class:`~bystander.agents.models.HeldNoisePolicy`), so an explored action is
+            kept for a while instead of flickering; each step's action is still
+            distributed as the policy says. 0 or 1 (default 0): a fresh draw every step.
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.
@@ -366,6 +372,7 @@ class TrainSection:
     lr_schedule: str = "constant"
     ent_schedule: str = "constant"
     entropy_prior: list[float] | None = None
+    exploration_hold: float = 0.0
     checkpoint_every: int = 0
     max_minutes: float | None = field(
         default=None, metadata=_flag("--max-minutes", "wall-time limit")
@@ -382,12 +389,8 @@ class TrainSection:
         """Check every field (``hyperparams`` against the SB3 class's signature, which
         imports SB3); raise ``ValueError`` naming ``{path}.<field>``."""
         check(self.algo in ALGOS, f"{path}.algo", f"one of {ALGOS}", self.algo)
-        check(
-            self.total_timesteps >= 1,
-            f"{path}.total_timesteps",
-            "an int >= 1",
-            self.total_timesteps,
-        )
+        check(self.total_timesteps >= 1, f"{path}.total_timesteps", "an int >= 1",
+              self.total_timesteps)  # fmt: skip
         check(self.n_envs >= 1, f"{path}.n_envs", "an int >= 1", self.n_envs)
         check(self.vec_env in VEC_ENVS, f"{path}.vec_env", f"one of {VEC_ENVS}", self.vec_env)
         check(self.seed >= 0, f"{path}.seed", "an int >= 0", self.seed)
@@ -414,18 +417,18 @@ class TrainSection:
                 "null, or (PPO only) a list of positive probabilities summing to 1",
                 prior,
             )
-            check(
-                self.policy == "MlpPolicy",
-                f"{path}.policy",
-                "'MlpPolicy' with train.entropy_prior (its policy is an MLP actor-critic)",
-                self.policy,
-            )
-        check(
-            self.checkpoint_every >= 0,
-            f"{path}.checkpoint_every",
-            "an int >= 0",
-            self.checkpoint_every,
-        )
+            check(self.policy == "MlpPolicy", f"{path}.policy",
+                  "'MlpPolicy' with train.entropy_prior (its policy is an MLP actor-critic)",
+                  self.policy)  # fmt: skip
+        check(self.checkpoint_every >= 0, f"{path}.checkpoint_every", "an int >= 0",
+              self.checkpoint_every)  # fmt: skip
+        hold = self.exploration_hold
+        real = isinstance(hold, (int, float)) and not isinstance(hold, bool)
+        check(real and 0 <= hold < float("inf"), f"{path}.exploration_hold",
+              "a finite number >= 0", hold)  # fmt: skip
+        check(hold <= 1 or (self.algo == "ppo" and self.policy == "MlpPolicy"),
+              f"{path}.exploration_hold", "0 or 1 unless train.algo is ppo with 'MlpPolicy'",
+              hold)  # fmt: skip
         if self.max_minutes is not None:
             check(
                 self.max_minutes > 0,
