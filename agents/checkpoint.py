@@ -86,6 +86,7 @@ COMPATIBILITY_KEYS: tuple[str, ...] = (
     "train.policy",
     "train.net_arch",
     "train.entropy_prior",
+    "train.exploration_hold",
     "train.normalize",
     "predictor.kind",
     "predictor.horizon",

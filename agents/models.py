@@ -64,10 +64,15 @@ class HeldNoisePolicy(ActorCriticPolicy):
     exploration never shows PPO a slower cruise (README "Exploration that holds").
     Here each env's rollout action is ``argmax(logits + g)`` (the Gumbel-max trick) with
     a Gumbel vector ``g`` that the env keeps for a geometric number of steps of mean
-    ``noise_hold``: at every step the action is still distributed as ``pi(.|s)``, and
-    its log-probability is PPO's, but an explored action is repeated while the policy
-    stays close, like gSDE's held noise for continuous actions. Greedy and
-    ``predict`` sampling are unchanged; ``noise_hold <= 1`` is PPO's own sampling.
+    ``noise_hold``. A fresh ``g`` makes the action a draw from ``pi(.|s)``; a held one
+    repeats an explored action while the policy stays close, like gSDE's held noise for
+    continuous actions. Averaged over the noise each step's action is still distributed
+    as ``pi(.|s)`` and its log-probability is PPO's, but given the history it is not:
+    the noise that chose the last actions (and so the state) tends to choose the same
+    again, so PPO's ratios carry the same kind of bias as with gSDE. The noise is not
+    redrawn at episode ends (the policy does not see them): a hold may span two
+    episodes. Greedy and ``predict`` sampling are unchanged; ``noise_hold <= 1`` is
+    PPO's own sampling.
 
     The noise comes from torch's global generator (seeded with the run) and
     :attr:`held_noise` ``(n_envs, n_actions)`` is saved in checkpoints, so a resumed run

@@ -400,6 +400,12 @@ def build_vec_env(
             f"constraint.conditioned: needs train.vec_env 'batched' (the driving env's "
             f"batched simulator), got {kind!r}"
         )
+    if cfg.constraint.conditioned and cfg.n_controlled != 1:
+        raise ValueError(
+            "constraint.conditioned: needs env.config.n_controlled 1 (each car slot "
+            "would draw its own lambda, while evaluation shows every car one), got "
+            f"{cfg.n_controlled}"
+        )
     venv: VecEnv
     if kind == "batched":
         if n != cfg.train.n_envs:

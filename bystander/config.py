@@ -347,8 +347,8 @@ class TrainSection:
             env holds its rollout sampling noise (a Gumbel vector redrawn with probability
             ``1 / exploration_hold`` per step,
             :class:`~bystander.agents.models.HeldNoisePolicy`), so an explored action is
-            kept for a while instead of flickering; each step's action is still
-            distributed as the policy says. 0 or 1 (default 0): a fresh draw every step.
+            kept for a while instead of flickering (averaged over the noise, each step's
+            action is the policy's). 0 or 1 (default 0): a fresh draw every step.
         checkpoint_every: Write a checkpoint every this many env steps (0: only at the end).
         max_minutes: Stop training after this wall time (minutes), ``None``: no limit.
         progress_bar: Show a progress bar.

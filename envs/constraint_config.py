@@ -104,7 +104,8 @@ class ConstraintConfig:
             ``eval.every`` steps; text, ``llm train --eval-every N``; ``delay`` and
             ``window`` then count evaluations).
         conditioned: A lambda-conditioned policy (mode ``lagrangian``, ``signal:
-            heldout``, the driving env on ``train.vec_env: batched``). Each training world
+            heldout``, the driving env on ``train.vec_env: batched`` with one controlled
+            car per world). Each training world
             draws its own lambda at every episode start, log-uniform between
             ``lambda_min`` (> 0) and ``lambda_max`` (set), is rewarded with it, and shows
             ``log(lambda)`` to the policy as one more observation feature.

@@ -353,8 +353,9 @@ class LagrangianRule:
     def apply(
         self, reward: float, info: Mapping[str, Any], lam: float | None = None
     ) -> tuple[float, dict[str, Any]]:
-        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``);
-        with ``lam``, that lambda instead of the multiplier's (its ``lambdas`` entry too)."""
+        """(new reward, a copy of ``info`` with ``rewards["penalty"]`` and ``lambdas``, the
+        multipliers' values); with ``lam``, the reward at that lambda instead of the
+        multiplier's."""
         lams = self._lambdas(lam)
         weighted = sum(lam * _read_cost(info, ch, "LagrangianReward") for ch, lam in lams.items())
         if self.progress_credit is not None:
@@ -363,7 +364,7 @@ class LagrangianRule:
         new_reward = (float(reward) - weighted) / (1.0 + sum(lams.values()))
         info = dict(info)
         add_penalty(info, new_reward - float(reward))
-        info["lambdas"] = {multiplier_key(ch): lam for ch, lam in lams.items()}
+        info["lambdas"] = {multiplier_key(ch): m.value for ch, m in self.multipliers.items()}
         return new_reward, info
 
     def apply_arrays(

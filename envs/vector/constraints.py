@@ -182,11 +182,13 @@ class ConditionedLagrangianVecReward(LagrangianVecReward):
         self.low, self.high = float(low), float(high)
         self.rng = np.random.default_rng()
         self.lambdas = draw_lambdas(self.rng, self.num_envs, self.low, self.high)
+        self._seed: int | None = None
 
     def seed(self, seed: int | None = None) -> Any:
-        """Seed the lambda draws (then the wrapped env, as SB3's ``seed``)."""
-        self.rng = np.random.default_rng(seed)
-        self.lambdas = draw_lambdas(self.rng, self.num_envs, self.low, self.high)
+        """Seed the lambda draws from the next :meth:`reset` on, as SB3's VecEnvs seed
+        their next reset (so a resumed run, whose restored stack SB3's ``load`` seeds
+        again, keeps the draws it had); then seed the wrapped env."""
+        self._seed = seed
         return self.venv.seed(seed)
 
     def _augment(self, obs: np.ndarray) -> np.ndarray:
@@ -194,6 +196,11 @@ class ConditionedLagrangianVecReward(LagrangianVecReward):
         return np.concatenate([obs, feature[:, None]], axis=1)
 
     def reset(self) -> Any:
+        """Every world starts an episode: new lambdas (from a fresh generator when
+        :meth:`seed` was called since the last reset)."""
+        if self._seed is not None:
+            self.rng, self._seed = np.random.default_rng(self._seed), None
+        self.lambdas = draw_lambdas(self.rng, self.num_envs, self.low, self.high)
         return self._augment(np.asarray(self.venv.reset()))
 
     def _apply_one(self, i: int, reward: float, info: Any) -> tuple[float, dict[str, Any]]:

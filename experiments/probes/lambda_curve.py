@@ -37,12 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     key = f"cost_{cfg.constraint.channel}_per_metre"
     print(f"run {args.run_dir}: final lambda {final:.4g}, budget {cfg.constraint.budget:g}")
     print("lambda  success  cost [m/m]  stand-still")
+    low, high = cfg.constraint.lambda_min, cfg.constraint.lambda_max
     for lam in [float(x) for x in args.lams.split(",")]:
         multiplier.set_value(lam)  # read by ``observe`` at each step
         s = evaluate_batched(model, cfg, episodes=args.episodes, predictor=predictor,
                              obs_normalizer=observe).summary  # fmt: skip
+        unseen = "" if low <= lam <= high else f"  (outside the trained [{low:g}, {high:g}])"
         print(f"{lam:6.3g}  {s['success']['mean']:7.2f}  {s[key]['mean']:10.3f}  "
-              f"{s['stand_still_fraction']['mean']:11.3f}", flush=True)  # fmt: skip
+              f"{s['stand_still_fraction']['mean']:11.3f}{unseen}", flush=True)  # fmt: skip
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Held rollout noise (``train.exploration_hold``, :class:`HeldNoisePolicy`): each step's
-action is still distributed as the policy says, an explored action is kept for the
-hold's mean number of steps, and a resumed run continues the same draws."""
+"""Held rollout noise (``train.exploration_hold``, :class:`HeldNoisePolicy`): averaged
+over the noise each step's action is distributed as the policy says, an explored action
+is kept for the hold's mean number of steps, and a resumed run continues the same
+draws."""
 
 from __future__ import annotations
 
