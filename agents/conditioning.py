@@ -16,20 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from bystander.envs.constraints import lambda_feature, multiplier_key
+from bystander.envs.constraints import append_lambda, multiplier_key
 from bystander.envs.multipliers import Multiplier
 
 __all__ = ["append_lambda", "policy_observations", "run_observations"]
 
 ObsFn = Callable[[np.ndarray], np.ndarray]
-
-
-def append_lambda(obs: np.ndarray, lam: float) -> np.ndarray:
-    """``obs`` (``(..., F)``) with :func:`~bystander.envs.constraints.lambda_feature` of
-    ``lam`` as feature ``F`` (``(..., F + 1)``, the dtype of ``obs``)."""
-    obs = np.asarray(obs)
-    feature = np.full((*obs.shape[:-1], 1), lambda_feature(float(lam)), dtype=obs.dtype)
-    return np.concatenate([obs, feature], axis=-1)
 
 
 def policy_observations(

@@ -56,6 +56,7 @@ __all__ = [
     "ShapedReward",
     "ShapingRule",
     "add_penalty",
+    "append_lambda",
     "combine_advantages",
     "draw_lambdas",
     "episode_cost_for_budget",
@@ -109,6 +110,15 @@ def lambda_feature(lam: Any) -> Any:
     """The observation feature of a lambda-conditioned policy (``constraint.conditioned``):
     ``log(lambda)``, which spreads the decades a multiplier ranges over evenly."""
     return np.log(lam)
+
+
+def append_lambda(obs: Any, lam: Any) -> np.ndarray:
+    """``obs`` (``(..., F)``) with :func:`lambda_feature` of ``lam`` (a scalar, or one
+    lambda per row, shape ``obs.shape[:-1]``) as feature ``F``: ``(..., F + 1)``, the
+    dtype of ``obs``. The one place a conditioned policy's observation is built."""
+    obs = np.asarray(obs)
+    feature = np.broadcast_to(lambda_feature(np.asarray(lam, np.float64)), obs.shape[:-1])
+    return np.concatenate([obs, feature[..., None].astype(obs.dtype)], axis=-1)
 
 
 def draw_lambdas(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:

@@ -22,6 +22,7 @@ from bystander.envs.constraints import (
     LagrangianRule,
     ShapingRule,
     add_penalty,
+    append_lambda,
     draw_lambdas,
     lambda_feature,
 )
@@ -191,17 +192,13 @@ class ConditionedLagrangianVecReward(LagrangianVecReward):
         self._seed = seed
         return self.venv.seed(seed)
 
-    def _augment(self, obs: np.ndarray) -> np.ndarray:
-        feature = lambda_feature(self.lambdas).astype(obs.dtype)
-        return np.concatenate([obs, feature[:, None]], axis=1)
-
     def reset(self) -> Any:
         """Every world starts an episode: new lambdas (from a fresh generator when
         :meth:`seed` was called since the last reset)."""
         if self._seed is not None:
             self.rng, self._seed = np.random.default_rng(self._seed), None
         self.lambdas = draw_lambdas(self.rng, self.num_envs, self.low, self.high)
-        return self._augment(np.asarray(self.venv.reset()))
+        return append_lambda(self.venv.reset(), self.lambdas)
 
     def _apply_one(self, i: int, reward: float, info: Any) -> tuple[float, dict[str, Any]]:
         return self.rule.apply(reward, info, lam=float(self.lambdas[i]))
@@ -220,8 +217,7 @@ class ConditionedLagrangianVecReward(LagrangianVecReward):
             last = infos[i].get("terminal_observation") if infos[i] else None
             if last is not None:
                 infos[i] = dict(infos[i])
-                feature = lambda_feature(self.lambdas[i])
-                infos[i]["terminal_observation"] = np.append(last, feature).astype(last.dtype)
+                infos[i]["terminal_observation"] = append_lambda(last, self.lambdas[i])
         if len(done):
             self.lambdas[done] = draw_lambdas(self.rng, len(done), self.low, self.high)
-        return self._augment(np.asarray(obs)), rewards, dones, infos
+        return append_lambda(obs, self.lambdas), rewards, dones, infos

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bystander.agents.conditioning import append_lambda, policy_observations
 from bystander.agents.evaluation import evaluate_run
@@ -179,38 +178,24 @@ def test_heldout_and_evaluate_show_the_policy_the_multipliers_lambda(
         assert [int(float(r["step"])) for r in csv.DictReader(f)] == [512, 1024, 1536]
 
 
-def test_evaluation_shows_the_final_lambda_and_a_resume_keeps_the_draws(tmp_path: Path) -> None:
+def test_evaluation_shows_the_final_lambda_and_a_resume_keeps_the_draws(
+    tmp_path: Path, straight_and_resumed
+) -> None:
     """A run whose lambda moved: ``load_run`` shows the policy the checkpoint's final
     lambda (not ``lambda_init``); a resume from the first checkpoint trains to the same
     parameters and the same lambdas per world as the straight run (SB3's ``load``
     seeds the restored stack again; the draws must not restart)."""
-    from bystander.agents import checkpoint as ck
     from bystander.agents.evaluation import load_run
-    from bystander.agents.training import Trainer
 
     sets = [*CONDITIONED, "constraint.delay=0", "constraint.lambda_lr=2.0",
             "eval.heldout_episodes=4", "train.n_envs=4", "train.hyperparams.n_steps=32",
             "train.hyperparams.batch_size=64", "train.tensorboard=false",
             "env.config.max_cycles=40", "train.total_timesteps=384",
             "train.checkpoint_every=128", "eval.every=128", f"runs_dir={tmp_path}"]  # fmt: skip
-    cfg = load_config(overrides=sets)
-    straight = Trainer(cfg, run_dir=tmp_path / "straight")
-    resumed = None
-    try:
-        straight.train()
-        first = ck.list_checkpoints(tmp_path / "straight")[0]
-        resumed = Trainer(cfg, run_dir=tmp_path / "resumed", resume=first)
-        resumed.train()
-        a, b = straight.model.policy.state_dict(), resumed.model.policy.state_dict()
-        for k in a:
-            assert torch.equal(a[k], b[k]), k
-        layers = [find_layer(t.venv, ConditionedLagrangianVecReward) for t in (straight, resumed)]
+    with straight_and_resumed(load_config(overrides=sets), tmp_path) as runs:
+        layers = [find_layer(t.venv, ConditionedLagrangianVecReward) for t in runs]
         assert np.array_equal(layers[0].lambdas, layers[1].lambdas)
-        final = straight.multipliers["predictability"].value
-    finally:
-        straight.close()
-        if resumed is not None:
-            resumed.close()
+        final = runs[0].multipliers["predictability"].value
     assert final != pytest.approx(0.5)  # lambda moved
     *_, multipliers, observe = load_run(tmp_path / "straight")
     assert multipliers["predictability"].value == pytest.approx(final)

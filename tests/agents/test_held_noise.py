@@ -12,7 +12,6 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from bystander.agents import checkpoint as ck
 from bystander.agents.models import HeldNoisePolicy, KLPriorPolicy, build_model
 from bystander.agents.stack import build_vec_env
 from bystander.agents.training import Trainer, load_policy
@@ -115,24 +114,11 @@ def test_the_hold_trains_saves_loads_and_combines_with_a_prior(tmp_path: Path) -
     assert isinstance(loaded.policy, HeldNoisePolicy) and loaded.policy.noise_hold == 20
 
 
-def test_a_resume_continues_the_same_held_draws(tmp_path: Path) -> None:
+def test_a_resume_continues_the_same_held_draws(tmp_path: Path, straight_and_resumed) -> None:
     sets = ["train.vec_env=dummy", "train.n_envs=2", "train.hyperparams.n_steps=64",
             "train.hyperparams.batch_size=64", "train.hyperparams.n_epochs=2",
             "train.tensorboard=false", "env.config.max_cycles=60", "train.exploration_hold=30",
             "train.total_timesteps=384", "train.checkpoint_every=128"]  # fmt: skip
     cfg = load_config(overrides=[*sets, f"runs_dir={tmp_path}"])
-    straight = Trainer(cfg, run_dir=tmp_path / "straight")
-    resumed = None
-    try:
-        straight.train()
-        first = ck.list_checkpoints(tmp_path / "straight")[0]
-        resumed = Trainer(cfg, run_dir=tmp_path / "resumed", resume=first)
-        resumed.train()
-        a, b = straight.model.policy.state_dict(), resumed.model.policy.state_dict()
-        for k in a:
-            assert torch.equal(a[k], b[k]), k
+    with straight_and_resumed(cfg, tmp_path) as (straight, resumed):
         assert torch.equal(straight.model.policy.held_noise, resumed.model.policy.held_noise)
-    finally:
-        straight.close()
-        if resumed is not None:
-            resumed.close()
