@@ -6,7 +6,8 @@ world's own lambda to its observations. Everywhere else (held-out evaluations,
 is shown the multiplier's current lambda: :func:`policy_observations` builds the
 function applied to observations before ``policy.predict``, composed with the run's
 ``VecNormalize`` statistics when it has them (which saw the feature in training, so it
-is appended first).
+is appended first). A lambda search (``constraint.lambda_step: search``) shows each
+world a lambda of its own: :func:`fixed_lambda_observations`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import numpy as np
 from bystander.envs.constraints import append_lambda, multiplier_key
 from bystander.envs.multipliers import Multiplier
 
-__all__ = ["append_lambda", "policy_observations", "run_observations"]
+__all__ = [
+    "append_lambda",
+    "fixed_lambda_observations",
+    "policy_observations",
+    "run_observations",
+]
 
 ObsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -49,9 +55,26 @@ def policy_observations(
     if key not in multipliers:
         raise ValueError(f"constraint.conditioned: the run has no multiplier for {key!r}")
     multiplier = multipliers[key]
+    return _observer(lambda: multiplier.value, normalize)
 
+
+def fixed_lambda_observations(lambdas: Any, normalize: ObsFn | None = None) -> ObsFn:
+    """The observation function of worlds that each show a fixed lambda of their own.
+
+    Args:
+        lambdas: One lambda > 0 per world, ``(N,)`` (or a scalar for all).
+        normalize: The run's ``VecNormalize.normalize_obs``, if any.
+
+    Returns:
+        ``obs (N, F) -> (N, F + 1)``: world ``i``'s lambda appended, then normalised.
+    """
+    lam = np.asarray(lambdas, np.float64)
+    return _observer(lambda: lam, normalize)
+
+
+def _observer(lam: Callable[[], Any], normalize: ObsFn | None) -> ObsFn:
     def observe(obs: np.ndarray) -> np.ndarray:
-        obs = append_lambda(obs, multiplier.value)
+        obs = append_lambda(obs, lam())
         return normalize(obs) if normalize is not None else obs
 
     return observe

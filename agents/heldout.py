@@ -12,7 +12,9 @@ episodes cost about what one does on the single env.
 ``eval.heldout_episodes`` seeds from ``eval.seed``, logs ``heldout/*`` to the run's
 logger (TensorBoard and ``progress.csv``) and keeps every evaluation in
 ``RUN_DIR/logs/heldout.csv`` (one row per evaluation, with its step). Costs and
-budgets are judged on these figures, not on training rollouts.
+budgets are judged on these figures, not on training rollouts. With
+``constraint.lambda_step: search`` each evaluation is preceded by a lambda search on
+tuning seeds of its own (:meth:`HeldOutEvaluation.search`, ``logs/lambda_search.csv``).
 
 Figures per episode (as :func:`evaluate_policy`'s rows, see its module): ``success``,
 ``collision``, ``steps``, ``task_return``, ``episode_cost``, ``cost_<channel>`` and
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
-from bystander.agents.conditioning import policy_observations
+from bystander.agents.conditioning import fixed_lambda_observations, policy_observations
 from bystander.agents.evaluation import (
     EvalResult,
     episode_row,
@@ -41,10 +43,11 @@ from bystander.agents.evaluation import (
 from bystander.agents.route_stats import RouteLog
 from bystander.agents.stand_still import standing_still
 from bystander.config import RunConfig
+from bystander.envs.constraints import multiplier_key
 from bystander.envs.contract import find_layer, step_arrays
 from bystander.sweeps import write_csv
 
-__all__ = ["HELDOUT_METRICS", "HeldOutEvaluation", "evaluate_batched"]
+__all__ = ["HELDOUT_METRICS", "SEARCH_SEED_OFFSET", "HeldOutEvaluation", "evaluate_batched"]
 
 HELDOUT_METRICS = (
     "success", "collision", "off_route", "stand_still_fraction", "episode_cost", "ade",
@@ -52,6 +55,11 @@ HELDOUT_METRICS = (
 )  # fmt: skip
 """Per-evaluation means logged by :class:`HeldOutEvaluation` (plus every
 ``cost_<channel>_per_step`` and ``cost_<channel>_per_metre``)."""
+
+SEARCH_SEED_OFFSET = 1_000_000
+"""A lambda search plays its episodes on seeds ``eval.seed + SEARCH_SEED_OFFSET`` on:
+apart from the held-out seeds (``eval.seed`` on) and the training worlds' (``train.seed``
+on)."""
 
 
 def evaluate_batched(
@@ -142,6 +150,11 @@ class HeldOutEvaluation:
     writes checkpoints, so an evaluation at step ``S`` sees the policy of the checkpoint
     of step ``S``.
 
+    With ``constraint.lambda_step: search`` (a lambda-conditioned policy) each
+    evaluation first runs :meth:`search`, which sets the multiplier's lambda, and the
+    held-out episodes are then played at that lambda: the figures that judge the budget
+    come from seeds the lambda was not fit on.
+
     Args:
         trainer: The :class:`~bystander.agents.training.Trainer` (config, run directory,
             model, master predictor, training VecEnv for observation normalisation).
@@ -154,6 +167,7 @@ class HeldOutEvaluation:
         self.every = int(every)
         self.episodes = int(episodes)
         self.rows: list[dict[str, float]] = []
+        self.searches: list[dict[str, float]] = []
         self.next_at = self.every
 
     def due(self, steps: int) -> bool:
@@ -165,6 +179,9 @@ class HeldOutEvaluation:
         trainer = self.trainer
         model, venv = trainer.model, trainer.venv
         normalizer = venv.normalize_obs if isinstance(venv, VecNormalize) else None
+        searching = trainer.cfg.constraint.lambda_step == "search"
+        if searching:
+            self.search(steps)
         result = evaluate_batched(
             model,
             trainer.cfg,
@@ -180,7 +197,7 @@ class HeldOutEvaluation:
                 row[key] = stats["mean"]
                 model.logger.record(f"heldout/{key}", stats["mean"])
         if trainer.cfg.constraint.signal == "heldout":
-            self._update_multipliers(result.summary)
+            self._update_multipliers(result.summary, step=not searching)
         model.logger.record("time/total_timesteps", steps)  # the row's step, kept on resume
         model.logger.dump(step=steps)
         self.rows.append(row)
@@ -188,32 +205,84 @@ class HeldOutEvaluation:
         write_csv(self.rows, trainer.run_dir / "logs" / "heldout.csv")
         return row
 
-    def _update_multipliers(self, summary: dict[str, dict[str, float]]) -> None:
-        """``constraint.signal: heldout``: one multiplier step from this evaluation's mean
-        cost in the budget's unit (``cost_<channel>_per_step`` / ``_per_metre`` / summed
-        ``cost_<channel>``), logged as ``constraint/heldout_cost_<key>``; then every
+    def search(self, steps: int) -> float:
+        """``constraint.lambda_step: search``: set lambda from the policy's cost curve.
+
+        Plays ``search_episodes`` greedy episodes at each of ``search_points`` lambdas
+        log-spaced over ``[lambda_min, lambda_max]``, all at once (world ``i`` shows
+        ``grid[i % P]``, on seed ``eval.seed + SEARCH_SEED_OFFSET + i``), hands the mean
+        cost per lambda to :meth:`~bystander.envs.multipliers.LagrangeMultiplier.solve`
+        and syncs every env's copy. Each search is a row of ``logs/lambda_search.csv``
+        (the step, the lambda set and the cost at each grid lambda).
+
+        Returns:
+            The lambda set.
+        """
+        trainer = self.trainer
+        cfg, venv = trainer.cfg, trainer.venv
+        c = cfg.constraint
+        key = multiplier_key(c.channel)
+        multiplier = trainer.multipliers[key]
+        grid = np.geomspace(c.lambda_min, c.lambda_max, c.search_points)
+        lams = np.tile(grid, c.search_episodes)
+        result = evaluate_batched(
+            trainer.model,
+            cfg,
+            episodes=lams.size,
+            seed=cfg.eval.seed + SEARCH_SEED_OFFSET,
+            predictor=trainer.predictor,
+            obs_normalizer=fixed_lambda_observations(
+                lams, venv.normalize_obs if isinstance(venv, VecNormalize) else None
+            ),
+        )
+        name = self._cost_name(key)
+        per_episode = np.array([row[name] for row in result.episodes], np.float64)
+        costs = per_episode.reshape(c.search_episodes, c.search_points).mean(axis=0)
+        lam = multiplier.solve(grid.tolist(), costs.tolist())
+        trainer.model.logger.record(f"constraint/search_lambda_{key}", lam)
+        trainer.sync_multipliers()
+        row = {"step": float(steps), "lambda": lam}
+        row.update({f"cost@{x:.4g}": float(y) for x, y in zip(grid, costs, strict=True)})
+        self.searches.append(row)
+        write_csv(self.searches, trainer.run_dir / "logs" / "lambda_search.csv")
+        return lam
+
+    def _cost_name(self, key: str) -> str:
+        """The held-out figure in the budget's unit for multiplier ``key``:
+        ``cost_<channel>_per_step`` / ``_per_metre`` (or the summed ``episode_cost``)."""
+        suffix = {"per_step": "_per_step", "per_metre": "_per_metre"}.get(
+            self.trainer.cfg.constraint.cost_normalization, ""
+        )
+        if key == "cost" and suffix:
+            raise ValueError(
+                "constraint.signal: 'heldout' needs a cost channel with per-step or "
+                "per-metre budgets (the held-out rows have per-channel rates)"
+            )
+        return "episode_cost" if key == "cost" else f"cost_{key}{suffix}"
+
+    def _update_multipliers(self, summary: dict[str, dict[str, float]], step: bool) -> None:
+        """``constraint.signal: heldout``: one multiplier step (when ``step``; a search
+        has already set lambda) from this evaluation's mean cost in the budget's unit
+        (:meth:`_cost_name`), logged as ``constraint/heldout_cost_<key>``; then every
         env's copy is synced."""
         trainer = self.trainer
-        suffix = {"per_step": "_per_step", "per_metre": "_per_metre"}.get(
-            trainer.cfg.constraint.cost_normalization, ""
-        )
         for key, m in trainer.multipliers.items():
-            name = "episode_cost" if key == "cost" else f"cost_{key}{suffix}"
-            if key == "cost" and suffix:
-                raise ValueError(
-                    "constraint.signal: 'heldout' needs a cost channel with per-step or "
-                    "per-metre budgets (the held-out rows have per-channel rates)"
-                )
-            value = summary[name]["mean"]
-            m.update(value)
+            value = summary[self._cost_name(key)]["mean"]
+            if step:
+                m.update(value)
             trainer.model.logger.record(f"constraint/heldout_cost_{key}", value)
             trainer.model.logger.record(f"constraint/lambda_{key}", m.value)
         trainer.sync_multipliers()
 
     def state_dict(self) -> dict[str, Any]:
-        """The evaluations so far and the next due step (for checkpoints)."""
-        return {"rows": [dict(r) for r in self.rows], "next_at": self.next_at}
+        """The evaluations (and searches) so far and the next due step (checkpoints)."""
+        return {
+            "rows": [dict(r) for r in self.rows],
+            "searches": [dict(r) for r in self.searches],
+            "next_at": self.next_at,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state.get("rows", [])]
+        self.searches = [dict(r) for r in state.get("searches", [])]
         self.next_at = int(state.get("next_at", self.every))

@@ -80,8 +80,12 @@ class ConstraintConfig:
         lambda_step: The log-lambda step of mode ``lagrangian``: ``scaled`` (Safe RLHF,
             ``lambda_lr * lambda * (cost - budget)``) or ``relative``
             (``lambda_lr * (cost - budget) / budget``: the same factor at every lambda
-            and in every cost unit; needs ``budget`` > 0), see
-            :class:`~bystander.envs.multipliers.LagrangeMultiplier`.
+            and in every cost unit; needs ``budget`` > 0), or ``search`` (``conditioned``
+            only: before each held-out evaluation the policy's cost is measured at
+            ``search_points`` lambdas and lambda is set where that curve meets the
+            budget; ``lambda_lr`` is then unused), see
+            :class:`~bystander.envs.multipliers.LagrangeMultiplier` and
+            :class:`~bystander.agents.heldout.HeldOutEvaluation`.
         lambda_init: Initial lambda >= 0 (> 0 for ``lagrangian``: log-parametrised).
         lambda_max: Upper clamp on lambda (>= ``lambda_init``), ``None`` for none.
         lambda_min: Lambda floor of mode ``lagrangian``, in [0, ``lambda_init``]; 0 keeps
@@ -114,6 +118,11 @@ class ConstraintConfig:
             new lambda at once instead of after relearning
             (:class:`~bystander.envs.vector.ConditionedLagrangianVecReward`, README
             "A lambda-conditioned ego").
+        search_points: ``lambda_step: search``: lambdas of the grid, log-spaced from
+            ``lambda_min`` to ``lambda_max`` (an int >= 2).
+        search_episodes: ``lambda_step: search``: episodes per grid lambda (an int >=
+            1), on tuning seeds of their own (``eval.seed`` + 1,000,000 on), so the
+            held-out figures that judge the budget are not the ones lambda was fit on.
     """
 
     mode: str = field(
@@ -174,6 +183,12 @@ class ConstraintConfig:
         default=False,
         metadata={"help": "lambda-conditioned policy: lambda drawn per episode and observed"},
     )
+    search_points: int = field(
+        default=16, metadata={"help": "lambda_step search: lambdas of the grid"}
+    )
+    search_episodes: int = field(
+        default=32, metadata={"help": "lambda_step search: episodes per grid lambda"}
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -206,7 +221,7 @@ class ConstraintConfig:
                 f"0 unless {path}.cost_normalization is 'per_metre'",
                 self.credit_margin,
             )
-        for name in ("delay", "window"):
+        for name in ("delay", "window", "search_points", "search_episodes"):
             value = getattr(self, name)
             check(_int(value), f"{path}.{name}", "an int", value)
         check(
@@ -252,6 +267,10 @@ class ConstraintConfig:
             )
         check(self.delay >= 0, f"{path}.delay", "an int >= 0", self.delay)
         check(self.window >= 1, f"{path}.window", "an int >= 1", self.window)
+        check(self.search_points >= 2, f"{path}.search_points", "an int >= 2",
+              self.search_points)  # fmt: skip
+        check(self.search_episodes >= 1, f"{path}.search_episodes", "an int >= 1",
+              self.search_episodes)  # fmt: skip
         check(self.signal in SIGNALS, f"{path}.signal", f"one of {SIGNALS}", self.signal)
         check(
             self.lambda_step in LAMBDA_STEPS,
@@ -271,6 +290,10 @@ class ConstraintConfig:
             check(value >= 0, f"{path}.{gain}", "a number >= 0", value)
         check(isinstance(self.conditioned, bool), f"{path}.conditioned", "true or false",
               self.conditioned)  # fmt: skip
+        if self.lambda_step == "search":
+            check(self.conditioned, f"{path}.lambda_step",
+                  "'scaled' or 'relative' unless conditioned: true (search reads the "
+                  "policy's cost at many lambdas)", self.lambda_step)  # fmt: skip
         if self.conditioned:
             for name, ok, expected in (
                 ("mode", self.mode == "lagrangian", "'lagrangian' with conditioned: true"),

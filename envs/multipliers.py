@@ -6,7 +6,8 @@
 
 Both take the mean episode cost of a rollout in :meth:`Multiplier.update`, once per
 rollout (driving) or per GRPO step (text); nothing else mutates lambda except
-:meth:`Multiplier.set_value` on a replica. ``state_dict`` / ``load_state_dict`` make
+:meth:`Multiplier.set_value` on a replica and, for a lambda-conditioned policy
+(``lambda_step="search"``), :meth:`LagrangeMultiplier.solve` on a measured cost curve. ``state_dict`` / ``load_state_dict`` make
 checkpoints exact. :meth:`bystander.envs.constraint_config.ConstraintConfig.make_multiplier`
 builds the one a config asks for. Pure Python: no NumPy, gym or torch.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -23,12 +24,14 @@ __all__ = [
     "LagrangeMultiplier",
     "Multiplier",
     "PIDLagrangeMultiplier",
+    "budget_crossing",
     "check_finite",
     "check_nonneg",
+    "nonincreasing_fit",
 ]
 
 
-LAMBDA_STEPS = ("scaled", "relative")
+LAMBDA_STEPS = ("scaled", "relative", "search")
 """The log-lambda steps of :class:`LagrangeMultiplier` (config ``constraint.lambda_step``)."""
 
 
@@ -97,6 +100,58 @@ class _CostWindow:
         return sum(self.costs) / len(self.costs)
 
 
+def nonincreasing_fit(values: Sequence[float]) -> list[float]:
+    """The least-squares non-increasing fit of ``values`` (pool adjacent violators).
+
+    A noisy cost curve measured at increasing lambdas should fall; where neighbours
+    disagree, they are pooled into their mean. Same length as ``values``.
+    """
+    means: list[float] = []
+    counts: list[int] = []
+    for v in values:
+        means.append(check_finite(v, "costs"))
+        counts.append(1)
+        while len(means) > 1 and means[-2] < means[-1]:  # a rise: pool the two blocks
+            m2, c2 = means.pop(), counts.pop()
+            m1, c1 = means.pop(), counts.pop()
+            means.append((m1 * c1 + m2 * c2) / (c1 + c2))
+            counts.append(c1 + c2)
+    return [m for m, c in zip(means, counts, strict=True) for _ in range(c)]
+
+
+def budget_crossing(lambdas: Sequence[float], costs: Sequence[float], budget: float) -> float:
+    """The lambda at which a cost curve meets ``budget``.
+
+    Args:
+        lambdas: Increasing lambdas > 0, ``(P,)`` with ``P >= 2``.
+        costs: The cost measured at each, ``(P,)``, in the budget's unit.
+        budget: The budget.
+
+    Returns:
+        Where :func:`nonincreasing_fit` of ``costs``, linear in ``log lambda`` between
+        the points, equals ``budget``: ``lambdas[0]`` when even it costs no more than the
+        budget (more lambda only gives up return), ``lambdas[-1]`` when even it costs
+        more (the most the range offers).
+    """
+    lams = [check_finite(x, "lambdas") for x in lambdas]
+    if len(lams) < 2 or len(lams) != len(costs):
+        raise ValueError(
+            f"lambdas, costs: expected two equal-length sequences of >= 2, got "
+            f"{len(lams)} and {len(costs)}"
+        )
+    if lams[0] <= 0 or any(b <= a for a, b in zip(lams, lams[1:], strict=False)):
+        raise ValueError(f"lambdas: expected increasing numbers > 0, got {lams}")
+    fit = nonincreasing_fit(costs)
+    if fit[0] <= budget:
+        return lams[0]
+    if fit[-1] > budget:
+        return lams[-1]
+    k = next(i for i, c in enumerate(fit) if c <= budget)  # fit[k - 1] > budget >= fit[k]
+    t = (fit[k - 1] - budget) / (fit[k - 1] - fit[k])
+    lo, hi = math.log(lams[k - 1]), math.log(lams[k])
+    return math.exp(lo + t * (hi - lo))
+
+
 def _check_floor(floor: float | None, init: float) -> float | None:
     """A log-lambda floor: ``None`` (or 0: no floor) or a number in (0, ``init``]."""
     if floor is None:
@@ -128,6 +183,15 @@ class LagrangeMultiplier(Multiplier):
     (``lr`` 0.5: 20 % over budget multiplies lambda by ``e^0.1``); it needs a budget
     > 0. An integral controller on ``log lambda``.
 
+    With ``step="search"`` (a lambda-conditioned policy only, see
+    :class:`~bystander.envs.vector.ConditionedLagrangianVecReward`) lambda is not
+    stepped from one cost: :meth:`solve` takes the policy's cost measured at a grid of
+    lambdas, averages the last ``window`` such curves and sets lambda where their
+    :func:`nonincreasing_fit` meets the budget (:func:`budget_crossing`). For a policy
+    that answers every lambda, this is the minimum of the dual function
+    ``max_pi L(pi, lambda)`` found by a line search instead of by gradient steps, so
+    lambda cannot lag or overshoot the curve. :meth:`update` then refuses a cost.
+
     and ``value = exp(log_lambda)``. The first ``delay`` updates only record the cost
     (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
 
@@ -151,7 +215,8 @@ class LagrangeMultiplier(Multiplier):
         delay: Number of initial updates that leave lambda unchanged (>= 0).
         window: Number of recent episode costs averaged into ``J_C`` (>= 1).
         min: Lower clamp on lambda (0 <= ``min`` <= ``init``), or ``None`` / 0 for none.
-        step: ``"scaled"`` or ``"relative"`` (:data:`LAMBDA_STEPS`, see above).
+        step: ``"scaled"``, ``"relative"`` or ``"search"`` (:data:`LAMBDA_STEPS`, see
+            above).
     """
 
     def __init__(
@@ -188,6 +253,7 @@ class LagrangeMultiplier(Multiplier):
         self.delay = delay
         self.window = window
         self._costs = _CostWindow(window)
+        self._curves: deque[list[float]] = deque(maxlen=window)
         self.log_lambda = math.log(init)
         self.num_updates = 0
 
@@ -196,6 +262,11 @@ class LagrangeMultiplier(Multiplier):
         return math.exp(self.log_lambda)
 
     def update(self, mean_episode_cost: float) -> float:
+        if self.step == "search":
+            raise ValueError(
+                "step: 'search' moves lambda with solve(lambdas, costs) on a cost curve, "
+                "not with update(cost)"
+            )
         j_c = self._costs.push(check_finite(mean_episode_cost))
         self.num_updates += 1
         if self.num_updates > self.delay:
@@ -203,11 +274,43 @@ class LagrangeMultiplier(Multiplier):
                 self.log_lambda += self.lr * (j_c - self.budget) / self.budget
             else:
                 self.log_lambda += self.lr * math.exp(self.log_lambda) * (j_c - self.budget)
-            if self.max is not None:
-                self.log_lambda = min(self.log_lambda, math.log(self.max))
-            if self.min is not None:
-                self.log_lambda = max(self.log_lambda, math.log(self.min))
+            self._clamp()
         return self.value
+
+    def solve(self, lambdas: Sequence[float], costs: Sequence[float]) -> float:
+        """``step="search"``: one update from the policy's cost curve.
+
+        Args:
+            lambdas: Increasing lambdas > 0 the cost was measured at, ``(P,)``; the
+                same grid at every call (the window averages curves point by point).
+            costs: The mean cost at each, in the budget's unit, ``(P,)``.
+
+        Returns:
+            The new lambda: :func:`budget_crossing` of the mean of the last ``window``
+            curves, clamped to ``[min, max]``; unchanged during the first ``delay``
+            calls.
+        """
+        if self.step != "search":
+            raise ValueError(f"step: 'search' to solve on a cost curve, got {self.step!r}")
+        curve = [check_finite(c, "costs") for c in costs]
+        if self._curves and len(self._curves[0]) != len(curve):
+            raise ValueError(
+                f"costs: expected {len(self._curves[0])} points (the grid of the earlier "
+                f"calls), got {len(curve)}"
+            )
+        self._curves.append(curve)
+        self.num_updates += 1
+        if self.num_updates > self.delay:
+            mean = [sum(col) / len(self._curves) for col in zip(*self._curves, strict=True)]
+            self.log_lambda = math.log(budget_crossing(lambdas, mean, self.budget))
+            self._clamp()
+        return self.value
+
+    def _clamp(self) -> None:
+        if self.max is not None:
+            self.log_lambda = min(self.log_lambda, math.log(self.max))
+        if self.min is not None:
+            self.log_lambda = max(self.log_lambda, math.log(self.min))
 
     def set_value(self, value: float) -> None:
         value = check_finite(value, "value")
@@ -227,6 +330,7 @@ class LagrangeMultiplier(Multiplier):
             "log_lambda": self.log_lambda,
             "num_updates": self.num_updates,
             "costs": list(self._costs.costs),
+            "curves": [list(c) for c in self._curves],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -240,6 +344,10 @@ class LagrangeMultiplier(Multiplier):
         self.window = int(state["window"])
         self._costs = _CostWindow(self.window)
         self._costs.costs.extend(float(c) for c in state["costs"])
+        self._curves = deque(  # absent before the search step
+            ([float(c) for c in curve] for curve in state.get("curves", [])),
+            maxlen=self.window,
+        )
         self.log_lambda = float(state["log_lambda"])
         self.num_updates = int(state["num_updates"])
 
