@@ -200,3 +200,58 @@ def test_evaluation_shows_the_final_lambda_and_a_resume_keeps_the_draws(
     *_, multipliers, observe = load_run(tmp_path / "straight")
     assert multipliers["predictability"].value == pytest.approx(final)
     assert observe(np.zeros((2, 5), np.float32))[:, -1] == pytest.approx([np.log(final)] * 2)
+
+
+def test_search_sets_lambda_where_the_measured_curve_meets_the_budget(
+    tmp_path: Path, straight_and_resumed
+) -> None:
+    """``constraint.lambda_step: search``: each held-out evaluation is preceded by a
+    search whose lambda is the crossing of the window's mean curve (after the delay);
+    its figures are the single env's episodes on the documented tuning seeds at each
+    grid lambda; the searches survive a resume; the run ends at the last one's lambda."""
+    from bystander.agents.conditioning import fixed_lambda_observations
+    from bystander.agents.evaluation import evaluate_policy, load_run
+    from bystander.agents.heldout import SEARCH_SEED_OFFSET
+    from bystander.agents.training import load_obs_normalizer
+    from bystander.envs.multipliers import budget_crossing
+
+    sets = [*CONDITIONED, "constraint.lambda_step=search", "constraint.delay=1",
+            "constraint.budget=0.2",
+            "constraint.window=2", "constraint.search_points=3",
+            "constraint.search_episodes=2", "eval.heldout_episodes=4", "train.n_envs=4",
+            "train.hyperparams.n_steps=32", "train.hyperparams.batch_size=64",
+            "train.tensorboard=false", "env.config.max_cycles=40",
+            "train.total_timesteps=384", "train.checkpoint_every=128", "eval.every=128",
+            f"runs_dir={tmp_path}"]  # fmt: skip
+    with straight_and_resumed(load_config(overrides=sets), tmp_path) as runs:
+        assert runs[0].heldout.searches == runs[1].heldout.searches
+        final = runs[0].multipliers["predictability"].value
+    with open(tmp_path / "straight" / "logs" / "lambda_search.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows] == [128, 256, 384]
+    grid = np.geomspace(0.1, 3.0, 3)
+    curves = np.array([[float(r[f"cost@{x:.4g}"]) for x in grid] for r in rows])
+    lams = [float(r["lambda"]) for r in rows]
+    assert lams[0] == pytest.approx(0.5)  # the delay
+    for k in (1, 2):
+        expected = budget_crossing(grid.tolist(), curves[k - 1 : k + 1].mean(0).tolist(), 0.2)
+        assert lams[k] == pytest.approx(float(np.clip(expected, 0.1, 3.0)), rel=1e-12)
+    assert final == pytest.approx(lams[-1], rel=1e-12)
+    assert 0.1 < lams[-1] < 3.0  # a crossing inside the grid, not a clamp
+    # the last search, replayed on the single env: episode m of grid lambda j is world
+    # j + 3 m, on tuning seed eval.seed + SEARCH_SEED_OFFSET + j + 3 m
+    model, cfg, _, multipliers, _ = load_run(tmp_path / "straight")
+    assert multipliers["predictability"].value == pytest.approx(lams[-1])
+    normalize = load_obs_normalizer(tmp_path / "straight")
+    for j, lam in enumerate(grid):
+        costs = [
+            evaluate_policy(
+                model,
+                cfg,
+                episodes=1,
+                seed=cfg.eval.seed + SEARCH_SEED_OFFSET + j + 3 * m,
+                obs_normalizer=fixed_lambda_observations(lam, normalize),
+            ).episodes[0]["cost_predictability_per_metre"]  # fmt: skip
+            for m in range(2)
+        ]
+        assert np.mean(costs) == pytest.approx(curves[-1][j], rel=1e-9), lam

@@ -510,3 +510,86 @@ def test_credit_margin_config_is_checked():
         ConstraintConfig(mode="lagrangian", budget=0.3, credit_margin=0.2)
     with pytest.raises(ValueError, match=r"^constraint\.credit_margin: expected a finite"):
         ConstraintConfig(credit_margin=-0.1)
+
+
+# --------------------------------------------------------------- lambda by search
+
+
+def test_search_fit_and_crossing_hand_computed():
+    from bystander.envs.multipliers import budget_crossing, nonincreasing_fit
+
+    assert nonincreasing_fit([3.0, 1.0, 2.0, 0.0]) == pytest.approx([3.0, 1.5, 1.5, 0.0])
+    assert nonincreasing_fit([1.0, 2.0, 3.0]) == pytest.approx([2.0, 2.0, 2.0])
+    lams = [0.1, 1.0, 10.0]
+    # the fit meets 0.3 half-way (in log lambda) between 1 and 10
+    assert budget_crossing(lams, [0.5, 0.4, 0.2], 0.3) == pytest.approx(10**0.5)
+    # a noisy rise is pooled first: [0.5, 0.2, 0.4] -> [0.5, 0.3, 0.3], 0.35 met at 3/4
+    assert budget_crossing(lams, [0.5, 0.2, 0.4], 0.35) == pytest.approx(10**-0.25)
+    assert budget_crossing(lams, [0.2, 0.1, 0.0], 0.3) == 0.1  # under it everywhere
+    assert budget_crossing(lams, [0.9, 0.8, 0.7], 0.3) == 10.0  # over it everywhere
+    with pytest.raises(ValueError, match="lambdas: expected increasing"):
+        budget_crossing([1.0, 0.1], [0.5, 0.1], 0.3)
+    with pytest.raises(ValueError, match="lambdas, costs"):
+        budget_crossing(lams, [0.5, 0.1], 0.3)
+    with pytest.raises(ValueError, match="costs: expected a finite"):
+        budget_crossing(lams, [0.5, float("nan"), 0.1], 0.3)
+
+
+def test_search_step_solves_with_delay_window_clamp_and_state():
+    lams = [0.1, 1.0, 10.0]
+    m = LagrangeMultiplier(0.3, init=0.5, min=0.2, max=5.0, delay=1, window=2, step="search")
+    with pytest.raises(ValueError, match="solve"):
+        m.update(0.3)
+    assert m.solve(lams, [0.5, 0.4, 0.2]) == pytest.approx(0.5)  # the delay
+    # window 2: the mean of [0.5, 0.4, 0.2] and [0.5, 0.2, 0.0] is [0.5, 0.3, 0.1]
+    assert m.solve(lams, [0.5, 0.2, 0.0]) == pytest.approx(1.0)
+    copy = LagrangeMultiplier(0.3, init=0.5, step="search")
+    copy.load_state_dict(m.state_dict())
+    # [0.5, 0.2, 0.0] and [0.1, 0.1, 0.1]: under the budget everywhere -> the floor 0.2
+    assert m.solve(lams, [0.1, 0.1, 0.1]) == pytest.approx(0.2)
+    assert copy.solve(lams, [0.1, 0.1, 0.1]) == pytest.approx(0.2)
+    assert m.solve(lams, [0.9, 0.9, 0.9]) == pytest.approx(5.0)  # over it: the cap
+    with pytest.raises(ValueError, match="costs: expected 3 points"):
+        m.solve([0.1, 1.0], [0.5, 0.1])
+    with pytest.raises(ValueError, match="step: 'search' to solve"):
+        LagrangeMultiplier(0.3, step="relative").solve(lams, [0.5, 0.4, 0.2])
+
+
+def test_search_needs_a_conditioned_policy_and_a_grid():
+    from bystander.envs.constraint_config import ConstraintConfig
+
+    base = dict(mode="lagrangian", budget=0.3, signal="heldout", lambda_min=0.1,
+                lambda_init=0.5, lambda_max=3.0, lambda_step="search")  # fmt: skip
+    assert ConstraintConfig(**base, conditioned=True).make_multiplier().step == "search"
+    with pytest.raises(ValueError, match=r"^constraint\.lambda_step: expected 'scaled' or"):
+        ConstraintConfig(**base)
+    for field, value in (("search_points", 1), ("search_episodes", 0), ("search_points", 2.5)):
+        with pytest.raises(ValueError, match=rf"^constraint\.{field}: expected an int"):
+            ConstraintConfig(**base, conditioned=True, **{field: value})
+
+
+def test_search_holds_a_drifting_curve_that_relative_steps_lag():
+    """A conditioned policy's cost curve ``c_t(lambda) = a_t - 0.1 log10(lambda / 0.01)``
+    whose level ``a_t`` drifts while it trains (a sine of period 40 evaluations,
+    amplitude 0.08), measured with noise: the search holds the budget at every
+    last-quarter evaluation; relative steps (lr 2, as Study 2) lag the drift and miss."""
+    grid = np.geomspace(0.01, 10.0, 16)
+    budget = 0.3
+
+    def cost(t: int, lam: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        level = 0.5 + 0.08 * math.sin(2 * math.pi * t / 40)
+        true = level - 0.1 * np.log10(np.asarray(lam) / 0.01)
+        return np.clip(true, 0.1, None) + rng.normal(0, 0.006, np.shape(lam))
+
+    rng = np.random.default_rng(0)
+    search = LagrangeMultiplier(budget, init=0.3, min=0.01, max=10.0, window=2, step="search")
+    steps = LagrangeMultiplier(budget, lr=2.0, init=0.3, min=0.01, max=10.0, step="relative")
+    judged: dict[str, list[float]] = {"search": [], "steps": []}
+    for t in range(120):
+        search.solve(grid.tolist(), cost(t, grid, rng).tolist())
+        judged["search"].append(float(cost(t, search.value, rng)))
+        judged["steps"].append(float(cost(t, steps.value, rng)))
+        steps.update(judged["steps"][-1])
+    for name, held in (("search", True), ("steps", False)):
+        last = np.array(judged[name][-30:])
+        assert bool(np.all(np.abs(last - budget) <= 0.1 * budget)) is held, (name, last)
