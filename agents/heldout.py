@@ -57,9 +57,9 @@ HELDOUT_METRICS = (
 ``cost_<channel>_per_step`` and ``cost_<channel>_per_metre``)."""
 
 SEARCH_SEED_OFFSET = 1_000_000
-"""A lambda search plays its episodes on seeds ``eval.seed + SEARCH_SEED_OFFSET`` on:
-apart from the held-out seeds (``eval.seed`` on) and the training worlds' (``train.seed``
-on)."""
+"""A lambda search plays its episodes on tuning seeds ``eval.seed + SEARCH_SEED_OFFSET``
+on: apart from the held-out seeds (``eval.seed`` on) and the training worlds'
+(``train.seed`` on)."""
 
 
 def evaluate_batched(
@@ -68,6 +68,7 @@ def evaluate_batched(
     *,
     episodes: int | None = None,
     seed: int | None = None,
+    seeds: Any = None,
     deterministic: bool | None = None,
     predictor: Any = None,
     obs_normalizer: Any = None,
@@ -83,6 +84,8 @@ def evaluate_batched(
             ``n_controlled = C`` cars per world, ``N * C`` rows (row ``w * C + c``: car
             ``c`` of the episode on seed ``seed + w``; ``steps`` are its steps in play).
         seed: First seed (default ``eval.seed``).
+        seeds: Instead of ``episodes`` and ``seed``: one seed per episode, ``(N,)`` ints
+            (repeats allowed: the same episode played again, e.g. at another lambda).
         deterministic: Greedy actions (default ``eval.deterministic``).
         predictor: The observers' predictor (``None``: no predictability figures).
         obs_normalizer: Function applied to observations ``(N, ...)`` before ``predict``.
@@ -95,13 +98,18 @@ def evaluate_batched(
     from bystander.envs.intersection.vec_env import IntersectionVecEnv
 
     n, first, greedy = eval_settings(cfg, episodes, seed, deterministic)
+    world_seeds = first + np.arange(n) if seeds is None else np.asarray(seeds, np.int64)
+    n = len(world_seeds)
     if cfg.review.enabled or cfg.env.max_episode_steps is not None:
         raise ValueError(
             "evaluate_batched: review.enabled and env.max_episode_steps need the "
             "single-env evaluation (evaluate_policy)"
         )
     venv = make_intersection_vec_env(n, cfg.env.config, seed=first, predictors=predictor)
-    sim = find_layer(venv, IntersectionVecEnv).sim
+    inner = find_layer(venv, IntersectionVecEnv)
+    if seeds is not None:
+        inner.seed_worlds(world_seeds.tolist())
+    sim = inner.sim
     dt = float(venv.get_attr("dt", [0])[0])
     cars = venv.num_envs // n  # several controlled cars per world: one row per car
     rows: list[dict[str, float] | None] = [None] * venv.num_envs
@@ -123,7 +131,9 @@ def evaluate_batched(
             routes.step(obs, arrays["speed"], playing, ended=np.asarray(dones))
             for i in np.flatnonzero(open_ & (np.asarray(dones) | (steps >= max_steps))):
                 w = i // cars
-                rows[i] = row = _row(i, first + w, infos[i], int(steps[i]), int(still[i]), dt)
+                rows[i] = row = _row(
+                    i, int(world_seeds[w]), infos[i], int(steps[i]), int(still[i]), dt
+                )
                 row.update(routes.row(i, row["success"] > 0, row.get("progress_m")))
     finally:
         venv.close()
@@ -208,12 +218,19 @@ class HeldOutEvaluation:
     def search(self, steps: int) -> float:
         """``constraint.lambda_step: search``: set lambda from the policy's cost curve.
 
-        Plays ``search_episodes`` greedy episodes at each of ``search_points`` lambdas
-        log-spaced over ``[lambda_min, lambda_max]``, all at once (world ``i`` shows
-        ``grid[i % P]``, on seed ``eval.seed + SEARCH_SEED_OFFSET + i``), hands the mean
-        cost per lambda to :meth:`~bystander.envs.multipliers.LagrangeMultiplier.solve`
-        and syncs every env's copy. Each search is a row of ``logs/lambda_search.csv``
-        (the step, the lambda set and the cost at each grid lambda).
+        Plays the same ``M = search_episodes`` greedy episodes at each of ``P =
+        search_points`` lambdas log-spaced over ``[lambda_min, lambda_max]``, all at once
+        (world ``m P + j`` shows ``grid[j]`` on tuning seed ``eval.seed +
+        SEARCH_SEED_OFFSET + k M + m``, ``k`` the searches before this one), hands the
+        mean cost per lambda to
+        :meth:`~bystander.envs.multipliers.LagrangeMultiplier.solve` and syncs every
+        env's copy. Each search is a row of ``logs/lambda_search.csv`` (the step, the
+        lambda set and the cost at each grid lambda).
+
+        Common seeds across the grid give the curve's shape without the seeds' own
+        spread (an episode's cost per metre varies by about half the mean from seed to
+        seed); new seeds at every search keep lambda from being fit to one seed set,
+        and the multiplier's ``window`` averages over several.
 
         Returns:
             The lambda set.
@@ -225,11 +242,11 @@ class HeldOutEvaluation:
         multiplier = trainer.multipliers[key]
         grid = np.geomspace(c.lambda_min, c.lambda_max, c.search_points)
         lams = np.tile(grid, c.search_episodes)
+        first = cfg.eval.seed + SEARCH_SEED_OFFSET + len(self.searches) * c.search_episodes
         result = evaluate_batched(
             trainer.model,
             cfg,
-            episodes=lams.size,
-            seed=cfg.eval.seed + SEARCH_SEED_OFFSET,
+            seeds=np.repeat(first + np.arange(c.search_episodes), c.search_points),
             predictor=trainer.predictor,
             obs_normalizer=fixed_lambda_observations(
                 lams, venv.normalize_obs if isinstance(venv, VecNormalize) else None

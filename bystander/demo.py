@@ -1,10 +1,12 @@
 """The main job (``bystander demo``): two egos, evaluated, rendered, compared in a report.
 
-1. Train two PPO egos on the built-in defaults (:class:`~bystander.config.RunConfig`):
-   ``unconstrained`` (task reward only) and ``lagrangian`` (predictability cost under a
-   budget, Safe RLHF multiplier). Both see the same observers and constant-velocity
-   predictors, so their ADE is comparable. With 2+ CPUs they train in parallel
-   processes (one core each).
+1. Train two PPO egos on the built-in defaults (:class:`~bystander.config.RunConfig`)
+   with :data:`DEMO_SETTINGS` (speed levels 2-12 m/s, the learner of Study 2):
+   ``unconstrained`` (task reward only) and ``lagrangian`` (a lambda-conditioned ego
+   under a per-metre predictability budget, lambda found by search on held-out
+   evaluations; ``experiments/configs/conditioned.yaml``). Both see the same observers
+   and constant-velocity predictors, so their ADE is comparable. With 2+ CPUs they
+   train in parallel processes (one core each).
 2. Evaluate both on the same seeded episodes (success, collisions, time to
    destination, ADE/FDE per observer type, costs, 95 % CIs; CSVs).
 3. Render one episode of each with the prediction overlay (GIF).
@@ -33,7 +35,33 @@ from typing import Any
 
 from bystander.config import RunConfig, load_config
 
-__all__ = ["EGOS", "FULL", "QUICK", "demo_configs", "run_demo", "text_demo_available"]
+__all__ = [
+    "DEMO_SETTINGS",
+    "EGOS",
+    "FULL",
+    "QUICK",
+    "demo_configs",
+    "run_demo",
+    "text_demo_available",
+]
+
+DEMO_SETTINGS: list[str] = [
+    # experiments/configs/conditioned.yaml's env, learner and held-out evaluations (a
+    # test keeps them equal): absolute speed levels, turns from the navigation
+    "env.config.action_type=target_speed",
+    "env.config.speed_levels=[2, 4, 6, 8, 10, 12]",
+    "env.train_overrides.start_target_speeds=[0, 3, 6, 9, 12]",
+    "train.n_envs=16",
+    "train.lr_schedule=linear",
+    "train.hyperparams.n_steps=128",
+    "train.hyperparams.batch_size=512",
+    "train.hyperparams.gamma=0.998",
+    "train.hyperparams.gae_lambda=0.99",
+    "eval.every=32768",
+    "eval.heldout_episodes=300",
+]
+"""What both egos share over the built-in defaults: one world, one learner, comparable
+figures."""
 
 EGOS: dict[str, tuple[list[str], str]] = {
     "unconstrained": (
@@ -43,23 +71,28 @@ EGOS: dict[str, tuple[list[str], str]] = {
     "lagrangian": (
         [
             "name=lagrangian",
-            # the constraint of experiments/configs/lagrangian.yaml (a test keeps them equal)
+            # the constraint of experiments/configs/conditioned.yaml (a test keeps them equal)
+            "train.exploration_hold=30",
             "constraint.mode=lagrangian",
             "constraint.channel=predictability",
-            "constraint.cost_normalization=per_step",
-            "constraint.budget=0.30",
-            "constraint.lambda_lr=50.0",
-            "constraint.lambda_init=0.01",
-            "constraint.lambda_max=0.1",
-            "constraint.lambda_min=0.005",
-            "constraint.delay=150",
-            "constraint.window=10",
+            "constraint.cost_normalization=per_metre",
+            "constraint.budget=0.3241",
+            "constraint.credit_margin=0.3",
+            "constraint.signal=heldout",
+            "constraint.conditioned=true",
+            "constraint.lambda_step=search",
+            "constraint.lambda_init=0.3",
+            "constraint.lambda_min=0.01",
+            "constraint.lambda_max=10.0",
+            "constraint.delay=2",
+            "constraint.window=2",
         ],
-        "PPO on (r - lambda * c) / (1 + lambda), c = the observers' mean prediction error "
-        "per step (constant-velocity predictors, metres), lambda updated once per rollout "
-        "so that the episodes' mean cost per step stays under 0.30 m (Safe RLHF "
-        "log-lambda ascent; lambda held for the first 150 rollouts, capped at 0.1 below "
-        "the stand-still cliff).",
+        "A lambda-conditioned PPO ego: every training world draws its own lambda in "
+        "[0.01, 10] per episode, is rewarded with r - lambda * c (c = the observers' "
+        "prediction error per metre of route, constant-velocity predictors) and sees "
+        "lambda; exploration noise held for 3 s. Before each held-out evaluation lambda is "
+        "set where the policy's measured cost curve meets the 0.3241 m/m budget (70 % of "
+        "the unconstrained ego's held-out cost).",
     ),
 }
 """The two egos: config overrides over the built-in defaults, and a description."""
@@ -68,7 +101,6 @@ FULL: list[str] = [
     "train.total_timesteps=1000000",
     "train.max_minutes=4",
     "eval.episodes=50",
-    "eval.every=131072",  # held-out cost over training, against the budget (report)
 ]
 """Budget of the full demo (the training budget itself is the defaults')."""
 
@@ -81,6 +113,8 @@ QUICK: list[str] = [
     "eval.episodes=5",
     "eval.every=2048",
     "eval.heldout_episodes=8",
+    "constraint.search_points=4",
+    "constraint.search_episodes=2",
     "render.max_steps=60",
     "render.every=3",
 ]
@@ -88,10 +122,11 @@ QUICK: list[str] = [
 
 
 def demo_configs(quick: bool = False, overrides: list[str] | None = None) -> dict[str, RunConfig]:
-    """The two egos' configs (built-in defaults + :data:`EGOS` + budget + ``overrides``)."""
+    """The two egos' configs (built-in defaults + :data:`DEMO_SETTINGS` + :data:`EGOS` +
+    budget + ``overrides``)."""
     budget = QUICK if quick else FULL
     return {
-        label: load_config(overrides=[*ego, *budget, *(overrides or [])])
+        label: load_config(overrides=[*DEMO_SETTINGS, *ego, *budget, *(overrides or [])])
         for label, (ego, _) in EGOS.items()
     }
 
@@ -167,19 +202,25 @@ def _text_demo(run_dir: str, quick: bool) -> tuple[str, str, float]:
 
 
 def _scripted_frontier(cfg: RunConfig) -> list[Any]:
-    """:data:`~bystander.agents.scripted.SCRIPTED_SPEEDS` drivers and a stopped car,
-    evaluated on ``cfg``'s env, observers and evaluation seeds (all episodes at once);
-    on a grid (``env.config.grid`` with more than one intersection) also the route
-    habits (:data:`~bystander.agents.scripted.ROUTE_HABITS`, 9 m/s)."""
+    """Constant-speed drivers and a stopped car, evaluated on ``cfg``'s env, observers
+    and evaluation seeds (all episodes at once): the env's ``speed_levels`` on a
+    ``target_speed`` env (the speeds its egos can choose), else
+    :data:`~bystander.agents.scripted.SCRIPTED_SPEEDS`; on a grid (``env.config.grid``
+    with more than one intersection) of an env whose egos choose their turns, also the
+    route habits (:data:`~bystander.agents.scripted.ROUTE_HABITS`, 9 m/s)."""
     from bystander.agents.heldout import evaluate_batched
     from bystander.agents.scripted import ROUTE_HABITS, SCRIPTED_SPEEDS, scripted_driver
     from bystander.agents.training import build_predictor
+    from bystander.envs.intersection.config import IntersectionConfig
     from bystander.report import EgoEntry
 
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
-    specs = [f"speed:{v:g}" for v in SCRIPTED_SPEEDS] + ["stop"]
+    speeds = SCRIPTED_SPEEDS
+    if cfg.env.config.get("action_type") == "target_speed":
+        speeds = IntersectionConfig.from_dict(cfg.env.config).speed_levels
+    specs = [f"speed:{v:g}" for v in speeds] + ["stop"]
     rows, cols = cfg.env.config.get("grid", (1, 1))
-    if rows * cols > 1:
+    if rows * cols > 1 and speeds is SCRIPTED_SPEEDS:  # a target_speed ego cannot turn
         specs += [f"route:{h}" for h in ROUTE_HABITS]
     out = []
     for spec in specs:
@@ -295,8 +336,9 @@ def run_demo(
     notes = [
         f"mode: {'quick' if quick else 'full'}; {jobs} training process(es) on {cpus} CPU(s)",
         f"total wall time: {wall / 60:.1f} min",
-        "both egos: built-in defaults (`bystander config` prints them); configs saved in each "
-        "ego's run directory",
+        "both egos: built-in defaults with the demo's settings (speed levels 2-12 m/s, the "
+        "learner of `experiments/configs/conditioned.yaml`); each ego's config is saved in "
+        "its run directory",
     ]
     for label, r in results.items():
         if r.get("render_error"):

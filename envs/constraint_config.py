@@ -121,8 +121,9 @@ class ConstraintConfig:
         search_points: ``lambda_step: search``: lambdas of the grid, log-spaced from
             ``lambda_min`` to ``lambda_max`` (an int >= 2).
         search_episodes: ``lambda_step: search``: episodes per grid lambda (an int >=
-            1), on tuning seeds of their own (``eval.seed`` + 1,000,000 on), so the
-            held-out figures that judge the budget are not the ones lambda was fit on.
+            1), the same seeds at every lambda, new ones at every search, all tuning
+            seeds of their own (``eval.seed`` + 1,000,000 on), so the held-out figures
+            that judge the budget are not the ones lambda was fit on.
     """
 
     mode: str = field(
@@ -184,10 +185,10 @@ class ConstraintConfig:
         metadata={"help": "lambda-conditioned policy: lambda drawn per episode and observed"},
     )
     search_points: int = field(
-        default=16, metadata={"help": "lambda_step search: lambdas of the grid"}
+        default=12, metadata={"help": "lambda_step search: lambdas of the grid"}
     )
     search_episodes: int = field(
-        default=32, metadata={"help": "lambda_step search: episodes per grid lambda"}
+        default=96, metadata={"help": "lambda_step search: episodes per grid lambda"}
     )
 
     def __post_init__(self) -> None:

@@ -446,6 +446,23 @@ class IntersectionVecEnv(VecEnv):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         return super().seed(None if seed is None else int(seed))
 
+    def seed_worlds(self, seeds: Sequence[int]) -> list[int]:
+        """Seed world ``w`` with ``seeds[w]`` at the next :meth:`reset`, as :meth:`seed`
+        does with ``seed + w``: world ``w`` then plays the single env's episodes reset
+        with ``seed=seeds[w]``. Several worlds may share a seed (the same episode, e.g.
+        one policy played at several settings on common seeds). Returns the seeds.
+
+        Raises:
+            ValueError: not one int >= 0 per world.
+        """
+        out = [int(x) for x in seeds]
+        if len(out) != self._n or any(
+            isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in seeds
+        ):
+            raise ValueError(f"seeds: expected {self._n} ints >= 0 (one per world), got {seeds!r}")
+        self._seeds = [*out, *[None] * (self.num_envs - self._n)]  # SB3's per-slot list
+        return out
+
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()

@@ -117,3 +117,9 @@ def test_the_demo_adds_route_habits_on_a_grid(tmp_path):
     assert plot_utility_vs_predictability(entries, tmp_path / "p.png").is_file()
     one = load_config(overrides=["eval.episodes=2"])
     assert not any("route:" in e.label for e in _scripted_frontier(one))
+    # a target_speed env: its own speed levels, and no turn habits its egos cannot choose
+    levels = load_config(overrides=[*GRID[:-1], "eval.episodes=2",
+                                    "env.config.action_type=target_speed",
+                                    "env.config.speed_levels=[2, 7]"])  # fmt: skip
+    labels = [e.label for e in _scripted_frontier(levels)]
+    assert labels == ["scripted speed:2", "scripted speed:7", "scripted stop"]

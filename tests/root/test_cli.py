@@ -197,14 +197,26 @@ def test_yaml_base_chain(tmp_path: Path) -> None:
 
 
 def test_demo_egos_use_the_shipped_constraint_configs() -> None:
-    """The demo's Lagrangian ego trains under experiments/configs/lagrangian.yaml's
-    constraint (one truth: the YAML; the demo cannot read it once installed)."""
+    """The demo's Lagrangian ego trains as experiments/configs/conditioned.yaml: its env,
+    learner, held-out evaluations and constraint (one truth: the YAML; the demo cannot
+    read it once installed); the unconstrained ego in the same world with PPO's own
+    sampling."""
+    from dataclasses import asdict
+
     from bystander.demo import demo_configs
 
     egos = demo_configs()
-    assert egos["lagrangian"].constraint == load_config(CONFIGS / "lagrangian.yaml").constraint
-    assert egos["unconstrained"].constraint.mode == "none"
-    assert egos["unconstrained"].env == egos["lagrangian"].env  # same world, comparable ADE
+    shipped = load_config(CONFIGS / "conditioned.yaml")
+    ego = egos["lagrangian"]
+    assert ego.constraint == shipped.constraint and ego.env == shipped.env
+    budget = {"total_timesteps", "max_minutes"}  # the demo's own (FULL)
+    train = {k: v for k, v in asdict(ego.train).items() if k not in budget}
+    assert train == {k: v for k, v in asdict(shipped.train).items() if k not in budget}
+    assert (ego.eval.every, ego.eval.heldout_episodes) == (
+        shipped.eval.every, shipped.eval.heldout_episodes)  # fmt: skip
+    free = egos["unconstrained"]
+    assert free.constraint.mode == "none" and free.env == ego.env  # same world, comparable ADE
+    assert free.train.exploration_hold == 0 and free.train.n_envs == ego.train.n_envs
 
 
 @pytest.mark.parametrize(
