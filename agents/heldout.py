@@ -108,7 +108,7 @@ def evaluate_batched(
     venv = make_intersection_vec_env(n, cfg.env.config, seed=first, predictors=predictor)
     inner = find_layer(venv, IntersectionVecEnv)
     if seeds is not None:
-        inner.seed_worlds(world_seeds.tolist())
+        inner.seed(world_seeds.tolist())
     sim = inner.sim
     dt = float(venv.get_attr("dt", [0])[0])
     cars = venv.num_envs // n  # several controlled cars per world: one row per car

@@ -69,6 +69,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 from bystander.envs.contract import EGO_STEP_KEY, EgoBatch
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.sim import REWARD_NAMES, IntersectionSim, StepResult
+from bystander.envs.intersection.vec_render import VecRendering
 from bystander.envs.intersection.vec_slots import (
     OUTCOMES,
     ActiveEvents,
@@ -97,7 +98,11 @@ INFO_MODES = ("full", "lean")
 """``info_mode`` values of :class:`IntersectionVecEnv`."""
 
 
-class IntersectionVecEnv(VecEnv):
+def _seed_ok(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+class IntersectionVecEnv(VecRendering, VecEnv):
     """SB3 ``VecEnv`` of ``n_worlds`` intersection worlds stepped by one simulator call.
 
     Args:
@@ -144,7 +149,7 @@ class IntersectionVecEnv(VecEnv):
                 f"render_mode: expected None or one of {self.metadata['render_modes']}, "
                 f"got {render_mode!r}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and not _seed_ok(seed):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         self.render_mode = render_mode
         self.render_world = 0
@@ -434,34 +439,23 @@ class IntersectionVecEnv(VecEnv):
         for k, info in zip(done_idx.tolist(), self._reset_infos(rout, done_worlds), strict=True):
             self.reset_infos[k] = info
 
-    def seed(self, seed: int | None = None) -> Sequence[int | None]:
-        """Seed world ``i`` with ``seed + i`` at the next :meth:`reset` (SB3 semantics).
-
-        World ``i`` then follows exactly the episodes of a Gymnasium
-        ``bystander/Intersection-v0`` env reset with ``seed=seed + i`` and later reset
-        without a seed (same simulator seed chain), given the same actions. ``None``:
-        a random base seed. Returns the per-world seeds.
-        """
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+    def seed(self, seed: int | Sequence[int] | None = None) -> Sequence[int | None]:
+        """Seed world ``i`` with ``seed + i`` at the next :meth:`reset` (SB3 semantics);
+        given one seed per world, world ``w`` with ``seed[w]`` (repeats allowed: common
+        seeds). World ``i`` then follows exactly the episodes of a Gymnasium
+        ``bystander/Intersection-v0`` env reset with its seed and later reset without a
+        seed (same simulator seed chain), given the same actions. ``None``: a random base
+        seed. Returns the per-world seeds."""
+        if isinstance(seed, Sequence | np.ndarray):
+            if len(seed) != self._n or not all(_seed_ok(x) and x >= 0 for x in seed):
+                raise ValueError(
+                    f"seed: expected {self._n} ints >= 0 (one per world), got {seed!r}"
+                )
+            self._seeds = [*map(int, seed), *[None] * (self.num_envs - self._n)]  # per slot
+            return self._seeds[: self._n]
+        if seed is not None and not _seed_ok(seed):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         return super().seed(None if seed is None else int(seed))
-
-    def seed_worlds(self, seeds: Sequence[int]) -> list[int]:
-        """Seed world ``w`` with ``seeds[w]`` at the next :meth:`reset`, as :meth:`seed`
-        does with ``seed + w``: world ``w`` then plays the single env's episodes reset
-        with ``seed=seeds[w]``. Several worlds may share a seed (the same episode, e.g.
-        one policy played at several settings on common seeds). Returns the seeds.
-
-        Raises:
-            ValueError: not one int >= 0 per world.
-        """
-        out = [int(x) for x in seeds]
-        if len(out) != self._n or any(
-            isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in seeds
-        ):
-            raise ValueError(f"seeds: expected {self._n} ints >= 0 (one per world), got {seeds!r}")
-        self._seeds = [*out, *[None] * (self.num_envs - self._n)]  # SB3's per-slot list
-        return out
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -556,61 +550,3 @@ class IntersectionVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False] * len(list(self._get_indices(indices)))
-
-    # ------------------------------------------------------------------ extras
-    def observer_view(self, world: int = 0) -> dict:
-        """Observers of slot ``world``'s ego this step, as the single env's ``observer_view``."""
-        if not self._started:
-            raise RuntimeError("observer_view() called before reset()")
-        w, c = divmod(int(world), self._C)
-        return self.sim.observer_view(w, c, self.sim.last.visible)
-
-    def add_overlay(self, fn: Callable) -> None:
-        """Draw ``fn(surface, world_to_px)`` on every rendered frame (after the scene)."""
-        if not callable(fn):
-            raise TypeError(
-                f"add_overlay: expected a callable fn(surface, world_to_px), got {fn!r}"
-            )
-        self.overlays.append(fn)
-
-    def clear_overlays(self) -> None:
-        self.overlays.clear()
-
-    def render_frame(self, world: int | None = None) -> np.ndarray:
-        """uint8 ``(H, W, 3)`` frame of slot ``world``'s world, centred on its car
-        (default ``render_world``).
-
-        Works in any render mode (headless); the ego's past path is drawn only for
-        ``render_world``.
-        """
-        if not self._started:
-            raise RuntimeError("render called before reset()")
-        w = self.render_world if world is None else int(world)
-        if not 0 <= w < self.num_envs:
-            raise ValueError(f"world: expected an int in [0, {self.num_envs}), got {w}")
-        if self._renderer is None:
-            from bystander.envs.intersection.render import Renderer
-
-            self._renderer = Renderer(self.sim.road, self.config, human=self.render_mode == "human")
-        paths = [self._path] if w == self.render_world else []
-        wc = divmod(w, self._C)
-        return self._renderer.draw(self.sim, w=wc[0], c=wc[1], paths=paths, overlays=self.overlays)
-
-    def render(self, mode: str | None = None) -> np.ndarray | None:
-        """Frame of world ``render_world``: returned (``rgb_array``) or shown (``human``)."""
-        mode = mode or self.render_mode
-        if mode is None:
-            return None
-        if mode not in self.metadata["render_modes"]:
-            raise ValueError(f"mode: expected one of {self.metadata['render_modes']}, got {mode!r}")
-        frame = self.render_frame()
-        if mode == "human":
-            if self.render_mode != "human":
-                raise ValueError("render('human'): construct the env with render_mode='human'")
-            self._renderer.show()
-            return None
-        return frame
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        """One frame per world (costly for large ``N``: prefer :meth:`render`)."""
-        return [self.render_frame(w) for w in range(self.num_envs)]

@@ -156,16 +156,16 @@ def test_seeding_is_per_world_and_reproducible():
     assert venv.get_attr("episode_seed") != IntersectionVecEnv(3, CONFIG, seed=7).get_attr(
         "episode_seed"
     )
-    # seed_worlds: any seed per world, repeats allowed (common seeds)
+    # one seed per world: any seeds, repeats allowed (common seeds)
     venv = IntersectionVecEnv(3, CONFIG, seed=0)
-    assert venv.seed_worlds([9, 7, 7]) == [9, 7, 7]
+    assert venv.seed([9, 7, 7]) == [9, 7, 7]
     d = run(venv)
     np.testing.assert_array_equal(d[:, 1], a[:, 0])  # world 1 on 7 == world 0 of seed 7
     np.testing.assert_array_equal(d[:, 2], a[:, 0])
     np.testing.assert_array_equal(d[:, 0], a[:, 2])  # world 0 on 9 == world 2 of seed 7
     for bad in ([1, 2], [1, 2, -1], [1, 2, True]):
-        with pytest.raises(ValueError, match="seeds: expected 3 ints >= 0"):
-            venv.seed_worlds(bad)
+        with pytest.raises(ValueError, match="seed: expected 3 ints >= 0"):
+            venv.seed(bad)
 
 
 def test_predictability_wrapper_batched_equals_single_envs():
