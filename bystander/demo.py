@@ -81,6 +81,7 @@ EGOS: dict[str, tuple[list[str], str]] = {
             "constraint.signal=heldout",
             "constraint.conditioned=true",
             "constraint.lambda_step=search",
+            "constraint.search_episodes=256",
             "constraint.lambda_init=0.3",
             "constraint.lambda_min=0.01",
             "constraint.lambda_max=10.0",
