@@ -94,6 +94,8 @@ COMPATIBILITY_KEYS: tuple[str, ...] = (
     "constraint.mode",
     "constraint.channel",
     "constraint.conditioned",
+    "constraint.lambda_step",
+    "constraint.search_episodes",
 )
 """Config fields that must match between a checkpoint and the run that resumes it."""
 

@@ -74,7 +74,8 @@ def evaluate_batched(
     obs_normalizer: Any = None,
     max_steps: int = 100_000,
 ) -> EvalResult:
-    """Play ``episodes`` episodes of ``policy`` at once, world ``i`` on seed ``seed + i``.
+    """Play ``episodes`` episodes of ``policy`` at once, world ``i`` on seed ``seed + i``
+    (or on ``seeds[i]``).
 
     Args:
         policy: Anything with SB3's ``predict(obs (N, ...), deterministic=...)``.
@@ -84,19 +85,23 @@ def evaluate_batched(
             ``n_controlled = C`` cars per world, ``N * C`` rows (row ``w * C + c``: car
             ``c`` of the episode on seed ``seed + w``; ``steps`` are its steps in play).
         seed: First seed (default ``eval.seed``).
-        seeds: Instead of ``episodes`` and ``seed``: one seed per episode, ``(N,)`` ints
-            (repeats allowed: the same episode played again, e.g. at another lambda).
+        seeds: Instead of ``episodes`` and ``seed`` (which are then refused): one seed
+            per episode, ``(N,)`` ints (repeats allowed: the same episode played again,
+            e.g. at another lambda).
         deterministic: Greedy actions (default ``eval.deterministic``).
         predictor: The observers' predictor (``None``: no predictability figures).
         obs_normalizer: Function applied to observations ``(N, ...)`` before ``predict``.
         max_steps: Safety cap on steps per episode.
 
     Returns:
-        One row per episode, in seed order, and their summary.
+        One row per episode, in world order (``seed + i`` or ``seeds[i]``), and their
+        summary.
     """
     from bystander.agents.stack import make_intersection_vec_env
     from bystander.envs.intersection.vec_env import IntersectionVecEnv
 
+    if seeds is not None and (episodes is not None or seed is not None):
+        raise ValueError("seeds: expected either seeds or episodes / seed, got both")
     n, first, greedy = eval_settings(cfg, episodes, seed, deterministic)
     world_seeds = first + np.arange(n) if seeds is None else np.asarray(seeds, np.int64)
     n = len(world_seeds)
@@ -218,7 +223,8 @@ class HeldOutEvaluation:
     def search(self, steps: int) -> float:
         """``constraint.lambda_step: search``: set lambda from the policy's cost curve.
 
-        Plays the same ``M = search_episodes`` greedy episodes at each of ``P =
+        Plays the same ``M = search_episodes`` episodes (greedy unless
+        ``eval.deterministic`` is false) at each of ``P =
         search_points`` lambdas log-spaced over ``[lambda_min, lambda_max]``, all at once
         (world ``m P + j`` shows ``grid[j]`` on tuning seed ``eval.seed +
         SEARCH_SEED_OFFSET + k M + m``, ``k`` the searches before this one), hands the

@@ -116,6 +116,7 @@ QUICK: list[str] = [
     "eval.heldout_episodes=8",
     "constraint.search_points=4",
     "constraint.search_episodes=2",
+    "constraint.delay=0",  # two evaluations: lambda moves at both
     "render.max_steps=60",
     "render.every=3",
 ]

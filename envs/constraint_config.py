@@ -99,8 +99,10 @@ class ConstraintConfig:
             credit_margin)`` instead of the budget (>= 0, a fraction), so moving beats
             standing by ``lambda * budget * credit_margin`` per metre (see
             :class:`~bystander.envs.constraints.LagrangianRule`).
-        delay: Multiplier updates that only record the cost before lambda moves (>= 0).
-        window: Episode costs averaged into each multiplier update (>= 1).
+        delay: Multiplier updates that only record the cost before lambda moves (>= 0;
+            with ``lambda_step: search``, searches).
+        window: Episode costs averaged into each multiplier update (>= 1; with
+            ``lambda_step: search``, the searches' cost curves).
         signal: What the multiplier is updated from (:data:`SIGNALS`): ``rollout`` (the
             training rollouts' finished episodes, once per rollout; text: each GRPO
             step's completions) or ``heldout`` (the held-out evaluations budgets are

@@ -190,10 +190,11 @@ class LagrangeMultiplier(Multiplier):
     :func:`nonincreasing_fit` meets the budget (:func:`budget_crossing`). For a policy
     that answers every lambda, this is the minimum of the dual function
     ``max_pi L(pi, lambda)`` found by a line search instead of by gradient steps, so
-    lambda cannot lag or overshoot the curve. :meth:`update` then refuses a cost.
+    lambda cannot lag or overshoot the curve. :meth:`update` then refuses a cost, and
+    ``delay`` and ``window`` count curves.
 
-    and ``value = exp(log_lambda)``. The first ``delay`` updates only record the cost
-    (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
+    In every case ``value = exp(log_lambda)``. The first ``delay`` updates only record
+    the cost (lambda does not move), as Safe RLHF's ``lambda_update_delay_steps``.
 
     The lambda floor ``min`` (config field ``lambda_min``; this is the one place that
     explains it): the step on ``log_lambda`` is proportional to lambda itself. After a
@@ -254,6 +255,7 @@ class LagrangeMultiplier(Multiplier):
         self.window = window
         self._costs = _CostWindow(window)
         self._curves: deque[list[float]] = deque(maxlen=window)
+        self._grid: list[float] = []  # the lambdas of the curves in the window
         self.log_lambda = math.log(init)
         self.num_updates = 0
 
@@ -281,8 +283,10 @@ class LagrangeMultiplier(Multiplier):
         """``step="search"``: one update from the policy's cost curve.
 
         Args:
-            lambdas: Increasing lambdas > 0 the cost was measured at, ``(P,)``; the
-                same grid at every call (the window averages curves point by point).
+            lambdas: Increasing lambdas > 0 the cost was measured at, ``(P,)``. The
+                window averages curves point by point, so a call on another grid than
+                the window's (e.g. a resume with a new ``lambda_max``) starts a new
+                window.
             costs: The mean cost at each, in the budget's unit, ``(P,)``.
 
         Returns:
@@ -292,12 +296,15 @@ class LagrangeMultiplier(Multiplier):
         """
         if self.step != "search":
             raise ValueError(f"step: 'search' to solve on a cost curve, got {self.step!r}")
+        grid = [check_finite(x, "lambdas") for x in lambdas]
         curve = [check_finite(c, "costs") for c in costs]
-        if self._curves and len(self._curves[0]) != len(curve):
+        if len(grid) != len(curve):
             raise ValueError(
-                f"costs: expected {len(self._curves[0])} points (the grid of the earlier "
-                f"calls), got {len(curve)}"
+                f"lambdas, costs: expected equal lengths, got {len(grid)} and {len(curve)}"
             )
+        if grid != self._grid:
+            self._curves.clear()
+            self._grid = grid
         self._curves.append(curve)
         self.num_updates += 1
         if self.num_updates > self.delay:
@@ -331,6 +338,7 @@ class LagrangeMultiplier(Multiplier):
             "num_updates": self.num_updates,
             "costs": list(self._costs.costs),
             "curves": [list(c) for c in self._curves],
+            "grid": list(self._grid),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -348,6 +356,7 @@ class LagrangeMultiplier(Multiplier):
             ([float(c) for c in curve] for curve in state.get("curves", [])),
             maxlen=self.window,
         )
+        self._grid = [float(x) for x in state.get("grid", [])]
         self.log_lambda = float(state["log_lambda"])
         self.num_updates = int(state["num_updates"])
 

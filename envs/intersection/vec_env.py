@@ -445,7 +445,7 @@ class IntersectionVecEnv(VecRendering, VecEnv):
         seeds). World ``i`` then follows exactly the episodes of a Gymnasium
         ``bystander/Intersection-v0`` env reset with its seed and later reset without a
         seed (same simulator seed chain), given the same actions. ``None``: a random base
-        seed. Returns the per-world seeds."""
+        seed. Returns the seeds: per slot for an int (as SB3), per world for a list."""
         if isinstance(seed, Sequence | np.ndarray):
             if len(seed) != self._n or not all(_seed_ok(x) and x >= 0 for x in seed):
                 raise ValueError(

@@ -545,12 +545,17 @@ def test_search_step_solves_with_delay_window_clamp_and_state():
     assert m.solve(lams, [0.5, 0.2, 0.0]) == pytest.approx(1.0)
     copy = LagrangeMultiplier(0.3, init=0.5, step="search")
     copy.load_state_dict(m.state_dict())
+    # the restored window: [0.5, 0.2, 0.0] and [0.3, 0.2, 0.0] -> [0.4, 0.2, 0.0], met
+    # at 10^(-1 + 0.5); without it, [0.3, 0.2, 0.0] alone: the floor
+    assert copy.solve(lams, [0.3, 0.2, 0.0]) == pytest.approx(10**-0.5)
     # [0.5, 0.2, 0.0] and [0.1, 0.1, 0.1]: under the budget everywhere -> the floor 0.2
     assert m.solve(lams, [0.1, 0.1, 0.1]) == pytest.approx(0.2)
-    assert copy.solve(lams, [0.1, 0.1, 0.1]) == pytest.approx(0.2)
     assert m.solve(lams, [0.9, 0.9, 0.9]) == pytest.approx(5.0)  # over it: the cap
-    with pytest.raises(ValueError, match="costs: expected 3 points"):
-        m.solve([0.1, 1.0], [0.5, 0.1])
+    # another grid starts a new window: [0.5, 0.1, 0.0] alone meets 0.3 half-way from
+    # 0.2 to 2 (averaged with the [0.9] * 3 before, it would be over everywhere: the cap)
+    assert m.solve([0.2, 2.0, 20.0], [0.5, 0.1, 0.0]) == pytest.approx(0.2 * 10**0.5)
+    with pytest.raises(ValueError, match="lambdas, costs: expected equal lengths"):
+        m.solve([0.1, 1.0], [0.5, 0.1, 0.0])
     with pytest.raises(ValueError, match="step: 'search' to solve"):
         LagrangeMultiplier(0.3, step="relative").solve(lams, [0.5, 0.4, 0.2])
 
