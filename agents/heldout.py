@@ -47,7 +47,13 @@ from bystander.envs.constraints import multiplier_key
 from bystander.envs.contract import find_layer, step_arrays
 from bystander.sweeps import write_csv
 
-__all__ = ["HELDOUT_METRICS", "SEARCH_SEED_OFFSET", "HeldOutEvaluation", "evaluate_batched"]
+__all__ = [
+    "HELDOUT_METRICS",
+    "SEARCH_SEED_OFFSET",
+    "HeldOutEvaluation",
+    "evaluate_batched",
+    "evaluate_lambdas",
+]
 
 HELDOUT_METRICS = (
     "success", "collision", "off_route", "stand_still_fraction", "episode_cost", "ade",
@@ -146,6 +152,50 @@ def evaluate_batched(
     return EvalResult(episodes=episodes_, summary=summarize(episodes_))
 
 
+def evaluate_lambdas(
+    policy: Any,
+    cfg: RunConfig,
+    lambdas: Any,
+    seeds: Any,
+    *,
+    predictor: Any = None,
+    normalize: Any = None,
+) -> list[EvalResult]:
+    """A lambda-conditioned policy's answer to each of ``lambdas``, on common episodes.
+
+    Plays the episodes on ``seeds`` once per lambda, all at once with
+    :func:`evaluate_batched` (world ``m P + j`` shows ``lambdas[j]`` on ``seeds[m]``), so
+    the figures of two lambdas differ only by what the policy does, not by the seeds.
+
+    Args:
+        policy: The conditioned policy (SB3 ``predict``).
+        cfg: The run config.
+        lambdas: ``(P,)`` lambdas > 0.
+        seeds: ``(M,)`` episode seeds, the same for every lambda.
+        predictor: The observers' predictor.
+        normalize: The run's ``VecNormalize.normalize_obs``, if any (applied after the
+            lambda feature is appended, as in training).
+
+    Returns:
+        One :class:`~bystander.agents.evaluation.EvalResult` per lambda, rows in the
+        order of ``seeds``.
+    """
+    lams = np.asarray(lambdas, np.float64).ravel()
+    seeds = np.asarray(seeds, np.int64).ravel()
+    p = lams.size
+    result = evaluate_batched(
+        policy,
+        cfg,
+        seeds=np.repeat(seeds, p),
+        predictor=predictor,
+        obs_normalizer=fixed_lambda_observations(np.tile(lams, seeds.size), normalize),
+    )
+    return [
+        EvalResult(episodes=rows, summary=summarize(rows))
+        for rows in (result.episodes[j::p] for j in range(p))
+    ]
+
+
 def _row(i: int, seed: int, info: dict[str, Any], steps: int, still: int, dt: float) -> dict:
     """:func:`~bystander.agents.evaluation.episode_row` plus the observers' ``ade`` from
     the episode's info (NaN when no prediction was scored, as ``evaluate_policy``)."""
@@ -192,8 +242,7 @@ class HeldOutEvaluation:
     def evaluate(self, steps: int) -> dict[str, float]:
         """Run one held-out evaluation now and record it as taken at ``steps``."""
         trainer = self.trainer
-        model, venv = trainer.model, trainer.venv
-        normalizer = venv.normalize_obs if isinstance(venv, VecNormalize) else None
+        model = trainer.model
         searching = trainer.cfg.constraint.lambda_step == "search"
         if searching:
             self.search(steps)
@@ -202,7 +251,9 @@ class HeldOutEvaluation:
             trainer.cfg,
             episodes=self.episodes,
             predictor=trainer.predictor,
-            obs_normalizer=policy_observations(trainer.cfg, trainer.multipliers, normalizer),
+            obs_normalizer=policy_observations(
+                trainer.cfg, trainer.multipliers, self._normalizer()
+            ),
         )
         row: dict[str, float] = {"step": float(steps)}
         for key, stats in result.summary.items():
@@ -224,11 +275,11 @@ class HeldOutEvaluation:
         """``constraint.lambda_step: search``: set lambda from the policy's cost curve.
 
         Plays the same ``M = search_episodes`` episodes (greedy unless
-        ``eval.deterministic`` is false) at each of ``P =
-        search_points`` lambdas log-spaced over ``[lambda_min, lambda_max]``, all at once
-        (world ``m P + j`` shows ``grid[j]`` on tuning seed ``eval.seed +
-        SEARCH_SEED_OFFSET + k M + m``, ``k`` the searches before this one), hands the
-        mean cost per lambda to
+        ``eval.deterministic`` is false) at each of ``P = search_points`` lambdas
+        log-spaced over ``[lambda_min, lambda_max]`` (:func:`evaluate_lambdas`: world
+        ``m P + j`` shows ``grid[j]`` on tuning seed ``eval.seed + SEARCH_SEED_OFFSET +
+        k M + m``, ``k`` the searches before this one), hands the mean cost per lambda
+        to
         :meth:`~bystander.envs.multipliers.LagrangeMultiplier.solve` and syncs every
         env's copy. Each search is a row of ``logs/lambda_search.csv`` (the step, the
         lambda set and the cost at each grid lambda).
@@ -242,26 +293,22 @@ class HeldOutEvaluation:
             The lambda set.
         """
         trainer = self.trainer
-        cfg, venv = trainer.cfg, trainer.venv
+        cfg = trainer.cfg
         c = cfg.constraint
         key = multiplier_key(c.channel)
-        multiplier = trainer.multipliers[key]
         grid = np.geomspace(c.lambda_min, c.lambda_max, c.search_points)
-        lams = np.tile(grid, c.search_episodes)
         first = cfg.eval.seed + SEARCH_SEED_OFFSET + len(self.searches) * c.search_episodes
-        result = evaluate_batched(
+        results = evaluate_lambdas(
             trainer.model,
             cfg,
-            seeds=np.repeat(first + np.arange(c.search_episodes), c.search_points),
+            grid,
+            first + np.arange(c.search_episodes),
             predictor=trainer.predictor,
-            obs_normalizer=fixed_lambda_observations(
-                lams, venv.normalize_obs if isinstance(venv, VecNormalize) else None
-            ),
+            normalize=self._normalizer(),
         )
         name = self._cost_name(key)
-        per_episode = np.array([row[name] for row in result.episodes], np.float64)
-        costs = per_episode.reshape(c.search_episodes, c.search_points).mean(axis=0)
-        lam = multiplier.solve(grid.tolist(), costs.tolist())
+        costs = [float(np.mean([row[name] for row in r.episodes])) for r in results]
+        lam = trainer.multipliers[key].solve(grid.tolist(), costs)
         trainer.model.logger.record(f"constraint/search_lambda_{key}", lam)
         trainer.sync_multipliers()
         row = {"step": float(steps), "lambda": lam}
@@ -269,6 +316,11 @@ class HeldOutEvaluation:
         self.searches.append(row)
         write_csv(self.searches, trainer.run_dir / "logs" / "lambda_search.csv")
         return lam
+
+    def _normalizer(self) -> Any:
+        """The training VecEnv's ``normalize_obs`` (``train.normalize``), else ``None``."""
+        venv = self.trainer.venv
+        return venv.normalize_obs if isinstance(venv, VecNormalize) else None
 
     def _cost_name(self, key: str) -> str:
         """The held-out figure in the budget's unit for multiplier ``key``:

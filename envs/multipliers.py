@@ -7,8 +7,8 @@
 Both take the mean episode cost of a rollout in :meth:`Multiplier.update`, once per
 rollout (driving) or per GRPO step (text); nothing else mutates lambda except
 :meth:`Multiplier.set_value` on a replica and, for a lambda-conditioned policy
-(``lambda_step="search"``), :meth:`LagrangeMultiplier.solve` on a measured cost curve. ``state_dict`` / ``load_state_dict`` make
-checkpoints exact. :meth:`bystander.envs.constraint_config.ConstraintConfig.make_multiplier`
+(``lambda_step="search"``), :meth:`LagrangeMultiplier.solve` on a measured cost curve.
+``state_dict`` / ``load_state_dict`` make checkpoints exact. :meth:`bystander.envs.constraint_config.ConstraintConfig.make_multiplier`
 builds the one a config asks for. Pure Python: no NumPy, gym or torch.
 """
 
@@ -309,7 +309,7 @@ class LagrangeMultiplier(Multiplier):
         self.num_updates += 1
         if self.num_updates > self.delay:
             mean = [sum(col) / len(self._curves) for col in zip(*self._curves, strict=True)]
-            self.log_lambda = math.log(budget_crossing(lambdas, mean, self.budget))
+            self.log_lambda = math.log(budget_crossing(grid, mean, self.budget))
             self._clamp()
         return self.value
 
