@@ -7,8 +7,11 @@ per world. :func:`idm_accel` is the one implementation of that rule (see
 worlds, so it serves one env and a batched VecEnv alike. Compiled on first use and cached
 on disk (``cache=True``).
 
-Threads: :func:`idm_accel`, :func:`surroundings` and :func:`reset_worlds` run one world
-per thread (``prange``); each has a serial twin (``*_serial``, the same code compiled
+Threads: the kernels of the step and the reset that loop over worlds (:func:`idm_accel`,
+:func:`advance`, :func:`spawn`, :func:`surroundings`, :func:`reset_worlds`, and the
+controlled cars' outcomes, route features and observation in
+:mod:`~bystander.envs.intersection.ego_kernels`) run one world per thread
+(``prange``); each has a serial twin (``*_serial``, the same code compiled
 without the thread pool) that the simulator calls below :data:`PARALLEL_MIN_WORLDS`
 worlds (:func:`threaded`). A world's computation never reads another world's state and
 every world draws from its own random streams, so results are bit-identical for any
@@ -63,21 +66,22 @@ __all__ = [
     "PEDESTRIAN",
     "STANDING",
     "advance",
+    "advance_serial",
     "box_gap",
     "PARALLEL_MIN_WORLDS",
     "idm_accel",
     "idm_accel_serial",
     "lane_poses",
     "observer_slots",
-    "outcomes",
     "pairwise_gaps",
     "reset_worlds",
-    "route_features",
     "reset_worlds_serial",
     "spawn",
+    "spawn_serial",
     "splitmix_uniforms",
     "surroundings",
     "surroundings_serial",
+    "serial_twin",
     "threaded",
 ]
 
@@ -267,27 +271,35 @@ def lane_poses(alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds, later
     ``ds`` m, heading (and its cos / sin) of the point just behind, then shifted right by
     the kind's ``lateral_offset`` [m]. Free road users (``seg < 0``) keep their pose.
     """
-    n_worlds, n_agents = alive.shape
-    k_max = points.shape[1] - 2
-    for w in range(n_worlds):
-        for i in range(n_agents):
-            sg = seg[w, i]
-            if not alive[w, i] or sg < 0:
-                continue
-            f = pos[w, i] / ds
-            k = min(int(f), k_max)
-            frac = f - k
-            p0x, p0y = points[sg, k, 0], points[sg, k, 1]
-            cs, sn = points[sg, k, 2], points[sg, k, 3]
-            off = lateral_offset[kind[w, i]]
-            x[w, i] = p0x + (points[sg, k + 1, 0] - p0x) * frac + off * sn
-            y[w, i] = p0y + (points[sg, k + 1, 1] - p0y) * frac - off * cs
-            h[w, i] = heading[sg, k]
-            c[w, i] = cs
-            s_[w, i] = sn
+    for w in range(alive.shape[0]):
+        _world_lane_poses(w, alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds,
+                          lateral_offset)  # fmt: skip
 
 
 @njit(cache=True)
+def _world_lane_poses(
+    w, alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds, lateral_offset
+):
+    """:func:`lane_poses` of world ``w``."""
+    k_max = points.shape[1] - 2
+    for i in range(alive.shape[1]):
+        sg = seg[w, i]
+        if not alive[w, i] or sg < 0:
+            continue
+        f = pos[w, i] / ds
+        k = min(int(f), k_max)
+        frac = f - k
+        p0x, p0y = points[sg, k, 0], points[sg, k, 1]
+        cs, sn = points[sg, k, 2], points[sg, k, 3]
+        off = lateral_offset[kind[w, i]]
+        x[w, i] = p0x + (points[sg, k + 1, 0] - p0x) * frac + off * sn
+        y[w, i] = p0y + (points[sg, k + 1, 1] - p0y) * frac - off * cs
+        h[w, i] = heading[sg, k]
+        c[w, i] = cs
+        s_[w, i] = sn
+
+
+@njit(cache=True, parallel=True)
 def advance(
     alive, kind, seg, pos, v, x, y, h, c, s_, turn, turn_chosen, steer, accel, dest,
     points, heading, seg_len, succ, link_to_node, is_connector, is_crosswalk, best_turn,
@@ -307,7 +319,7 @@ def advance(
     """
     n_worlds, n_agents = alive.shape
     left_map = np.zeros((n_worlds, n_agents), dtype=np.bool_)
-    for w in range(n_worlds):
+    for w in prange(n_worlds):  # worlds are independent: one per thread
         for i in range(n_agents):
             if not alive[w, i]:
                 continue
@@ -348,7 +360,8 @@ def advance(
                 if is_connector[new]:
                     turn_chosen[w, i] = False
             pos[w, i] = p
-    lane_poses(alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds, lateral_offset)
+        _world_lane_poses(w, alive, kind, seg, pos, x, y, h, c, s_, points, heading, ds,
+                          lateral_offset)  # fmt: skip
     return left_map
 
 
@@ -681,7 +694,7 @@ def reset_worlds(
                 target_v[w, p] = start_v[pcg64_bounded(g, start_v.shape[0])]
 
 
-def _serial_twin(dispatcher):
+def serial_twin(dispatcher):
     """The same kernel compiled without the thread pool (``prange`` runs as ``range``):
     the same code, so bit-identical results; cached under its own name."""
     fn = dispatcher.py_func
@@ -693,18 +706,13 @@ def _serial_twin(dispatcher):
     return njit(cache=True)(twin)
 
 
-idm_accel_serial = _serial_twin(idm_accel)
-surroundings_serial = _serial_twin(surroundings)
-reset_worlds_serial = _serial_twin(reset_worlds)
-
-
 def threaded(n_worlds: int) -> bool:
     """Whether a call over ``n_worlds`` worlds should use the parallel kernels: at least
     :data:`PARALLEL_MIN_WORLDS` worlds and more than one numba thread."""
     return n_worlds >= PARALLEL_MIN_WORLDS and numba.get_num_threads() > 1
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def spawn(
     us, p, cum, kinds, entries, crosswalks, points, heading, alive, kind, uid, next_uid, seg,
     pos, v, v0, length, width, stuck, turn_chosen, turn, x, y, h, c, s_, n_controlled,
@@ -725,7 +733,7 @@ def spawn(
     """
     n_worlds, n_agents = alive.shape
     n_e, n_c = entries.shape[0], crosswalks.shape[0]
-    for w in range(n_worlds):
+    for w in prange(n_worlds):  # worlds are independent: one per thread
         for j in range(n_agents):
             still = alive[w, j] and kind[w, j] != CONTROLLED and v[w, j] < 0.1
             stuck[w, j] = (stuck[w, j] + dt) * (1.0 if still else 0.0)
@@ -784,101 +792,9 @@ def spawn(
         turn[w, slot] = 0 if ki == PEDESTRIAN else min(int(us[w, 4] * 3), 2)
 
 
-@njit(cache=True)
-def outcomes(
-    alive, x, y, c, s_, dest, goal, separation, left_map, done, route_dist, prev_dist,
-    continuous, bounds, roads_h, roads_v, arrive_r2, near_scale, collision_cost,
-    near_miss_cost, weights, crashed, arrived, offroad, lm, cost, rewards, terminated,
-):  # fmt: skip  # pragma: no cover - jit
-    """The step's events, costs and rewards of the controlled cars (``(N, C)`` slots).
-
-    ``done`` is the flag before this step (``active = ~done``); ``separation`` the box gap
-    [m] to the nearest road user, ``left_map (N, A)`` from :func:`advance`,
-    ``weights`` the 5 reward weights (progress, arrival, collision, offroad, time).
-    Crash: gap < 0 (controlled car still alive). Arrival: within ``sqrt(arrive_r2)`` m
-    of the goal point, heading within 60 degrees of the goal direction, not crashed.
-    Off-road (``continuous``: outside every road strip or the map; or left the map),
-    unless arrived or crashed. Cost: ``collision_cost`` on a crash, else ``near_miss_cost
-    * clip(1 - gap * near_scale, 0, 1)``. Writes every entry of ``crashed, arrived,
-    offroad, lm`` (left the map), ``cost``, ``terminated`` ``(N, C)`` and ``rewards (N, C,
-    5)``, cost and rewards times ``active``
-    (the same arithmetic as the numpy code before it, bit for bit). Controlled cars whose
-    episode ends here leave the world (``done`` set, ``alive`` cleared, in place).
-    """
-    n_worlds, n_ctrl = done.shape
-    xmin, ymin, xmax, ymax = bounds[0], bounds[1], bounds[2], bounds[3]
-    for w in range(n_worlds):
-        for e in range(n_ctrl):
-            sep = separation[w, e]
-            cr = sep < 0.0
-            near = min(max(1.0 - sep * near_scale, 0.0), 1.0)
-            ce = collision_cost if cr else near_miss_cost * near
-            xe, ye = x[w, e], y[w, e]
-            off = False
-            if continuous:
-                on = False
-                if xe >= xmin and xe <= xmax and ye >= ymin and ye <= ymax:
-                    for k in range(roads_h.shape[0]):
-                        if abs(ye - roads_h[k, 0]) <= roads_h[k, 1]:
-                            on = True
-                    for k in range(roads_v.shape[0]):
-                        if abs(xe - roads_v[k, 0]) <= roads_v[k, 1]:
-                            on = True
-                off = not on
-            d = dest[w, e]
-            gx, gy = xe - goal[d, 0], ye - goal[d, 1]
-            aligned = c[w, e] * goal[d, 3] + s_[w, e] * goal[d, 4] > 0.5
-            ar = gx * gx + gy * gy < arrive_r2 and aligned and alive[w, e] and not cr
-            cr = cr and alive[w, e]
-            lme = left_map[w, e]
-            off = (off or lme) and not ar and not cr
-            act = 0.0 if done[w, e] else 1.0
-            crashed[w, e], arrived[w, e], offroad[w, e], lm[w, e] = cr, ar, off, lme
-            terminated[w, e] = cr or ar or off or lme
-            cost[w, e] = ce * act
-            gain = min(max(prev_dist[w, e] - route_dist[w, e], -5.0), 5.0)
-            rw = rewards[w, e]
-            rw[0] = weights[0] * gain * act
-            rw[1] = weights[1] * (1.0 if ar else 0.0) * act
-            rw[2] = weights[2] * (1.0 if cr else 0.0) * act
-            rw[3] = weights[3] * (1.0 if off else 0.0) * act
-            rw[4] = weights[4] * act
-            if terminated[w, e] and act:
-                done[w, e] = True
-                alive[w, e] = False
-
-
-@njit(cache=True)
-def route_features(
-    seg, pos, x, y, c, s_, dest, prev_dist, continuous, lane_xy, lane_cs, lane_seg, lane_s,
-    dist_to_goal, ref_seg, ref_s, lane_offset, route,
-):  # fmt: skip  # pragma: no cover - jit
-    """Reference lane position and route distance [m] of each controlled car ``(N, C)``.
-
-    Lane followers: their own segment and arc length. Free movers (``continuous``): the
-    lane point minimising ``d^2 + 25 (1 - cos(heading difference))`` over ``lane_xy (P,
-    2)`` (first minimum), with ``lane_offset`` the distance to it. Route distance: the
-    segment's distance to the goal minus the arc length, the previous value where the
-    goal is unreachable from there. Writes every entry of ``ref_seg`` (int64), ``ref_s``,
-    ``lane_offset`` (0 for lane followers) and ``route`` (the route distance), ``(N, C)``.
-    """
-    n_worlds, n_ctrl = dest.shape
-    for w in range(n_worlds):
-        for e in range(n_ctrl):
-            if continuous:
-                px, py, ce, se = x[w, e], y[w, e], c[w, e], s_[w, e]
-                best, bk, bd2 = np.inf, 0, 0.0
-                for k in range(lane_xy.shape[0]):
-                    dx, dy = lane_xy[k, 0] - px, lane_xy[k, 1] - py
-                    d2 = dx * dx + dy * dy
-                    val = d2 + 25.0 * (1.0 - (ce * lane_cs[k, 0] + se * lane_cs[k, 1]))
-                    if val < best:
-                        best, bk, bd2 = val, k, d2
-                rs, rss = lane_seg[bk], lane_s[bk]
-                lane_offset[w, e] = np.sqrt(bd2)
-            else:
-                rs, rss = max(seg[w, e], 0), pos[w, e]
-                lane_offset[w, e] = 0.0
-            ref_seg[w, e], ref_s[w, e] = rs, rss
-            dist = dist_to_goal[dest[w, e], rs] - rss
-            route[w, e] = dist if np.isfinite(dist) else prev_dist[w, e]
+# the serial twins, after every kernel they copy
+advance_serial = serial_twin(advance)
+idm_accel_serial = serial_twin(idm_accel)
+reset_worlds_serial = serial_twin(reset_worlds)
+spawn_serial = serial_twin(spawn)
+surroundings_serial = serial_twin(surroundings)

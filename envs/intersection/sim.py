@@ -43,19 +43,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from bystander.envs.intersection.config import IntersectionConfig
-from bystander.envs.intersection.ego_kernels import ego_commands, merge_idm, observation
+from bystander.envs.intersection.ego_kernels import (
+    ego_commands,
+    merge_idm,
+    observation,
+    observation_serial,
+    outcomes,
+    outcomes_serial,
+    route_features,
+    route_features_serial,
+)
 from bystander.envs.intersection.kernels import (
     advance,
+    advance_serial,
     idm_accel,
     idm_accel_serial,
     lane_poses,
     observer_slots,
-    outcomes,
     pairwise_gaps,
     reset_worlds,
     reset_worlds_serial,
-    route_features,
     spawn,
+    spawn_serial,
     splitmix_uniforms,
     surroundings,
     surroundings_serial,
@@ -388,7 +397,13 @@ class IntersectionSim:
         self.prev_dist[idx] = self.route_dist[idx]
         active = np.zeros((self.N, self.C), bool)
         active[idx] = True
-        out = self._quiet_result(active)
+        obs = None
+        if self.last is not None and len(idx) < self.N:
+            # the other worlds' observations are those of the last result (their state
+            # is unchanged since): only the reset worlds' rows are computed
+            obs = self.last.obs.copy()
+            self._observe_into(obs, idx)
+        out = self._quiet_result(active, obs)
         self.last = out
         return out
 
@@ -544,7 +559,7 @@ class IntersectionSim:
         self.accel = accel
 
         # --- integrate (in place, compiled)
-        left_map = advance(
+        left_map = (advance if threaded(N) else advance_serial)(
             self.alive, self.kind, self.seg, self.s, self.v, self.x, self.y, self.h, self.cos,
             self.sin, self.turn, self.turn_chosen, self.steer, accel, self.dest,
             r.points, r.heading, r.length, r.succ, self._link_to_node, self._is_connector,
@@ -562,7 +577,7 @@ class IntersectionSim:
         # fresh arrays each step: the StepResult hands them out
         crashed, arrived, offroad, lm, terminated = np.empty((5, N, C), bool)
         cost, rewards = np.empty((N, C)), np.empty((N, C, 5))
-        outcomes(
+        (outcomes if threaded(N) else outcomes_serial)(
             self.alive, self.x, self.y, self.cos, self.sin, self.dest, r.goal,
             self._separation, left_map, self.done, self.route_dist, self.prev_dist,
             self.continuous, self._bounds, r.roads_h, r.roads_v, cfg.arrive_radius**2,
@@ -648,7 +663,7 @@ class IntersectionSim:
         per step, at a clear entry / crosswalk start (compiled:
         :func:`~bystander.envs.intersection.kernels.spawn`)."""
         r, cfg = self.road, self.config
-        spawn(
+        (spawn if threaded(self.N) else spawn_serial)(
             us, self._spawn_p, self._spawn_cum, self._spawn_kinds, r.entries, r.crosswalks,
             r.points, r.heading, self.alive, self.kind, self.uid, self.next_uid, self.seg,
             self.s, self.v, self.v0, self.length, self.width, self.stuck, self.turn_chosen,
@@ -686,11 +701,11 @@ class IntersectionSim:
     # ------------------------------------------------------------------ outputs
     def _route_features(self) -> None:
         """Reference lane position of each controlled car and its route distance to goal
-        (compiled: :func:`~bystander.envs.intersection.kernels.route_features`)."""
+        (compiled: :func:`~bystander.envs.intersection.ego_kernels.route_features`)."""
         r, shape = self.road, (self.N, self.C)
         self.ref_seg, self.ref_s = np.empty(shape, np.int64), np.empty(shape)
         self.lane_offset, self.route_dist = np.empty(shape), np.empty(shape)
-        route_features(
+        (route_features if threaded(self.N) else route_features_serial)(
             self.seg, self.s, self.x, self.y, self.cos, self.sin, self.dest, self.prev_dist,
             self.continuous, r.lane_xy, r.lane_cs, r.lane_seg, r.lane_s, r.dist_to_goal,
             self.ref_seg, self.ref_s, self.lane_offset, self.route_dist,
@@ -699,12 +714,12 @@ class IntersectionSim:
     def _result(
         self, crashed: np.ndarray, arrived: np.ndarray, offroad: np.ndarray,
         left_map: np.ndarray, terminated: np.ndarray, cost: np.ndarray, rewards: np.ndarray,
-        active: np.ndarray,
+        active: np.ndarray, obs: np.ndarray | None = None,
     ) -> StepResult:  # fmt: skip
-        """The :class:`StepResult` of this step's events, with the current observation,
-        visibility and time limit."""
+        """The :class:`StepResult` of this step's events, with the current observation
+        (``obs`` when given), visibility and time limit."""
         return StepResult(
-            obs=self.observe(),
+            obs=self.observe() if obs is None else obs,
             rewards=rewards,
             cost=cost,
             crashed=crashed,
@@ -717,11 +732,12 @@ class IntersectionSim:
             active=active,
         )
 
-    def _quiet_result(self, active: np.ndarray) -> StepResult:
-        """A result without events, costs or rewards (after a reset or a manual edit)."""
+    def _quiet_result(self, active: np.ndarray, obs: np.ndarray | None = None) -> StepResult:
+        """A result without events, costs or rewards (after a reset or a manual edit);
+        ``obs``: its observation when already computed."""
         none = np.zeros((self.N, self.C), bool)
         return self._result(none, none, none, none, none, np.zeros((self.N, self.C)),
-                            np.zeros((self.N, self.C, 5)), active)  # fmt: skip
+                            np.zeros((self.N, self.C, 5)), active, obs)  # fmt: skip
 
     def visibility(self) -> np.ndarray:
         """``(N, C, A)`` bool: slot ``j`` (alive, not ``c``) sees controlled car ``c`` now.
@@ -755,19 +771,24 @@ class IntersectionSim:
             5, 6: cos, sin of heading relative to the ego.
             7-10: type one-hot (scripted car, pedestrian, cyclist, controlled car).
         """
-        cfg, r, K = self.config, self.road, self.config.n_nearest
+        K = self.config.n_nearest
+        obs = np.empty((self.N, self.C, N_EGO_FEATURES + K * N_OTHER_FEATURES), np.float32)
+        self._observe_into(obs, self._all_worlds)
+        return obs
+
+    def _observe_into(self, obs: np.ndarray, worlds: np.ndarray) -> None:
+        """Write the observation rows of ``worlds`` (int64 indices) into ``obs``."""
+        cfg, r = self.config, self.road
         if self.continuous:
             command, scale = self.steer, cfg.max_steer
         else:
             command, scale = self.target_v, cfg.ego_max_speed
-        obs = np.empty((self.N, self.C, N_EGO_FEATURES + K * N_OTHER_FEATURES), np.float32)
-        observation(
+        (observation if threaded(len(worlds)) else observation_serial)(
             self.x, self.y, self.cos, self.sin, self.v, self.dest, r.goal, self.route_dist,
             self.ref_seg, self.ref_s, command, self.turn, self.continuous, r.length,
             self._link_to_node, r.succ, r.best_turn, r.nodes, r.stop_offset,
-            cfg.ego_max_speed, scale, self._others, obs,
+            cfg.ego_max_speed, scale, self._others, worlds, obs,
         )  # fmt: skip
-        return obs
 
     def occupancy(self) -> np.ndarray:
         """Occupancy grid ``(N, C, 4, G, G)`` float32 around each controlled car, ego frame.

@@ -105,7 +105,8 @@ def test_observation_clips_and_rounds_as_numpy() -> None:
     observation(
         sim.x, sim.y, sim.cos, sim.sin, sim.v, sim.dest, r.goal, sim.route_dist, sim.ref_seg,
         sim.ref_s, sim.target_v, sim.turn, False, r.length, sim._link_to_node, r.succ,
-        r.best_turn, r.nodes, r.stop_offset, cfg.ego_max_speed, cfg.ego_max_speed, others, obs,
+        r.best_turn, r.nodes, r.stop_offset, cfg.ego_max_speed, cfg.ego_max_speed, others,
+        np.arange(sim.N), obs,
     )  # fmt: skip
     want = np.clip(others.reshape(sim.N, sim.C, -1), -1.0, 1.0).astype(np.float32)
     assert obs[..., N_EGO_FEATURES:].view(np.uint32).tobytes() == want.view(np.uint32).tobytes()
@@ -140,3 +141,15 @@ def test_observer_report_equals_sorted_fancy_indexing() -> None:
             assert np.array_equal(seen[:m], vis[w, c, slots][:, None])
             want = np.stack([sim.x[w, slots], sim.y[w, slots], sim.h[w, slots]], axis=1)
             assert frames[:m].tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_partial_reset_observation_equals_a_full_observation(action_type: str) -> None:
+    # reset(worlds=...) computes the reset worlds' rows only and copies the others from
+    # the last result: bit for bit what observe() computes for every world
+    sim = running_sim(action_type)
+    rng = np.random.default_rng(5)
+    for worlds in ([0], [2, 5, 7], []):
+        out = sim.reset(worlds=np.array(worlds, dtype=np.int64))
+        assert out.obs.tobytes() == sim.observe().tobytes()
+        sim.step(random_actions(sim, rng))
