@@ -37,7 +37,7 @@ import numpy as np
 from bystander.agents.route_stats import RouteLog, turn_entropy_bits
 from bystander.agents.stand_still import standing_still
 from bystander.config import COTRAINED_KINDS, RunConfig
-from bystander.envs.constraints import MIN_PROGRESS_M
+from bystander.envs.constraints import MIN_PROGRESS_M, cost_column
 from bystander.envs.scoring import ScoredReplay
 from bystander.stats import mean_ci, wilson_ci
 from bystander.sweeps import write_csv
@@ -291,11 +291,11 @@ def episode_row(
     if progress is not None:
         row["progress_m"] = float(progress)
     for ch, v in (info.get("episode_costs") or {}).items():
-        row[f"cost_{ch}"] = float(v)
-        # the units of per_step and per_metre budgets (constraint.cost_normalization)
-        row[f"cost_{ch}_per_step"] = float(v) / steps
+        # in the unit of each budget (constraint.cost_normalization)
+        row[cost_column(ch, "sum")] = float(v)
+        row[cost_column(ch, "per_step")] = float(v) / steps
         if progress is not None:
-            row[f"cost_{ch}_per_metre"] = float(v) / max(float(progress), MIN_PROGRESS_M)
+            row[cost_column(ch, "per_metre")] = float(v) / max(float(progress), MIN_PROGRESS_M)
     return row
 
 

@@ -43,7 +43,7 @@ from bystander.agents.evaluation import (
 from bystander.agents.route_stats import RouteLog
 from bystander.agents.stand_still import standing_still
 from bystander.config import RunConfig
-from bystander.envs.constraints import multiplier_key
+from bystander.envs.constraints import cost_column, multiplier_key
 from bystander.envs.contract import find_layer, step_arrays
 from bystander.sweeps import write_csv
 
@@ -325,15 +325,13 @@ class HeldOutEvaluation:
     def _cost_name(self, key: str) -> str:
         """The held-out figure in the budget's unit for multiplier ``key``:
         ``cost_<channel>_per_step`` / ``_per_metre`` (or the summed ``episode_cost``)."""
-        suffix = {"per_step": "_per_step", "per_metre": "_per_metre"}.get(
-            self.trainer.cfg.constraint.cost_normalization, ""
-        )
-        if key == "cost" and suffix:
+        normalization = self.trainer.cfg.constraint.cost_normalization
+        if key == "cost" and normalization != "sum":
             raise ValueError(
                 "constraint.signal: 'heldout' needs a cost channel with per-step or "
                 "per-metre budgets (the held-out rows have per-channel rates)"
             )
-        return "episode_cost" if key == "cost" else f"cost_{key}{suffix}"
+        return "episode_cost" if key == "cost" else cost_column(key, normalization)
 
     def _update_multipliers(self, summary: dict[str, dict[str, float]], step: bool) -> None:
         """``constraint.signal: heldout``: one multiplier step (when ``step``; a search

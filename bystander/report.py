@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bystander.agents.evaluation import EvalResult
+from bystander.envs.constraints import cost_column
 
 __all__ = ["EgoEntry", "plot_heldout_cost", "plot_utility_vs_predictability", "write_report"]
-
-_HELDOUT_UNIT = {"per_step": "_per_step", "per_metre": "_per_metre", "sum": ""}
-"""Held-out CSV column suffix of each cost normalisation (the budget's unit)."""
 
 
 @dataclass
@@ -142,7 +140,7 @@ def plot_heldout_cost(
     unit = next((c.get("cost_normalization") for c in cons
                  if c.get("mode") in ("lagrangian", "pid")), "per_step")  # fmt: skip
     unit = unit if unit == "per_metre" else "per_step"
-    col = f"cost_{channel}{_HELDOUT_UNIT[unit]}"
+    col = cost_column(channel, unit)
     for k, (e, rows) in enumerate(series):
         con = e.train.get("constraint") or {}
         steps = [r["step"] for r in rows]

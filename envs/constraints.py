@@ -47,6 +47,7 @@ from bystander.envs.multipliers import (
 
 __all__ = [
     "COST_NORMALIZATIONS",
+    "cost_column",
     "MIN_PROGRESS_M",
     "LagrangeMultiplier",
     "LagrangianReward",
@@ -100,6 +101,19 @@ COST_NORMALIZATIONS = ("sum", "per_step", "per_metre")
 Waiting and standing still lower a per-step cost without making the ego any easier
 to predict on its way; per metre, an ego that waits pays the same and one that never
 moves pays its whole cost."""
+
+
+def cost_column(channel: str, normalization: str) -> str:
+    """The key of a cost channel's episode figure in ``normalization``'s unit, in the
+    evaluation rows and summaries (``bystander.agents.evaluation``) and the held-out CSV:
+    ``cost_<channel>`` (``"sum"``), ``cost_<channel>_per_step`` or
+    ``cost_<channel>_per_metre``."""
+    if normalization not in COST_NORMALIZATIONS:
+        raise ValueError(
+            f"cost_normalization: expected one of {COST_NORMALIZATIONS}, got {normalization!r}"
+        )
+    return f"cost_{channel}" if normalization == "sum" else f"cost_{channel}_{normalization}"
+
 
 MIN_PROGRESS_M = 1.0
 """Floor of an episode's progress in ``per_metre`` [m]: an ego that stays put is

@@ -334,6 +334,16 @@ def test_make_multiplier_by_mode():
         make_multiplier("lagrange", 1.0)
 
 
+def test_cost_column_names_the_evaluation_rows_keys():
+    from bystander.envs.constraints import cost_column
+
+    assert cost_column("predictability", "sum") == "cost_predictability"
+    assert cost_column("predictability", "per_step") == "cost_predictability_per_step"
+    assert cost_column("collision", "per_metre") == "cost_collision_per_metre"
+    with pytest.raises(ValueError, match="cost_normalization: expected one of"):
+        cost_column("predictability", "per_second")
+
+
 def test_episode_cost_for_budget_sum_and_per_step():
     from bystander.envs.constraints import COST_NORMALIZATIONS, episode_cost_for_budget
 
