@@ -386,7 +386,9 @@ class IntersectionSim:
         """Start new episodes in ``worlds`` (default: all), one compiled call for all.
 
         ``seed`` re-seeds every world's reset stream first (world ``w``: ``seed + w``).
-        Only the reset worlds' state and surroundings are recomputed.
+        Only the reset worlds' state, surroundings and observation rows are recomputed:
+        the other worlds' rows of the result are those of the last result (their state
+        has not changed since, unless edited by hand: then reset them too).
         """
         if seed is not None:
             self._seed_all(seed)
