@@ -201,14 +201,18 @@ def write_report(
         "| ego | success | collision | time to dest. [s] | task return | ADE [m] | FDE [m] | predictability cost / episode | cost / step [m] | cost / metre [m/m] | escalations |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cost(unit: str) -> str:
+        return cost_column("predictability", unit)
+
     for e in entries:
         s = e.evaluation.summary
         lines.append(
             f"| {e.label} | {_fmt(s.get('success'), 1, pct=True)} | {_fmt(s.get('collision'), 1, pct=True)} "
             f"| {_fmt(s.get('time_to_destination_s'), 1)} | {_fmt(s.get('task_return'))} "
-            f"| {_fmt(s.get('ade'))} | {_fmt(s.get('fde'))} | {_fmt(s.get('cost_predictability'))} "
-            f"| {_fmt(s.get('cost_predictability_per_step'), 3)} "
-            f"| {_fmt(s.get('cost_predictability_per_metre'), 3)} | {_fmt(s.get('escalations'), 1)} |"
+            f"| {_fmt(s.get('ade'))} | {_fmt(s.get('fde'))} | {_fmt(s.get(cost('sum')))} "
+            f"| {_fmt(s.get(cost('per_step')), 3)} "
+            f"| {_fmt(s.get(cost('per_metre')), 3)} | {_fmt(s.get('escalations'), 1)} |"
         )
     lines += ["", "### ADE per observer type [m]", ""]
     types = sorted({k[4:] for e in entries for k in e.evaluation.summary if k.startswith("ade_")})

@@ -7,10 +7,11 @@ per world. :func:`idm_accel` is the one implementation of that rule (see
 worlds, so it serves one env and a batched VecEnv alike. Compiled on first use and cached
 on disk (``cache=True``).
 
-Threads: the kernels of the step and the reset that loop over worlds (:func:`idm_accel`,
+Threads: the heavy kernels of the step and the reset (:func:`idm_accel`,
 :func:`advance`, :func:`spawn`, :func:`surroundings`, :func:`reset_worlds`, and the
 controlled cars' outcomes, route features and observation in
-:mod:`~bystander.envs.intersection.ego_kernels`) run one world per thread
+:mod:`~bystander.envs.intersection.ego_kernels`; the commands, the IDM merge and the
+random draws, a few flops per world, stay serial) run one world per thread
 (``prange``); each has a serial twin (``*_serial``, the same code compiled
 without the thread pool) that the simulator calls below :data:`PARALLEL_MIN_WORLDS`
 worlds (:func:`threaded`). A world's computation never reads another world's state and

@@ -78,6 +78,13 @@ def _worker(conn: Any, n: int, seed: int, buffer: Any, lo: int, shape: tuple) ->
     conn.close()
 
 
+def _join(parts: list[Any]) -> Any:
+    """Per-shard ``step_arrays`` joined along the world axis (dicts key by key)."""
+    if isinstance(parts[0], dict):
+        return {k: _join([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
 class _Sharded:
     """``local`` worlds stepped here, the rest in one worker per entry of ``remote``."""
 
@@ -93,7 +100,9 @@ class _Sharded:
         self.bounds, self.conns, self.procs, lo = [], [], [], local
         for size in remote:
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(theirs, size, lo, self.buffer, lo, self.shape))
+            proc = ctx.Process(
+                target=_worker, args=(theirs, size, lo, self.buffer, lo, self.shape), daemon=True
+            )
             proc.start()
             theirs.close()  # a worker that dies then reads as EOF here, not a hang
             self.conns.append(mine)
@@ -101,27 +110,49 @@ class _Sharded:
             self.bounds.append((lo, lo + size))
             lo += size
         for conn in self.conns:
-            assert conn.recv() == "ready"
+            if conn.recv() != "ready":  # (a worker that died raises EOFError here)
+                raise RuntimeError("a worker did not start")
         self.n_local = local
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """All worlds' observations, rewards, dones, infos and ``step_arrays``, joined
+        as one VecEnv of all worlds would return them."""
         for conn, (lo, hi) in zip(self.conns, self.bounds, strict=True):
             conn.send(actions[lo:hi])
-        parts = []
+        parts, los = [], []
         if self.local is not None:
-            obs, rewards, dones, _ = self.local.step(actions[: self.n_local])
+            from bystander.envs.contract import step_arrays
+
+            obs, rewards, dones, infos = self.local.step(actions[: self.n_local])
             self.obs[: self.n_local] = obs
-            parts.append((rewards, dones))
-        for conn in self.conns:
-            rewards, dones, _ended, _arrays = conn.recv()
-            parts.append((rewards, dones))
-        return self.obs.copy(), np.concatenate([p[1] for p in parts])
+            ended = [(i, infos[i]) for i in np.flatnonzero(dones).tolist()]
+            parts.append((rewards, dones, ended, dict(step_arrays(self.local))))
+            los.append(0)
+        for conn, (lo, _) in zip(self.conns, self.bounds, strict=True):
+            parts.append(conn.recv())
+            los.append(lo)
+        infos: list[Any] = [{}] * len(actions)
+        for lo, part in zip(los, parts, strict=True):
+            for i, info in part[2]:
+                infos[lo + i] = info
+        return (
+            self.obs.copy(),
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            infos,
+            _join([p[3] for p in parts]),
+        )
 
     def close(self) -> None:
         for conn in self.conns:
-            conn.send(None)
+            try:
+                conn.send(None)
+            except OSError:  # that worker is gone already
+                pass
         for proc in self.procs:
-            proc.join()
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
 
 
 def _rate(step: Any, n: int, steps: int) -> float:
@@ -147,9 +178,12 @@ def _apart(n: int, steps: int) -> float:
     """Two :func:`_alone` processes side by side; their rates summed."""
     ctx = mp.get_context("forkserver")
     pipes = [ctx.Pipe() for _ in range(2)]
-    procs = [ctx.Process(target=_alone, args=(theirs, n, steps)) for _, theirs in pipes]
-    for proc in procs:
+    procs = [
+        ctx.Process(target=_alone, args=(theirs, n, steps), daemon=True) for _, theirs in pipes
+    ]
+    for proc, (_, theirs) in zip(procs, pipes, strict=True):
         proc.start()
+        theirs.close()  # a child that dies then reads as EOF here, not a hang
     total = sum(mine.recv() for mine, _ in pipes)
     for proc in procs:
         proc.join()

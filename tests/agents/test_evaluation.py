@@ -176,6 +176,9 @@ def test_report_markdown_and_plot(keep_eval, tmp_path: Path) -> None:
     path = write_report(tmp_path, entries, notes=["hello"])
     text = path.read_text()
     assert "| unconstrained |" in text and "| lagrangian |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| unconstrained |"))
+    for key in ("cost_predictability_per_step", "cost_predictability_per_metre"):
+        assert f"| {result.summary[key]['mean']:.3f} " in row  # the cost columns are filled
     assert "utility_vs_predictability.png" in text and "lambda[predictability] = 0.500" in text
     png = tmp_path / "utility_vs_predictability.png"
     assert png.is_file() and png.stat().st_size > 5000
