@@ -436,42 +436,6 @@ class IntersectionSim:
         """Desired speeds [m/s]: 80-110 % of the kind's base speed (``u`` uniform in [0, 1))."""
         return self._base_speed[kind] * (0.8 + 0.3 * u)
 
-    def _place_many(
-        self, w: np.ndarray, slot: np.ndarray, kind: np.ndarray, seg: np.ndarray, s: np.ndarray,
-        v: np.ndarray, v0: np.ndarray,
-    ) -> None:  # fmt: skip
-        """Put new lane-following road users at ``(seg, s)`` (all arguments ``(M,)``).
-
-        Ids follow the order of the arguments within each world. Controlled cars in
-        continuous mode become free movers at that pose.
-        """
-        if len(w) == 0:
-            return
-        self.alive[w, slot] = True
-        self.kind[w, slot] = kind
-        # ids: next_uid of the world, plus the rank among this call's entries of that world
-        order = np.argsort(w, kind="stable")
-        ws = w[order]
-        first = np.searchsorted(ws, ws, side="left")
-        rank = np.empty_like(first)
-        rank[order] = np.arange(len(ws)) - first
-        self.uid[w, slot] = self.next_uid[w] + rank
-        np.add.at(self.next_uid, w, 1)
-        self.seg[w, slot] = seg
-        self.s[w, slot] = s
-        self.v[w, slot] = v
-        self.v0[w, slot] = v0
-        self.length[w, slot] = LENGTH[kind]
-        self.width[w, slot] = WIDTH[kind]
-        self.stuck[w, slot] = 0.0
-        self.turn_chosen[w, slot] = False
-        x, y, h, c, sn = self.road.pose_at(seg, s)
-        off = LATERAL_OFFSET[kind]
-        self.x[w, slot], self.y[w, slot], self.h[w, slot] = x + off * sn, y - off * c, h
-        self.cos[w, slot], self.sin[w, slot] = c, sn
-        if self.continuous:
-            self.seg[w, slot] = np.where(kind == CONTROLLED, -1, seg)
-
     def place(
         self, w: int, slot: int, kind: int, x: float, y: float, heading: float, v: float = 0.0
     ) -> int:
