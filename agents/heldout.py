@@ -307,7 +307,7 @@ class HeldOutEvaluation:
             normalize=self._normalizer(),
         )
         name = self._cost_name(key)
-        costs = [float(np.mean([row[name] for row in r.episodes])) for r in results]
+        costs = [r.summary[name]["mean"] for r in results]
         lam = trainer.multipliers[key].solve(grid.tolist(), costs)
         trainer.model.logger.record(f"constraint/search_lambda_{key}", lam)
         trainer.sync_multipliers()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import numbers
 import re
 import types
 import typing
@@ -38,6 +39,7 @@ __all__ = [
     "from_dict",
     "get_dotted",
     "is_distribution",
+    "is_int",
     "parse_override",
     "read_yaml",
     "set_dotted",
@@ -105,6 +107,11 @@ def check(cond: bool, field_path: str, expected: str, got: Any) -> None:
     """Raise ``ValueError("<field_path>: expected <expected>, got <got>")`` unless ``cond``."""
     if not cond:
         raise ValueError(f"{field_path}: expected {expected}, got {got!r}")
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an int or a numpy integer (not a bool, nor a numpy bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_distribution(p: Any, n: int | None = None) -> bool:

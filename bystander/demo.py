@@ -217,12 +217,13 @@ def _scripted_frontier(cfg: RunConfig) -> list[Any]:
     from bystander.report import EgoEntry
 
     predictor = build_predictor(cfg) if cfg.predictor.kind != "none" else None
-    speeds = SCRIPTED_SPEEDS
-    if cfg.env.config.get("action_type") == "target_speed":
-        speeds = IntersectionConfig.from_dict(cfg.env.config).speed_levels
+    levels = cfg.env.config.get("action_type") == "target_speed"  # turns not chosen
+    speeds = (
+        IntersectionConfig.from_dict(cfg.env.config).speed_levels if levels else SCRIPTED_SPEEDS
+    )
     specs = [f"speed:{v:g}" for v in speeds] + ["stop"]
     rows, cols = cfg.env.config.get("grid", (1, 1))
-    if rows * cols > 1 and speeds is SCRIPTED_SPEEDS:  # a target_speed ego cannot turn
+    if rows * cols > 1 and not levels:
         specs += [f"route:{h}" for h in ROUTE_HABITS]
     out = []
     for spec in specs:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bystander.dataconfig import check
+from bystander.dataconfig import check, is_int
 from bystander.envs.constraints import COST_NORMALIZATIONS
 from bystander.envs.multipliers import (
     LAMBDA_STEPS,
@@ -43,10 +43,6 @@ def _number(value: Any) -> bool:
         and not isinstance(value, (bool, np.bool_))
         and math.isfinite(value)
     )
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 SIGNALS = ("rollout", "heldout")
@@ -226,7 +222,7 @@ class ConstraintConfig:
             )
         for name in ("delay", "window", "search_points", "search_episodes"):
             value = getattr(self, name)
-            check(_int(value), f"{path}.{name}", "an int", value)
+            check(is_int(value), f"{path}.{name}", "an int", value)
         check(
             self.mode in CONSTRAINT_MODES, f"{path}.mode", f"one of {CONSTRAINT_MODES}", self.mode
         )

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bystander.dataconfig import is_int
+
 __all__ = ["ACTION_TYPES", "IntersectionConfig", "OBSERVATION_TYPES"]
 
 ACTION_TYPES = ("discrete", "continuous", "factored", "target_speed")
@@ -55,11 +57,6 @@ _INTS: dict[str, tuple[int, int]] = {
     "n_pedestrians": (0, 512), "n_cyclists": (0, 512), "screen_size": (64, 4096),
     "render_fps": (1, 10_000),
 }  # fmt: skip
-
-
-def _is_int(v: Any) -> bool:
-    """An int or a numpy integer (not a bool)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _is_real(v: Any) -> bool:
@@ -229,7 +226,7 @@ class IntersectionConfig:
         if (
             not isinstance(grid, (tuple, list))
             or len(grid) != 2
-            or not all(_is_int(g) and 1 <= g <= MAX_GRID for g in grid)
+            or not all(is_int(g) and 1 <= g <= MAX_GRID for g in grid)
         ):
             raise ValueError(
                 f"config.grid: expected (rows, cols) of ints in [1, {MAX_GRID}], got {grid!r}"
@@ -244,7 +241,7 @@ class IntersectionConfig:
         )
         for name, (lo, hi) in _INTS.items():
             v = getattr(self, name)
-            if not _is_int(v) or not lo <= v <= hi:
+            if not is_int(v) or not lo <= v <= hi:
                 raise ValueError(f"config.{name}: expected an int >= {lo} and <= {hi}, got {v!r}")
             object.__setattr__(self, name, int(v))
         if self.action_type not in ACTION_TYPES:

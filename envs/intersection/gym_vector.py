@@ -40,6 +40,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from bystander.dataconfig import is_int
 from bystander.envs.contract import step_arrays
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.vec_env import IntersectionVecEnv
@@ -117,7 +118,7 @@ class IntersectionVectorEnv(VectorEnv):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every world; ``seed``: world ``i`` gets ``seed + i``."""
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            if not is_int(seed):
                 raise TypeError(f"seed: expected an int (world i gets seed + i), got {seed!r}")
             self._base.seed(int(seed))
         if options:

@@ -66,6 +66,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
+from bystander.dataconfig import is_int
 from bystander.envs.contract import EGO_STEP_KEY, EgoBatch
 from bystander.envs.intersection.config import IntersectionConfig
 from bystander.envs.intersection.sim import REWARD_NAMES, IntersectionSim, StepResult
@@ -96,10 +97,6 @@ empty mapping (N fresh dicts per step cost more in garbage collection than the s
 _ALL = slice(None)
 INFO_MODES = ("full", "lean")
 """``info_mode`` values of :class:`IntersectionVecEnv`."""
-
-
-def _seed_ok(x: Any) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 class IntersectionVecEnv(VecRendering, VecEnv):
@@ -149,7 +146,7 @@ class IntersectionVecEnv(VecRendering, VecEnv):
                 f"render_mode: expected None or one of {self.metadata['render_modes']}, "
                 f"got {render_mode!r}"
             )
-        if seed is not None and not _seed_ok(seed):
+        if seed is not None and not is_int(seed):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         self.render_mode = render_mode
         self.render_world = 0
@@ -447,13 +444,13 @@ class IntersectionVecEnv(VecRendering, VecEnv):
         seed (same simulator seed chain), given the same actions. ``None``: a random base
         seed. Returns the seeds: per slot for an int (as SB3), per world for a list."""
         if isinstance(seed, Sequence | np.ndarray):
-            if len(seed) != self._n or not all(_seed_ok(x) and x >= 0 for x in seed):
+            if len(seed) != self._n or not all(is_int(x) and x >= 0 for x in seed):
                 raise ValueError(
                     f"seed: expected {self._n} ints >= 0 (one per world), got {seed!r}"
                 )
             self._seeds = [*map(int, seed), *[None] * (self.num_envs - self._n)]  # per slot
             return self._seeds[: self._n]
-        if seed is not None and not _seed_ok(seed):
+        if seed is not None and not is_int(seed):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         return super().seed(None if seed is None else int(seed))
 
